@@ -1,0 +1,286 @@
+//! The message handlers of switchboard, free of I/O.
+//!
+//! A handler never touches a socket, a file or the clock. The event loop calls it with events
+//! (a session opened, a message arrived, the operator typed a line, a timer fired, the session
+//! is closing) and the handler answers by pushing actions into an [`Outbox`]: bytes to send,
+//! close the session, start a timer, show something to the operator. The loop turns those
+//! actions into writes and timers. So each handler is tested with plain function calls.
+//!
+//! A listener's `handlers = ["bye-close", "scripted-reply", "console-reply"]` is a chain of
+//! responsibility: a message goes to the first handler; [`Flow::Pass`] hands it to the next.
+//! One [`Handler`] instance exists per session and per chain link, made by the link's
+//! [`HandlerFactory`], which the [`registry`] builds once from the config.
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub mod bye_close;
+mod chain;
+pub mod echo;
+pub mod registry;
+pub mod settings;
+pub mod testutil;
+pub mod text;
+
+pub use chain::Chain;
+pub use registry::{BuildEnv, BuildError, Registry};
+pub use settings::Settings;
+
+/// Transport of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// A stream socket: one session per connection.
+    Tcp,
+    /// A datagram socket: one session per peer address.
+    Udp,
+}
+
+impl Proto {
+    /// `"tcp"` or `"udp"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a handler knows about the session it serves. The loop fills `now` before each call,
+/// so handlers never read the clock.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Daemon-wide session number, never reused while the daemon runs.
+    pub id: u64,
+    /// Name of the listener the session belongs to.
+    pub listener: Arc<str>,
+    /// Transport of the listener.
+    pub proto: Proto,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Wall-clock time of the event being handled.
+    pub now: SystemTime,
+}
+
+/// Identifies a timer within one handler instance; the handler chooses the numbers.
+pub type TimerId = u64;
+
+/// Whether a handler dealt with a message or hands it to the next link of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// The message is dealt with; the rest of the chain does not see it.
+    Handled,
+    /// Give the message to the next handler. A message passed by the last handler is dropped
+    /// (and logged at debug by the loop).
+    Pass,
+}
+
+/// How far an end reaches when a handler ends a session (see `bye-close`'s `scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// End this session only.
+    Session,
+    /// End this session and stop the listener accepting new ones.
+    Listener,
+    /// End this session and shut the whole daemon down gracefully.
+    Daemon,
+}
+
+/// Why a session ends; given to [`Handler::on_close`] and logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed its side (TCP).
+    PeerClosed,
+    /// A handler asked for the end (for example on `bye`).
+    Handler,
+    /// The operator closed the session.
+    Operator,
+    /// No traffic within the listener's idle timeout.
+    IdleTimeout,
+    /// The daemon is stopping.
+    Shutdown,
+    /// A socket error or a peer that broke a limit.
+    Error,
+}
+
+impl CloseReason {
+    /// Short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer closed",
+            CloseReason::Handler => "handler",
+            CloseReason::Operator => "operator",
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something a handler asks the loop to do, other than sending bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// End the session once everything sent before is flushed, with this reach.
+    Close(Scope),
+    /// Call [`Handler::on_timer`] of chain link `link` with `id` after the delay. Handlers
+    /// ask for it with [`Outbox::timer`], which fills in the link.
+    Timer {
+        /// Index of the link in the chain.
+        link: usize,
+        /// The handler's own timer number.
+        id: TimerId,
+        /// How long from now.
+        after: Duration,
+    },
+    /// Show this text to the operator, tagged with the session. The text is raw peer text;
+    /// the console escapes it.
+    ToOperator(String),
+}
+
+/// Where a handler puts its answers. The loop owns one outbox and reuses it for every call,
+/// so sending is an append to a buffer, not an allocation per message.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// The chain link being called, so that timers come back to it.
+    link: usize,
+    data: Vec<u8>,
+    /// End offsets in `data` of each message: one datagram each on UDP.
+    ends: Vec<usize>,
+    actions: Vec<Action>,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new() -> Outbox {
+        Outbox::default()
+    }
+
+    /// Send these bytes to the peer as one message (one datagram on UDP).
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+        self.ends.push(self.data.len());
+    }
+
+    /// Ask for an action.
+    pub fn push(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    /// Start a timer: [`Handler::on_timer`] is called with `id` after `after`.
+    pub fn timer(&mut self, id: TimerId, after: Duration) {
+        let link = self.link;
+        self.push(Action::Timer { link, id, after });
+    }
+
+    /// Show text to the operator.
+    pub fn to_operator(&mut self, text: impl Into<String>) {
+        self.push(Action::ToOperator(text.into()));
+    }
+
+    /// End the session (after flushing) with this reach.
+    pub fn close(&mut self, scope: Scope) {
+        self.push(Action::Close(scope));
+    }
+
+    /// Whether nothing was sent or asked for.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty() && self.actions.is_empty()
+    }
+
+    /// All bytes sent, concatenated (what a stream peer receives).
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The messages sent, one slice each.
+    pub fn messages(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let m = &self.data[start..end];
+            start = end;
+            m
+        })
+    }
+
+    /// The actions asked for, in order.
+    pub fn actions(&self) -> &[Action] {
+        &self.actions
+    }
+
+    /// Take the actions out, leaving the sent data in place.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Forget everything, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.actions.clear();
+    }
+}
+
+/// One link of a listener's chain, for one session.
+///
+/// Calling contract, for each session:
+/// 1. [`on_open`](Handler::on_open) once, when the session opens (TCP: on accept; UDP: on the
+///    peer's first datagram, before that datagram's `on_message`), for every link in order.
+/// 2. Then, in any order, [`on_message`](Handler::on_message) for each complete message that
+///    reaches this link, [`on_operator`](Handler::on_operator) for each operator line aimed at
+///    the session, and [`on_timer`](Handler::on_timer) for each timer this instance started.
+/// 3. [`on_close`](Handler::on_close) once, last, for every link. Nothing sent from it reaches
+///    the peer.
+///
+/// After a handler pushes [`Action::Close`] no further messages are delivered to the session.
+pub trait Handler: fmt::Debug {
+    /// The session opened.
+    fn on_open(&mut self, _s: &Session, _out: &mut Outbox) {}
+
+    /// A complete message (a read, a datagram or a line without its terminator). Return
+    /// [`Flow::Pass`] to hand it to the next link.
+    fn on_message(&mut self, msg: &[u8], s: &Session, out: &mut Outbox) -> Flow;
+
+    /// The operator typed a reply for this session. Only the first link that returns
+    /// [`Flow::Handled`] sees it.
+    fn on_operator(&mut self, _line: &str, _s: &Session, _out: &mut Outbox) -> Flow {
+        Flow::Pass
+    }
+
+    /// A timer started by this instance fired.
+    fn on_timer(&mut self, _timer: TimerId, _s: &Session, _out: &mut Outbox) {}
+
+    /// The session is ending.
+    fn on_close(&mut self, _s: &Session, _reason: CloseReason) {}
+}
+
+/// Makes one [`Handler`] per session. Built once from the config; holds what sessions share
+/// (compiled rules, loaded scripts).
+pub trait HandlerFactory: fmt::Debug {
+    /// The registry name of the handler (`"echo"`, `"bye-close"`, ...).
+    fn name(&self) -> &'static str;
+
+    /// A handler for a new session.
+    fn session(&self) -> Box<dyn Handler>;
+
+    /// Whether the handler wants operator lines (the console only offers sessions of
+    /// listeners that have one).
+    fn takes_operator(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,12 @@
+//! `switchboard port`: which process holds a port, from /proc.
+
+use std::process::ExitCode;
+
+/// Arguments of `switchboard port`.
+#[derive(Debug, clap::Args)]
+pub struct PortArgs {}
+
+/// `switchboard port`.
+pub fn run(_args: PortArgs) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("port is not available yet")
+}
