@@ -1,18 +1,83 @@
 //! switchboard: TCP/UDP listeners declared in TOML, each with a chain of message handlers,
 //! served by one mio event loop on one thread.
+//!
+//! [`config`] parses and validates; [`daemon::Daemon`] binds and runs the loop; the handlers
+//! themselves live in the `switchboard-handlers` crate and never touch I/O.
 
 pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod framing;
+pub mod logging;
 pub mod port;
 
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Run the daemon with the config at `path`, or the embedded default.
-pub fn run_daemon(_path: Option<&Path>) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet")
+use anyhow::Context;
+
+/// Exit status for a config that does not validate.
+const EXIT_CONFIG: u8 = 2;
+
+/// `switchboard run`: serve the config at `path`, or the embedded default.
+pub fn run_daemon(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "switchboard: the config has {} error(s); nothing was started",
+                errors.0.len()
+            );
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let _guard = logging::init(&config.daemon).context("cannot set up logging")?;
+    let daemon = match daemon::Daemon::bind(&config) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return Err(e);
+        }
+    };
+    if config.daemon.log_file.is_some() {
+        for (name, proto, addr) in daemon.local_addrs() {
+            eprintln!("switchboard: {name} listening on {addr}/{proto}");
+        }
+    }
+    daemon.run().context("the event loop failed")?;
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Validate a config without binding.
-pub fn check(_path: Option<&Path>) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet")
+/// `switchboard check`: validate without binding; print a summary or every error.
+pub fn check(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok, {} listener(s)",
+                c.source.display(),
+                c.listeners.len()
+            );
+            for l in &c.listeners {
+                let framing = match (l.proto, l.framing) {
+                    (switchboard_handlers::Proto::Udp, _) => "datagram",
+                    (_, config::Framing::Raw) => "raw",
+                    (_, config::Framing::Line) => "line",
+                };
+                println!(
+                    "  {:<16} {:<24} {:<8} {}",
+                    l.name,
+                    l.endpoint(),
+                    framing,
+                    l.handler_names.join(" -> ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("switchboard: {} error(s)", errors.0.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use switchboard::{client, port};
 
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about = "A configurable TCP/UDP socket daemon")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A configurable TCP/UDP socket daemon"
+)]
 struct Cli {
     /// Config file for the daemon (same as `switchboard run -c FILE`).
     #[arg(short, long, global = true, value_name = "FILE")]

@@ -10,3 +10,9 @@ pub struct PortArgs {}
 pub fn run(_args: PortArgs) -> anyhow::Result<ExitCode> {
     anyhow::bail!("port is not available yet")
 }
+
+/// Who holds `addr`, as text to follow "is already in use".
+pub fn describe_holder(addr: std::net::SocketAddr, udp: bool) -> String {
+    let _ = udp;
+    format!("(see `switchboard port {}`)", addr.port())
+}

@@ -1,9 +1,322 @@
-//! Shared helpers: start the daemon on port 0, read its bound addresses from its logs.
+//! Shared helpers: start the real daemon on port 0 and read its bound addresses from its
+//! `listening` log events; run the binary's other commands.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wait_timeout::ChildExt;
+
+/// How long any single wait in a test may take before the test fails.
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// Path of the built `switchboard` binary.
-pub fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_switchboard"))
+}
+
+/// A config with JSON logs on stderr, so tests can read events.
+pub(crate) fn with_json_logs(config: &str) -> String {
+    // Added at the end, so line numbers in error messages stay those of the test's text.
+    if config.contains("[daemon]") {
+        config.replacen("[daemon]", "[daemon]\nlog_format = \"json\"", 1)
+    } else {
+        format!("{config}\n[daemon]\nlog_format = \"json\"\n")
+    }
+}
+
+/// One TCP listener on 127.0.0.1:0 with these handlers and extra lines.
+pub(crate) fn tcp_listener(name: &str, handlers: &str, extra: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"{name}\"\nprotocol = \"tcp\"\nip = \"127.0.0.1\"\nport = 0\nhandlers = {handlers}\n{extra}\n"
+    )
+}
+
+/// One UDP listener on 127.0.0.1:0 with these handlers and extra lines.
+pub(crate) fn udp_listener(name: &str, handlers: &str, extra: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"{name}\"\nprotocol = \"udp\"\nip = \"127.0.0.1\"\nport = 0\nhandlers = {handlers}\n{extra}\n"
+    )
+}
+
+/// The daemon, running. Killed when dropped.
+pub(crate) struct Daemon {
+    child: Child,
+    /// The folder holding the config (and anything the test puts beside it).
+    pub(crate) dir: tempfile::TempDir,
+    lines: Receiver<String>,
+    /// Every stderr line read so far.
+    pub(crate) seen: Vec<String>,
+    /// Lines read but not yet consumed by `wait_for`.
+    backlog: VecDeque<String>,
+    listening: Vec<(String, String, SocketAddr)>,
+}
+
+impl Daemon {
+    /// Start `switchboard run -c` on this config (JSON logs added) and wait until it is ready.
+    pub(crate) fn start(config: &str) -> Daemon {
+        Daemon::start_with(config, |_| {})
+    }
+
+    /// Start with files prepared in the config's folder first.
+    pub(crate) fn start_with(config: &str, prepare: impl FnOnce(&Path)) -> Daemon {
+        let mut d = Daemon::spawn(config, prepare);
+        let ready = d.wait_for(|v| msg(v) == "ready");
+        assert!(
+            ready.is_some(),
+            "daemon never became ready; stderr:\n{}",
+            d.seen.join("\n")
+        );
+        let listening: Vec<_> = d
+            .seen
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| msg(v) == "listening")
+            .map(|v| {
+                (
+                    field(&v, "listener"),
+                    field(&v, "proto"),
+                    field(&v, "addr").parse().expect("addr"),
+                )
+            })
+            .collect();
+        d.listening = listening;
+        d
+    }
+
+    /// Start without waiting for readiness (for configs expected to fail).
+    pub(crate) fn spawn(config: &str, prepare: impl FnOnce(&Path)) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        prepare(dir.path());
+        let path = dir.path().join("switchboard.toml");
+        std::fs::write(&path, with_json_logs(config)).expect("write config");
+        let mut child = Command::new(bin())
+            .args(["run", "-c"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn switchboard");
+        let (tx, rx) = channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            dir,
+            lines: rx,
+            seen: Vec::new(),
+            backlog: VecDeque::new(),
+            listening: Vec::new(),
+        }
+    }
+
+    /// The bound address of a listener.
+    pub(crate) fn addr(&self, listener: &str) -> SocketAddr {
+        self.listening
+            .iter()
+            .find(|(n, _, _)| n == listener)
+            .unwrap_or_else(|| panic!("no listener {listener}: {:?}", self.listening))
+            .2
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait (up to `WAIT`) for a JSON log event matching `pred`; events before it are
+    /// consumed. `None` if it never came or stderr closed.
+    pub(crate) fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let line = match self.backlog.pop_front() {
+                Some(l) => l,
+                None => match self
+                    .lines
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                {
+                    Ok(l) => {
+                        self.seen.push(l.clone());
+                        l
+                    }
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+                },
+            };
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && pred(&v)
+            {
+                return Some(v);
+            }
+        }
+    }
+
+    /// Wait for an event with this message.
+    pub(crate) fn wait_msg(&mut self, message: &str) -> Value {
+        self.wait_for(|v| msg(v) == message)
+            .unwrap_or_else(|| panic!("no {message:?} event; stderr:\n{}", self.seen.join("\n")))
+    }
+
+    /// Everything on stderr until the process closes it.
+    pub(crate) fn drain_stderr(&mut self) -> String {
+        while let Ok(l) = self.lines.recv_timeout(WAIT) {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
+    }
+
+    /// Send a signal.
+    pub(crate) fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(r, 0, "kill failed");
+    }
+
+    /// Wait for the process to exit.
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
+        match self.child.wait_timeout(WAIT).expect("wait") {
+            Some(status) => status,
+            None => panic!(
+                "daemon did not exit within {WAIT:?}; stderr:\n{}",
+                self.seen.join("\n")
+            ),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `message` of a JSON log event.
+pub(crate) fn msg(v: &Value) -> &str {
+    v["message"].as_str().unwrap_or("")
+}
+
+/// A field of a JSON log event as text.
+pub(crate) fn field(v: &Value, name: &str) -> String {
+    match &v[name] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Run the binary with arguments; wait up to `WAIT`.
+pub(crate) fn run(args: &[&str]) -> Output {
+    run_in(args, None, "")
+}
+
+/// Run the binary with arguments, stdin text, and optionally a working folder.
+pub(crate) fn run_in(args: &[&str], dir: Option<&Path>, stdin: &str) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    let text = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(text.as_bytes());
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let status = match child.wait_timeout(WAIT).expect("wait") {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            panic!("{args:?} did not finish within {WAIT:?}");
+        }
+    };
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+/// A TCP client with a read timeout.
+pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// Send and read one reply of up to 1024 bytes, as the tutorial's clients do.
+pub(crate) fn ask(s: &mut TcpStream, text: &str) -> String {
+    s.write_all(text.as_bytes()).unwrap();
+    let mut buf = [0; 1024];
+    let n = s.read(&mut buf).expect("reply");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Read exactly `n` bytes.
+pub(crate) fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).expect("read_exact");
+    buf
+}
+
+/// Whether the peer closed: the next read returns 0 bytes.
+pub(crate) fn closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0; 64];
+    matches!(s.read(&mut buf), Ok(0))
+}
+
+/// A UDP client socket on 127.0.0.1 with a read timeout.
+pub(crate) fn udp_client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// Send a datagram and receive one back.
+pub(crate) fn udp_ask(s: &UdpSocket, to: SocketAddr, text: &str) -> String {
+    s.send_to(text.as_bytes(), to).unwrap();
+    let mut buf = [0; 2048];
+    let (n, from) = s.recv_from(&mut buf).expect("udp reply");
+    assert_eq!(from, to);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Text of a command's stderr.
+pub(crate) fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Text of a command's stdout.
+pub(crate) fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -148,14 +148,17 @@ mod tests {
         let mut h = chain("");
         let out = h.message(b"byebye");
         assert_eq!(out.data(), b"byebye", "echo got it");
-        assert_eq!(h.message(b"Bye").data(), b"Bye", "case-sensitive by default");
+        assert_eq!(
+            h.message(b"Bye").data(),
+            b"Bye",
+            "case-sensitive by default"
+        );
     }
 
     #[test]
     fn word_reply_case_and_scope_are_configurable() {
-        let mut h = chain(
-            "word = \"quit\"\nignore_case = true\nreply = \"see you\"\nscope = \"listener\"",
-        );
+        let mut h =
+            chain("word = \"quit\"\nignore_case = true\nreply = \"see you\"\nscope = \"listener\"");
         let out = h.message(b"QUIT\n");
         assert_eq!(out.data(), b"see you");
         assert_eq!(out.actions(), &[Action::Close(Scope::Listener)]);

@@ -203,6 +203,11 @@ impl Outbox {
         self.ends.is_empty() && self.actions.is_empty()
     }
 
+    /// Whether any message was sent (an empty message counts: it is an empty datagram).
+    pub fn has_messages(&self) -> bool {
+        !self.ends.is_empty()
+    }
+
     /// All bytes sent, concatenated (what a stream peer receives).
     pub fn data(&self) -> &[u8] {
         &self.data

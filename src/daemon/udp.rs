@@ -1,0 +1,128 @@
+//! UDP: each datagram is a message; a session per peer address; replies by `send_to`.
+
+use std::io;
+use std::net::SocketAddr;
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+use tracing::{debug, warn};
+
+use super::{Daemon, LISTENER_BASE, Listener, MAX_OPS_PER_EVENT, RunState};
+use crate::daemon::bind::Bound;
+
+/// Datagrams kept per listener while the kernel's send buffer is full.
+const UDP_QUEUE_MAX: usize = 4096;
+
+/// Send one datagram to `peer`, queueing it if the socket would block.
+pub(super) fn send_to(listener: &mut Listener, peer: SocketAddr, msg: &[u8], registry: &Registry) {
+    let Some(Bound::Udp(socket)) = &mut listener.socket else {
+        return;
+    };
+    if listener.udp_queue.is_empty() {
+        loop {
+            match socket.send_to(msg, peer) {
+                Ok(_) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!(listener = %listener.cfg.name, %peer, error = %e, "send_to failed; datagram dropped");
+                    return;
+                }
+            }
+        }
+    }
+    if listener.udp_queue.len() >= UDP_QUEUE_MAX {
+        warn!(listener = %listener.cfg.name, %peer, "send queue full; datagram dropped");
+        return;
+    }
+    listener.udp_queue.push_back((peer, msg.to_vec()));
+    if !listener.udp_writable {
+        listener.udp_writable = true;
+        let token = Token(LISTENER_BASE + listener.index);
+        let _ = registry.reregister(socket, token, Interest::READABLE | Interest::WRITABLE);
+    }
+}
+
+/// Send queued datagrams until the socket would block. Returns whether the queue emptied.
+pub(super) fn flush_now(listener: &mut Listener, socket: &mut UdpSocket) -> bool {
+    while let Some((peer, msg)) = listener.udp_queue.front() {
+        match socket.send_to(msg, *peer) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) => {
+                debug!(listener = %listener.cfg.name, peer = %peer, error = %e, "send_to failed; datagram dropped")
+            }
+        }
+        listener.udp_queue.pop_front();
+    }
+    true
+}
+
+impl Daemon {
+    /// Receive datagrams until `WouldBlock` (capped per event).
+    pub(super) fn udp_read(&mut self, idx: usize) {
+        for _ in 0..MAX_OPS_PER_EVENT {
+            if self.state != RunState::Running {
+                return;
+            }
+            let listener = &mut self.listeners[idx];
+            let Some(Bound::Udp(socket)) = &listener.socket else {
+                return;
+            };
+            match socket.recv_from(&mut self.buf) {
+                Ok((n, peer)) => self.on_datagram(idx, n, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(listener = %listener.cfg.name, error = %e, "recv_from failed");
+                    return;
+                }
+            }
+        }
+        self.pending.push(Token(LISTENER_BASE + idx));
+    }
+
+    fn on_datagram(&mut self, idx: usize, n: usize, peer: SocketAddr) {
+        let max = self.listeners[idx].cfg.max_message;
+        if n > max {
+            warn!(listener = %self.listeners[idx].cfg.name, %peer, bytes = n, max_message = max, "datagram larger than max_message; dropped");
+            return;
+        }
+        let key = match self.listeners[idx].peers.get(&peer) {
+            Some(&key) => key,
+            None => {
+                let key = self.open_session(idx, peer, None);
+                if !self.sessions.contains(key) {
+                    return;
+                }
+                self.listeners[idx].peers.insert(peer, key);
+                key
+            }
+        };
+        let conn = &mut self.sessions[key];
+        conn.last_active = self.now;
+        conn.session.now = self.wall;
+        conn.counts.bytes_in += n as u64;
+        self.out.clear();
+        Daemon::deliver(conn, &self.buf[..n], &mut self.out);
+        self.apply_outbox(key);
+    }
+
+    /// The socket became writable: send what was queued.
+    pub(super) fn udp_flush(&mut self, idx: usize) {
+        let listener = &mut self.listeners[idx];
+        let Some(Bound::Udp(mut socket)) = listener.socket.take() else {
+            return;
+        };
+        if flush_now(listener, &mut socket) && listener.udp_writable {
+            listener.udp_writable = false;
+            let _ = self.poll.registry().reregister(
+                &mut socket,
+                Token(LISTENER_BASE + idx),
+                Interest::READABLE,
+            );
+        }
+        listener.socket = Some(Bound::Udp(socket));
+    }
+}
