@@ -1,8 +1,10 @@
 //! `switchboard port`: which process holds a port, from /proc (Linux).
 //!
 //! Sockets come from /proc/net/{tcp,tcp6,udp,udp6} ([`proc_net`]), their processes from one
-//! pass over the `socket:[INODE]` links of /proc/*/fd ([`owners`]).
+//! pass over the `socket:[INODE]` links of /proc/*/fd ([`owners`]). The daemon calls
+//! [`describe_holder`] when a bind fails with EADDRINUSE.
 
+mod holder;
 mod owners;
 mod proc_net;
 mod report;
@@ -12,6 +14,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+pub use holder::describe_holder;
 
 use owners::{Owners, find_owners, user_names};
 use proc_net::{Proto, SocketEntry, read_table};
