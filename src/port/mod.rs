@@ -1,7 +1,7 @@
 //! `switchboard port`: which process holds a port, from /proc (Linux).
 //!
-//! Sockets come from /proc/net/{tcp,tcp6,udp,udp6} ([`proc_net`]), their processes from one
-//! pass over the `socket:[INODE]` links of /proc/*/fd ([`owners`]). The daemon calls
+//! Sockets come from /proc/net/{tcp,tcp6,udp,udp6} (`proc_net`), their processes from one
+//! pass over the `socket:[INODE]` links of /proc/*/fd (`owners`). The daemon calls
 //! [`describe_holder`] when a bind fails with EADDRINUSE.
 
 mod holder;
