@@ -170,8 +170,11 @@ impl Chat {
     fn handle(&mut self, event: Event) -> anyhow::Result<Option<ExitCode>> {
         match event {
             Event::Line(line) => {
+                // No prompt after the bye word: nothing more will be read.
+                if line != self.bye {
+                    self.screen.prompt()?;
+                }
                 self.pending.push_back(line);
-                self.screen.prompt()?;
             }
             Event::InputEnd => {
                 self.input_done = true;
