@@ -3,3 +3,5 @@
 mod core;
 mod port;
 mod util;
+
+mod clients;
