@@ -1,7 +1,6 @@
 //! End-to-end tests: the real binary, real sockets on 127.0.0.1, port 0.
 
+mod clients;
 mod core;
 mod port;
 mod util;
-
-mod clients;
