@@ -36,7 +36,9 @@ pub fn run_daemon(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let daemon = match daemon::Daemon::bind(&config) {
         Ok(d) => d,
         Err(e) => {
-            tracing::error!("{e:#}");
+            if config.daemon.log_file.is_some() {
+                tracing::error!("{e:#}");
+            }
             return Err(e);
         }
     };
