@@ -75,6 +75,8 @@ pub struct DaemonConfig {
     pub log_rotation: Rotation,
     /// How long shutdown waits for pending output.
     pub drain_timeout: Duration,
+    /// The operators' Unix socket; a default under `$XDG_RUNTIME_DIR` when absent.
+    pub control_socket: Option<PathBuf>,
 }
 
 /// One validated listener.
@@ -121,6 +123,8 @@ impl ListenerConfig {
 pub struct Config {
     /// Where it came from, as shown in messages.
     pub source: PathBuf,
+    /// The config file, `None` for the embedded default.
+    pub file: Option<PathBuf>,
     /// The `[daemon]` table.
     pub daemon: DaemonConfig,
     /// The listeners, in file order.
@@ -190,6 +194,7 @@ struct FileDaemon {
     log_file: Option<String>,
     log_rotation: Option<Rotation>,
     drain_timeout: Option<Spanned<String>>,
+    control_socket: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,7 +249,9 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
                 Some(d) if !d.as_os_str().is_empty() => d,
                 _ => Path::new("."),
             };
-            parse(&text, path, dir)
+            let mut config = parse(&text, path, dir)?;
+            config.file = Some(path.to_path_buf());
+            Ok(config)
         }
     }
 }
@@ -402,6 +409,7 @@ impl Validator<'_> {
         }
         Some(Config {
             source: self.source.to_path_buf(),
+            file: None,
             daemon: daemon?,
             listeners,
         })
@@ -434,6 +442,7 @@ impl Validator<'_> {
             log_file: d.log_file.map(|f| dir.join(f)),
             log_rotation: d.log_rotation.unwrap_or(Rotation::Never),
             drain_timeout,
+            control_socket: d.control_socket.map(|f| dir.join(f)),
         })
     }
 

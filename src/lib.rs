@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod framing;
 pub mod logging;

@@ -31,6 +31,8 @@ enum Command {
     Send(client::SendArgs),
     /// Talk to a server interactively (the tutorial's chat clients).
     Chat(client::ChatArgs),
+    /// Be an operator of a running daemon: see messages for console-reply, type the replies.
+    Attach(client::AttachArgs),
     /// Show which processes hold a port.
     Port(port::PortArgs),
 }
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Send(args) => client::send(args),
         Command::Chat(args) => client::chat(args),
         Command::Port(args) => port::run(args),
+        Command::Attach(args) => client::attach(args, cli.config.as_deref()),
     };
     match result {
         Ok(code) => code,

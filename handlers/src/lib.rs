@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 pub mod bye_close;
 mod chain;
+pub mod console_reply;
 pub mod echo;
 pub mod registry;
 pub mod settings;
@@ -69,6 +70,8 @@ pub struct Session {
     pub peer: SocketAddr,
     /// Wall-clock time of the event being handled.
     pub now: SystemTime,
+    /// How many operators are attached to the console right now.
+    pub operators: usize,
 }
 
 /// Identifies a timer within one handler instance; the handler chooses the numbers.

@@ -7,6 +7,7 @@
 //! and only what the kernel did not take is buffered, with WRITABLE interest while it lasts.
 
 mod bind;
+mod operators;
 mod tcp;
 mod timers;
 mod udp;
@@ -50,11 +51,19 @@ enum Source {
     Session(usize),
     Listener(usize),
     Signals,
+    Stdin,
+    Control,
+    Operator(usize),
 }
 
 fn source(token: Token) -> Option<Source> {
     match token {
         SIGNALS => Some(Source::Signals),
+        operators::STDIN => Some(Source::Stdin),
+        operators::CONTROL => Some(Source::Control),
+        Token(t) if (operators::OPERATOR_BASE..operators::OPERATOR_BASE * 2).contains(&t) => {
+            Some(Source::Operator(t - operators::OPERATOR_BASE))
+        }
         Token(t) if (LISTENER_BASE..LISTENER_BASE * 2).contains(&t) => {
             Some(Source::Listener(t - LISTENER_BASE))
         }
@@ -87,6 +96,8 @@ struct Conn {
     closing: Option<CloseReason>,
     /// The session has ended (chain closed, logged); only its socket lingers.
     ended: bool,
+    /// Messages shown to the operator since the last operator reply.
+    unanswered: u32,
     span: Span,
 }
 
@@ -137,6 +148,7 @@ pub struct Daemon {
     /// Sources whose drain hit the per-event cap, served again before the next wait.
     pending: Vec<Token>,
     next_session: u64,
+    operators: operators::Operators,
     state: RunState,
     drain_timeout: Duration,
     now: Instant,
@@ -176,6 +188,7 @@ impl Daemon {
             scratch: Vec::new(),
             pending: Vec::new(),
             next_session: 1,
+            operators: operators::Operators::default(),
             state: RunState::Running,
             drain_timeout: config.daemon.drain_timeout,
             now: Instant::now(),
@@ -183,6 +196,20 @@ impl Daemon {
         };
         for cfg in &config.listeners {
             daemon.add_listener(Rc::new(cfg.clone()))?;
+        }
+        let console = config.listeners.iter().any(|l| l.takes_operator());
+        if console || config.daemon.control_socket.is_some() {
+            let path = config
+                .daemon
+                .control_socket
+                .clone()
+                .unwrap_or_else(|| crate::console::default_socket(config.file.as_deref()));
+            daemon
+                .operators
+                .open_control(&path, daemon.poll.registry())?;
+        }
+        if console {
+            daemon.operators.open_stdin(daemon.poll.registry());
         }
         info!(listeners = daemon.listeners.len(), "ready");
         Ok(daemon)
@@ -301,6 +328,13 @@ impl Daemon {
                 None => warn!(?token, "event for an unknown listener"),
             },
             Some(Source::Signals) => self.on_signals(),
+            Some(Source::Control) => self.accept_operators(),
+            Some(Source::Stdin) => {
+                if let Some(key) = self.operators.stdin_key() {
+                    self.operator_ready(key, readable, false);
+                }
+            }
+            Some(Source::Operator(key)) => self.operator_ready(key, readable, writable),
             None => warn!(?token, "event for an unknown token"),
         }
     }
@@ -363,6 +397,7 @@ impl Daemon {
             proto: cfg.proto,
             peer,
             now: self.wall,
+            operators: self.operators.attached(),
         };
         entry.insert(Conn {
             session,
@@ -374,6 +409,7 @@ impl Daemon {
             counts: Counts::default(),
             closing: None,
             ended: false,
+            unanswered: 0,
             span,
         });
         if let Some(idle) = cfg.idle_timeout {
@@ -484,11 +520,7 @@ impl Daemon {
                         id,
                     },
                 ),
-                Action::ToOperator(text) => {
-                    if let Some(conn) = self.sessions.get(key) {
-                        info!(parent: &conn.span, text = %escape(text.as_bytes()), "for the operator (no console attached)");
-                    }
-                }
+                Action::ToOperator(text) => self.to_operator(key, &text),
             }
         }
         self.finish_if_flushed(key);
@@ -533,6 +565,8 @@ impl Daemon {
         if conn.ended {
             return;
         }
+        self.console_closed(key, reason);
+        let conn = &mut self.sessions[key];
         conn.ended = true;
         conn.chain.close(&conn.session, reason);
         let listener = &mut self.listeners[conn.listener];

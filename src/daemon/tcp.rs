@@ -271,6 +271,7 @@ impl Daemon {
         let cfg = &self.listeners[conn.listener].cfg;
         conn.last_active = self.now;
         conn.session.now = self.wall;
+        conn.session.operators = self.operators.attached();
         conn.counts.bytes_in += n as u64;
         let data = &self.buf[..n];
         self.out.clear();

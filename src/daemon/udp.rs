@@ -103,6 +103,7 @@ impl Daemon {
         let conn = &mut self.sessions[key];
         conn.last_active = self.now;
         conn.session.now = self.wall;
+        conn.session.operators = self.operators.attached();
         conn.counts.bytes_in += n as u64;
         self.out.clear();
         Daemon::deliver(conn, &self.buf[..n], &mut self.out);
