@@ -21,6 +21,7 @@ pub mod bye_close;
 mod chain;
 pub mod echo;
 pub mod registry;
+pub mod scripted_reply;
 pub mod settings;
 pub mod testutil;
 pub mod text;

@@ -78,8 +78,7 @@ impl fmt::Display for BuildError {
 impl std::error::Error for BuildError {}
 
 /// Builds a factory from its settings.
-pub type BuildFn =
-    fn(Settings<'_>, &dyn BuildEnv) -> Result<Arc<dyn HandlerFactory>, BuildError>;
+pub type BuildFn = fn(Settings<'_>, &dyn BuildEnv) -> Result<Arc<dyn HandlerFactory>, BuildError>;
 
 /// The known handlers, by name.
 #[derive(Debug, Clone)]
@@ -94,6 +93,7 @@ impl Registry {
             entries: vec![
                 ("echo", crate::echo::build),
                 ("bye-close", crate::bye_close::build),
+                ("scripted-reply", crate::scripted_reply::build),
             ],
         }
     }
