@@ -22,6 +22,7 @@ mod chain;
 pub mod console_reply;
 pub mod echo;
 pub mod registry;
+pub mod scripted_reply;
 pub mod settings;
 pub mod testutil;
 pub mod text;

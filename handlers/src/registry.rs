@@ -94,6 +94,7 @@ impl Registry {
                 ("echo", crate::echo::build),
                 ("bye-close", crate::bye_close::build),
                 ("console-reply", crate::console_reply::build),
+                ("scripted-reply", crate::scripted_reply::build),
             ],
         }
     }
