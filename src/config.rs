@@ -104,6 +104,30 @@ pub struct ListenerConfig {
     pub max_output: usize,
     /// Set SO_REUSEPORT so several daemons can share the port.
     pub reuse_port: bool,
+    /// Serve one session, then stop listening (the tutorial's one-shot servers).
+    pub once: bool,
+    /// UDP: faults applied to replies, to show that UDP is unreliable.
+    pub faults: Faults,
+}
+
+/// Faults the loop applies to a UDP listener's replies. Deterministic under `seed`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Faults {
+    /// Share of replies dropped, 0.0 to 1.0.
+    pub loss: f64,
+    /// Share of replies sent twice.
+    pub duplicate: f64,
+    /// Replies held back this long.
+    pub delay: Option<Duration>,
+    /// Seed of the random draws.
+    pub seed: u64,
+}
+
+impl Faults {
+    /// Whether any fault is configured.
+    pub fn any(&self) -> bool {
+        self.loss > 0.0 || self.duplicate > 0.0 || self.delay.is_some()
+    }
 }
 
 impl ListenerConfig {
@@ -212,6 +236,12 @@ struct FileListener {
     max_output: Option<Spanned<usize>>,
     #[serde(default)]
     reuse_port: bool,
+    #[serde(default)]
+    once: bool,
+    loss: Option<Spanned<f64>>,
+    duplicate: Option<Spanned<f64>>,
+    delay: Option<Spanned<String>>,
+    seed: Option<u64>,
 }
 
 /// Reads files named in settings relative to the config's folder.
@@ -497,6 +527,40 @@ impl Validator<'_> {
                 self.error(Some(v.span()), key(k), "must be at least 1");
             }
         }
+        let mut faults = Faults {
+            seed: l.seed.unwrap_or(0),
+            ..Faults::default()
+        };
+        for (v, k, slot) in [
+            (&l.loss, "loss", &mut faults.loss),
+            (&l.duplicate, "duplicate", &mut faults.duplicate),
+        ] {
+            if let Some(v) = v {
+                if !(0.0..=1.0).contains(v.get_ref()) {
+                    self.error(Some(v.span()), key(k), "must be between 0.0 and 1.0");
+                }
+                *slot = *v.get_ref();
+            }
+        }
+        if let Some(d) = &l.delay {
+            faults.delay = self.duration(d, format!("{label} delay"));
+        }
+        if l.protocol == Proto::Tcp
+            && let Some(span) = [
+                l.loss.as_ref().map(|v| v.span()),
+                l.duplicate.as_ref().map(|v| v.span()),
+                l.delay.as_ref().map(|v| v.span()),
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+        {
+            self.error(
+                Some(span),
+                key("loss/duplicate/delay"),
+                "faults apply to UDP listeners only (TCP is reliable by design)",
+            );
+        }
         // The chain.
         let mut handlers = Vec::new();
         let mut names = Vec::new();
@@ -572,6 +636,8 @@ impl Validator<'_> {
                 .map_or(DEFAULT_MAX_MESSAGE, |v| v.into_inner()),
             max_output: l.max_output.map_or(DEFAULT_MAX_OUTPUT, |v| v.into_inner()),
             reuse_port: l.reuse_port,
+            once: l.once,
+            faults,
         })
     }
 }

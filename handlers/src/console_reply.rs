@@ -8,7 +8,9 @@
 //!
 //! Settings (`[listener.console-reply]`):
 //! - `unattended_reply` (default none): sent for each message while no operator is attached;
-//! - `bye` (default `"bye"`): the word that ends the session when the operator types it.
+//! - `bye` (default `"bye"`): the word that ends the session when the operator types it;
+//! - `close_after_reply` (default `false`): end the session after the operator's first reply
+//!   (the tutorial's one-round UDP receiver).
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use crate::{Flow, Handler, HandlerFactory, Outbox, Scope, Session};
 struct ConsoleSettings {
     unattended_reply: Option<String>,
     bye: String,
+    close_after_reply: bool,
 }
 
 impl Default for ConsoleSettings {
@@ -29,6 +32,7 @@ impl Default for ConsoleSettings {
         ConsoleSettings {
             unattended_reply: None,
             bye: "bye".into(),
+            close_after_reply: false,
         }
     }
 }
@@ -82,7 +86,7 @@ impl Handler for ConsoleHandler {
 
     fn on_operator(&mut self, line: &str, _s: &Session, out: &mut Outbox) -> Flow {
         out.send(line.as_bytes());
-        if line.trim() == self.0.bye {
+        if line.trim() == self.0.bye || self.0.close_after_reply {
             out.close(Scope::Session);
         }
         Flow::Handled
@@ -138,6 +142,13 @@ mod tests {
         let mut h = harness("");
         let out = h.message(b"ok\xff");
         assert_eq!(out.actions(), &[Action::ToOperator("ok\u{fffd}".into())]);
+    }
+
+    #[test]
+    fn close_after_reply_ends_the_session_after_one_answer() {
+        let mut h = harness("close_after_reply = true");
+        let out = h.operator("ok");
+        assert_eq!(out.actions(), &[Action::Close(Scope::Session)]);
     }
 
     #[test]

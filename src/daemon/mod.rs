@@ -119,6 +119,9 @@ struct Listener {
     active: usize,
     /// Accepting paused after EMFILE; a timer resumes it.
     accept_paused: bool,
+    /// UDP faults: the random draws, and replies held back by `delay`.
+    rng: u64,
+    delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
     span: Span,
 }
 
@@ -233,6 +236,7 @@ impl Daemon {
         span.in_scope(|| {
             info!(listener = %cfg.name, proto = %cfg.proto, addr = %local, handlers = ?cfg.handler_names, "listening")
         });
+        let rng = cfg.faults.seed;
         self.listeners.push(Listener {
             index: idx,
             cfg,
@@ -243,6 +247,8 @@ impl Daemon {
             udp_writable: false,
             active: 0,
             accept_paused: false,
+            rng,
+            delayed: VecDeque::new(),
             span,
         });
         Ok(())
@@ -416,6 +422,9 @@ impl Daemon {
             self.timers
                 .push(self.now + idle, Timer::Idle { key, session: id });
         }
+        if cfg.once && cfg.proto == Proto::Tcp {
+            self.stop_listener(idx, "once = true: its one session is open");
+        }
         self.out.clear();
         let conn = &mut self.sessions[key];
         conn.chain.open(&conn.session, &mut self.out);
@@ -474,7 +483,14 @@ impl Daemon {
                 None => {
                     conn.counts.bytes_out += self.out.data().len() as u64;
                     for m in self.out.messages() {
-                        udp::send_to(listener, conn.session.peer, m, self.poll.registry());
+                        udp::send_faulty(
+                            listener,
+                            conn.session.peer,
+                            m,
+                            self.poll.registry(),
+                            &mut self.timers,
+                            self.now,
+                        );
                     }
                 }
             }
@@ -574,6 +590,8 @@ impl Daemon {
         if conn.tcp.is_none() {
             listener.peers.remove(&conn.session.peer);
         }
+        let once_udp = listener.cfg.once && listener.cfg.proto == Proto::Udp;
+        let idx = conn.listener;
         let c = conn.counts;
         conn.span.in_scope(|| {
             info!(
@@ -587,6 +605,9 @@ impl Daemon {
                 "session closed"
             )
         });
+        if once_udp {
+            self.stop_listener(idx, "once = true: its one session ended");
+        }
     }
 
     /// Drop a session's entry and socket.
@@ -651,6 +672,7 @@ impl Daemon {
                     self.accept(listener);
                 }
             }
+            Timer::Delayed { listener } => self.send_delayed(listener),
             Timer::Drain => {
                 if self.state == RunState::Draining && !self.sessions.is_empty() {
                     warn!(

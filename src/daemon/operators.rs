@@ -438,6 +438,10 @@ impl Daemon {
             return;
         };
         conn.unanswered += 1;
+        if self.operators.attached() == 0 {
+            // Human-speed traffic: worth a line at info while nobody is watching.
+            info!(parent: &conn.span, text = %escape(text.as_bytes()), "message kept for the operator (none attached)");
+        }
         self.operators.last_spoke = Some(conn.session.id);
         let line = console::message_line(&self.console_tag(key), text);
         self.operators.broadcast(&line, None, self.poll.registry());

@@ -25,6 +25,8 @@ pub(crate) enum Timer {
     },
     /// Try accepting again after running out of file descriptors.
     ResumeAccept { listener: usize },
+    /// Replies held back by a UDP listener's `delay` are due.
+    Delayed { listener: usize },
     /// Shutdown gives up waiting for output.
     Drain,
 }
