@@ -536,7 +536,7 @@ impl Daemon {
                         id,
                     },
                 ),
-                Action::ToOperator(text) => self.to_operator(key, &text),
+                Action::ToOperator(text) => self.show_to_operators(key, &text),
             }
         }
         self.finish_if_flushed(key);

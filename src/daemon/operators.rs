@@ -165,7 +165,7 @@ impl Operators {
         }
         if let Some(op) = self.ops.get_mut(key)
             && let OpIo::Socket(stream) = &mut op.io
-            && op.want_write != !op.out.is_empty()
+            && op.want_write == op.out.is_empty()
         {
             op.want_write = !op.out.is_empty();
             let interest = if op.want_write {
@@ -433,7 +433,7 @@ impl Daemon {
     }
 
     /// A handler has something for the operator.
-    pub(super) fn to_operator(&mut self, key: usize, text: &str) {
+    pub(super) fn show_to_operators(&mut self, key: usize, text: &str) {
         let Some(conn) = self.sessions.get_mut(key) else {
             return;
         };
