@@ -23,11 +23,17 @@ pub(crate) fn bin() -> PathBuf {
 
 /// A config with JSON logs on stderr, so tests can read events.
 pub(crate) fn with_json_logs(config: &str) -> String {
+    // A control socket of its own beside the config, so parallel daemons never share the
+    // default one.
+    let mut daemon = "log_format = \"json\"".to_string();
+    if !config.contains("control_socket") {
+        daemon.push_str("\ncontrol_socket = \"ctl.sock\"");
+    }
     // Added at the end, so line numbers in error messages stay those of the test's text.
     if config.contains("[daemon]") {
-        config.replacen("[daemon]", "[daemon]\nlog_format = \"json\"", 1)
+        config.replacen("[daemon]", &format!("[daemon]\n{daemon}"), 1)
     } else {
-        format!("{config}\n[daemon]\nlog_format = \"json\"\n")
+        format!("{config}\n[daemon]\n{daemon}\n")
     }
 }
 
@@ -48,6 +54,10 @@ pub(crate) fn udp_listener(name: &str, handlers: &str, extra: &str) -> String {
 /// The daemon, running. Killed when dropped.
 pub(crate) struct Daemon {
     child: Child,
+    /// The daemon's stdin: its operator console when a listener has `console-reply`.
+    pub(crate) stdin: Option<std::process::ChildStdin>,
+    /// The daemon's stdout, line by line (what the stdin console prints).
+    pub(crate) stdout: Lines,
     /// The folder holding the config (and anything the test puts beside it).
     pub(crate) dir: tempfile::TempDir,
     lines: Receiver<String>,
@@ -100,11 +110,13 @@ impl Daemon {
             .args(["run", "-c"])
             .arg(&path)
             .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn switchboard");
+        let stdin = child.stdin.take();
+        let stdout = Lines::new(child.stdout.take().expect("stdout"));
         let (tx, rx) = channel();
         let stderr = child.stderr.take().expect("stderr");
         std::thread::spawn(move || {
@@ -117,6 +129,8 @@ impl Daemon {
         });
         Daemon {
             child,
+            stdin,
+            stdout,
             dir,
             lines: rx,
             seen: Vec::new(),
@@ -319,4 +333,105 @@ pub(crate) fn stderr(o: &Output) -> String {
 /// Text of a command's stdout.
 pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Lines of a child's output, read by a thread, waited for with a deadline.
+pub(crate) struct Lines {
+    rx: Receiver<String>,
+    /// Every line read so far.
+    pub(crate) seen: Vec<String>,
+}
+
+impl Lines {
+    pub(crate) fn new(r: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line containing every one of `parts` (lines before it are skipped).
+    pub(crate) fn wait(&mut self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self
+                .rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if parts.iter().all(|p| line.contains(p)) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {parts:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}
+
+/// `switchboard attach` driven through pipes.
+pub(crate) struct Attach {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    /// What the operator sees.
+    pub(crate) out: Lines,
+}
+
+impl Attach {
+    pub(crate) fn new(socket: &Path) -> Attach {
+        Attach::as_user(socket, None)
+    }
+
+    /// Attach, optionally as another user (through `setpriv`, when running as root).
+    pub(crate) fn as_user(socket: &Path, user: Option<(u32, u32)>) -> Attach {
+        let mut cmd = match user {
+            Some((uid, gid)) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = cmd
+            .arg("attach")
+            .arg("--socket")
+            .arg(socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn attach");
+        let stdin = child.stdin.take();
+        let out = Lines::new(child.stdout.take().expect("stdout"));
+        Attach { child, stdin, out }
+    }
+
+    /// Type a line.
+    pub(crate) fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to attach");
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Attach {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

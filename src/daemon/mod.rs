@@ -197,9 +197,6 @@ impl Daemon {
             now: Instant::now(),
             wall: SystemTime::now(),
         };
-        for cfg in &config.listeners {
-            daemon.add_listener(Rc::new(cfg.clone()))?;
-        }
         let console = config.listeners.iter().any(|l| l.takes_operator());
         if console || config.daemon.control_socket.is_some() {
             let path = config
@@ -210,6 +207,9 @@ impl Daemon {
             daemon
                 .operators
                 .open_control(&path, daemon.poll.registry())?;
+        }
+        for cfg in &config.listeners {
+            daemon.add_listener(Rc::new(cfg.clone()))?;
         }
         if console {
             daemon.operators.open_stdin(daemon.poll.registry());
