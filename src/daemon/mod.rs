@@ -7,6 +7,7 @@
 //! and only what the kernel did not take is buffered, with WRITABLE interest while it lasts.
 
 mod bind;
+mod notify;
 mod tcp;
 mod timers;
 mod udp;
@@ -28,6 +29,7 @@ use tracing::{Span, debug, info, info_span, warn};
 
 pub use bind::BindError;
 use bind::Bound;
+use notify::Notifier;
 use timers::{Timer, Timers};
 
 use crate::config::{Config, Framing, ListenerConfig};
@@ -141,6 +143,7 @@ pub struct Daemon {
     drain_timeout: Duration,
     now: Instant,
     wall: SystemTime,
+    notify: Notifier,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -180,11 +183,15 @@ impl Daemon {
             drain_timeout: config.daemon.drain_timeout,
             now: Instant::now(),
             wall: SystemTime::now(),
+            notify: Notifier::from_env(),
         };
         for cfg in &config.listeners {
             daemon.add_listener(Rc::new(cfg.clone()))?;
         }
         info!(listeners = daemon.listeners.len(), "ready");
+        daemon
+            .notify
+            .started(daemon.listeners.len(), &mut daemon.timers, daemon.now);
         Ok(daemon)
     }
 
@@ -617,6 +624,7 @@ impl Daemon {
                     self.accept(listener);
                 }
             }
+            Timer::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
             Timer::Drain => {
                 if self.state == RunState::Draining && !self.sessions.is_empty() {
                     warn!(
@@ -664,6 +672,7 @@ impl Daemon {
     /// flushed, or at the drain deadline.
     fn begin_drain(&mut self) {
         self.state = RunState::Draining;
+        self.notify.stopping(self.sessions.len());
         for idx in 0..self.listeners.len() {
             self.stop_listener(idx, "shutting down");
         }

@@ -27,6 +27,8 @@ pub(crate) enum Timer {
     ResumeAccept { listener: usize },
     /// Shutdown gives up waiting for output.
     Drain,
+    /// Tell systemd's watchdog the loop is alive.
+    Watchdog,
 }
 
 #[derive(Debug, Default)]
