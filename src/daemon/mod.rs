@@ -6,6 +6,7 @@
 //! new edge), capped per event so one busy peer cannot starve the rest; writes go out at once
 //! and only what the kernel did not take is buffered, with WRITABLE interest while it lasts.
 
+mod activation;
 mod bind;
 mod notify;
 mod tcp;
@@ -27,6 +28,7 @@ use switchboard_handlers::text::escape;
 use switchboard_handlers::{Action, Chain, CloseReason, Flow, Outbox, Proto, Scope, Session};
 use tracing::{Span, debug, info, info_span, warn};
 
+pub use activation::Inherited;
 pub use bind::BindError;
 use bind::Bound;
 use notify::Notifier;
@@ -163,6 +165,11 @@ impl Daemon {
     /// Bind every listener of `config` and prepare the loop. Nothing is served until
     /// [`run`](Daemon::run).
     pub fn bind(config: &Config) -> anyhow::Result<Daemon> {
+        Daemon::bind_with(config, Inherited::default())
+    }
+
+    /// [`bind`](Daemon::bind), taking the sockets systemd passed where they fit.
+    pub fn bind_with(config: &Config, mut inherited: Inherited) -> anyhow::Result<Daemon> {
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
         poll.registry()
@@ -185,9 +192,11 @@ impl Daemon {
             wall: SystemTime::now(),
             notify: Notifier::from_env(),
         };
+        inherited.reserve(&config.listeners);
         for cfg in &config.listeners {
-            daemon.add_listener(Rc::new(cfg.clone()))?;
+            daemon.add_listener(Rc::new(cfg.clone()), &mut inherited)?;
         }
+        inherited.close_unused();
         info!(listeners = daemon.listeners.len(), "ready");
         daemon
             .notify
@@ -195,8 +204,12 @@ impl Daemon {
         Ok(daemon)
     }
 
-    fn add_listener(&mut self, cfg: Rc<ListenerConfig>) -> Result<(), BindError> {
-        let (mut socket, local) = bind::bind(&cfg)?;
+    fn add_listener(
+        &mut self,
+        cfg: Rc<ListenerConfig>,
+        inherited: &mut Inherited,
+    ) -> Result<(), BindError> {
+        let (mut socket, local) = bind::bind(&cfg, inherited)?;
         let idx = self.listeners.len();
         let token = Token(LISTENER_BASE + idx);
         let registry = self.poll.registry();
