@@ -3,4 +3,5 @@
 mod clients;
 mod core;
 mod port;
+mod systemd;
 mod util;
