@@ -27,9 +27,9 @@ const FIRST_FD: RawFd = 3;
 #[derive(Debug, Default)]
 pub struct Inherited {
     sockets: Vec<InheritedSocket>,
-    /// Names of configured listeners: a socket with one of these names is kept for that
-    /// listener, not taken by another one with the same address.
-    reserved: HashSet<String>,
+    /// Names and protocols of the configured listeners: a socket with one of these names and
+    /// that protocol is kept for that listener, not taken by another with its address.
+    reserved: HashSet<(String, Proto)>,
     /// What was wrong with the environment, reported once logging is up.
     problems: Vec<String>,
 }
@@ -121,7 +121,10 @@ impl Inherited {
 
     /// Keep each socket named like one of these listeners for that listener.
     pub(crate) fn reserve(&mut self, listeners: &[ListenerConfig]) {
-        self.reserved = listeners.iter().map(|l| l.name.to_string()).collect();
+        self.reserved = listeners
+            .iter()
+            .map(|l| (l.name.to_string(), l.proto))
+            .collect();
     }
 
     /// Report problems with the environment, and close (with a warning) every socket no
@@ -154,7 +157,9 @@ pub(crate) fn take(
         Some(p) => (p, "name"),
         None => (
             inherited.sockets.iter().position(|s| {
-                fits(s) && s.addr == Some(cfg.addr) && !inherited.reserved.contains(&s.name)
+                fits(s)
+                    && s.addr == Some(cfg.addr)
+                    && !inherited.reserved.contains(&(s.name.clone(), cfg.proto))
             })?,
             "address",
         ),
@@ -330,6 +335,23 @@ mod tests {
         assert_eq!(local, a1, "taken by name, whatever the configured address");
         assert_eq!(i.sockets.len(), 1);
         assert_eq!(i.sockets[0].name, "web");
+    }
+
+    #[test]
+    fn a_name_is_reserved_only_for_its_listeners_protocol() {
+        // One .socket unit's FileDescriptorName= names all its sockets: a TCP listener named
+        // like it takes the stream socket, and a UDP listener still finds the datagram one
+        // by its address.
+        let ((t, ta), (u, ua)) = (tcp(), udp());
+        let mut i = inherited(vec![(t, "echo"), (u, "echo")]);
+        let tcp_cfg = listener("echo", Proto::Tcp, ta);
+        let udp_cfg = listener("echo-udp", Proto::Udp, ua);
+        i.reserve(&[tcp_cfg.clone(), udp_cfg.clone()]);
+        let (bound, _) = take(&udp_cfg, &mut i).unwrap().unwrap();
+        assert!(matches!(bound, Bound::Udp(_)));
+        let (bound, _) = take(&tcp_cfg, &mut i).unwrap().unwrap();
+        assert!(matches!(bound, Bound::Tcp(_)));
+        assert!(i.is_empty());
     }
 
     #[test]
