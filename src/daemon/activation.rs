@@ -48,7 +48,7 @@ struct InheritedSocket {
 impl Inherited {
     /// Take the sockets passed by systemd, when `LISTEN_PID` is this process: fds 3 to
     /// 3 + `LISTEN_FDS` - 1, marked close-on-exec, named from `LISTEN_FDNAMES`. The three
-    /// variables are removed from the environment, as `sd_listen_fds(1)` does, so that a
+    /// variables are removed from the environment, as `sd_listen_fds(3)` does, so that a
     /// second call finds nothing. Without them the result is empty.
     ///
     /// # Safety
