@@ -47,6 +47,9 @@ pub fn parse(line: &str) -> Command {
             Err(_) => Command::Invalid(format!("{id:?} is not a session number: write @ID text")),
         };
     }
+    if let Some(rest) = line.strip_prefix("//") {
+        return Command::Reply(format!("/{rest}"));
+    }
     if let Some(rest) = line.strip_prefix('/') {
         let mut words = rest.split_whitespace();
         let cmd = words.next().unwrap_or("");

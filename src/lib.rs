@@ -20,8 +20,9 @@ use anyhow::Context;
 /// Exit status for a config that does not validate.
 const EXIT_CONFIG: u8 = 2;
 
-/// `switchboard run`: serve the config at `path`, or the embedded default.
-pub fn run_daemon(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// `switchboard run`: serve the config at `path`, or the embedded default, on the sockets
+/// systemd passed (`inherited`) where they fit.
+pub fn run_daemon(path: Option<&Path>, inherited: daemon::Inherited) -> anyhow::Result<ExitCode> {
     let config = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
@@ -34,7 +35,7 @@ pub fn run_daemon(path: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
     };
     let _guard = logging::init(&config.daemon).context("cannot set up logging")?;
-    let daemon = match daemon::Daemon::bind(&config) {
+    let daemon = match daemon::Daemon::bind_with(&config, inherited) {
         Ok(d) => d,
         Err(e) => {
             if config.daemon.log_file.is_some() {

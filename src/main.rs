@@ -40,7 +40,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => switchboard::run_daemon(cli.config.as_deref()),
+        Command::Run => {
+            // SAFETY: nothing has started a thread or opened a file yet; see `from_env`.
+            let inherited = unsafe { switchboard::daemon::Inherited::from_env() };
+            switchboard::run_daemon(cli.config.as_deref(), inherited)
+        }
         Command::Check => switchboard::check(cli.config.as_deref()),
         Command::Send(args) => client::send(args),
         Command::Chat(args) => client::chat(args),

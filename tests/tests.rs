@@ -5,4 +5,5 @@ mod clients;
 mod console;
 mod core;
 mod port;
+mod systemd;
 mod util;

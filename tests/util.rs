@@ -76,14 +76,24 @@ impl Daemon {
 
     /// Start with files prepared in the config's folder first.
     pub(crate) fn start_with(config: &str, prepare: impl FnOnce(&Path)) -> Daemon {
-        let mut d = Daemon::spawn(config, prepare);
-        let ready = d.wait_for(|v| msg(v) == "ready");
+        Daemon::spawn(config, prepare).until_ready()
+    }
+
+    /// Start through a command of the test's making (environment, a wrapper), given the
+    /// config's path, and wait until it is ready.
+    pub(crate) fn start_command(config: &str, command: impl FnOnce(&Path) -> Command) -> Daemon {
+        Daemon::spawn_command(config, |_| {}, command).until_ready()
+    }
+
+    /// Wait for the `ready` event and learn the listeners' addresses.
+    fn until_ready(mut self) -> Daemon {
+        let ready = self.wait_for(|v| msg(v) == "ready");
         assert!(
             ready.is_some(),
             "daemon never became ready; stderr:\n{}",
-            d.seen.join("\n")
+            self.seen.join("\n")
         );
-        let listening: Vec<_> = d
+        let listening: Vec<_> = self
             .seen
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -96,19 +106,39 @@ impl Daemon {
                 )
             })
             .collect();
-        d.listening = listening;
-        d
+        self.listening = listening;
+        self
     }
 
     /// Start without waiting for readiness (for configs expected to fail).
     pub(crate) fn spawn(config: &str, prepare: impl FnOnce(&Path)) -> Daemon {
+        Daemon::spawn_command(config, prepare, |path| {
+            let mut cmd = Command::new(bin());
+            cmd.args(["run", "-c"]).arg(path);
+            // Not under the service manager that may be running these tests.
+            for var in [
+                "NOTIFY_SOCKET",
+                "WATCHDOG_USEC",
+                "WATCHDOG_PID",
+                "LISTEN_PID",
+            ] {
+                cmd.env_remove(var);
+            }
+            cmd
+        })
+    }
+
+    /// Start the command `command` makes from the config's path, without waiting.
+    pub(crate) fn spawn_command(
+        config: &str,
+        prepare: impl FnOnce(&Path),
+        command: impl FnOnce(&Path) -> Command,
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         prepare(dir.path());
         let path = dir.path().join("switchboard.toml");
         std::fs::write(&path, with_json_logs(config)).expect("write config");
-        let mut child = Command::new(bin())
-            .args(["run", "-c"])
-            .arg(&path)
+        let mut child = command(&path)
             .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

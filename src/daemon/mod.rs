@@ -6,7 +6,9 @@
 //! new edge), capped per event so one busy peer cannot starve the rest; writes go out at once
 //! and only what the kernel did not take is buffered, with WRITABLE interest while it lasts.
 
+mod activation;
 mod bind;
+mod notify;
 mod operators;
 mod tcp;
 mod timers;
@@ -27,8 +29,10 @@ use switchboard_handlers::text::escape;
 use switchboard_handlers::{Action, Chain, CloseReason, Flow, Outbox, Proto, Scope, Session};
 use tracing::{Span, debug, info, info_span, warn};
 
+pub use activation::Inherited;
 pub use bind::BindError;
 use bind::Bound;
+use notify::Notifier;
 use timers::{Timer, Timers};
 
 use crate::config::{Config, Framing, ListenerConfig};
@@ -156,6 +160,7 @@ pub struct Daemon {
     drain_timeout: Duration,
     now: Instant,
     wall: SystemTime,
+    notify: Notifier,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -175,6 +180,11 @@ impl Daemon {
     /// Bind every listener of `config` and prepare the loop. Nothing is served until
     /// [`run`](Daemon::run).
     pub fn bind(config: &Config) -> anyhow::Result<Daemon> {
+        Daemon::bind_with(config, Inherited::default())
+    }
+
+    /// [`bind`](Daemon::bind), taking the sockets systemd passed where they fit.
+    pub fn bind_with(config: &Config, mut inherited: Inherited) -> anyhow::Result<Daemon> {
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
         poll.registry()
@@ -196,6 +206,7 @@ impl Daemon {
             drain_timeout: config.daemon.drain_timeout,
             now: Instant::now(),
             wall: SystemTime::now(),
+            notify: Notifier::from_env(),
         };
         let console = config.listeners.iter().any(|l| l.takes_operator());
         if console || config.daemon.control_socket.is_some() {
@@ -208,18 +219,27 @@ impl Daemon {
                 .operators
                 .open_control(&path, daemon.poll.registry())?;
         }
+        inherited.reserve(&config.listeners);
         for cfg in &config.listeners {
-            daemon.add_listener(Rc::new(cfg.clone()))?;
+            daemon.add_listener(Rc::new(cfg.clone()), &mut inherited)?;
         }
         if console {
             daemon.operators.open_stdin(daemon.poll.registry());
         }
+        inherited.close_unused();
         info!(listeners = daemon.listeners.len(), "ready");
+        daemon
+            .notify
+            .started(daemon.listeners.len(), &mut daemon.timers, daemon.now);
         Ok(daemon)
     }
 
-    fn add_listener(&mut self, cfg: Rc<ListenerConfig>) -> Result<(), BindError> {
-        let (mut socket, local) = bind::bind(&cfg)?;
+    fn add_listener(
+        &mut self,
+        cfg: Rc<ListenerConfig>,
+        inherited: &mut Inherited,
+    ) -> Result<(), BindError> {
+        let (mut socket, local) = bind::bind(&cfg, inherited)?;
         let idx = self.listeners.len();
         let token = Token(LISTENER_BASE + idx);
         let registry = self.poll.registry();
@@ -673,6 +693,7 @@ impl Daemon {
                 }
             }
             Timer::Delayed { listener } => self.send_delayed(listener),
+            Timer::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
             Timer::Drain => {
                 if self.state == RunState::Draining && !self.sessions.is_empty() {
                     warn!(
@@ -720,6 +741,7 @@ impl Daemon {
     /// flushed, or at the drain deadline.
     fn begin_drain(&mut self) {
         self.state = RunState::Draining;
+        self.notify.stopping(self.sessions.len());
         for idx in 0..self.listeners.len() {
             self.stop_listener(idx, "shutting down");
         }

@@ -29,6 +29,8 @@ pub(crate) enum Timer {
     Delayed { listener: usize },
     /// Shutdown gives up waiting for output.
     Drain,
+    /// Tell systemd's watchdog the loop is alive.
+    Watchdog,
 }
 
 #[derive(Debug, Default)]
