@@ -1,6 +1,7 @@
 //! switchboard: TCP/UDP listeners declared in TOML, each with a chain of message handlers,
 //! served by one mio event loop on one thread.
 
+pub mod bench;
 pub mod client;
 pub mod port;
 

@@ -5,10 +5,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use switchboard::{client, port};
+use switchboard::{bench, client, port};
 
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about = "A configurable TCP/UDP socket daemon")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A configurable TCP/UDP socket daemon"
+)]
 struct Cli {
     /// Config file for the daemon (same as `switchboard run -c FILE`).
     #[arg(short, long, global = true, value_name = "FILE")]
@@ -29,6 +33,8 @@ enum Command {
     Chat(client::ChatArgs),
     /// Show which processes hold a port.
     Port(port::PortArgs),
+    /// Load an echo server and report throughput and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +45,7 @@ fn main() -> ExitCode {
         Command::Send(args) => client::send(args),
         Command::Chat(args) => client::chat(args),
         Command::Port(args) => port::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,
