@@ -4,6 +4,6 @@
 use std::path::PathBuf;
 
 /// Path of the built `switchboard` binary.
-pub fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_switchboard"))
 }
