@@ -190,7 +190,7 @@ pub fn run(
                 }
             }
         }
-        published.publish(&stats);
+        published.publish(&stats, clock.measuring());
     }
     let stopped = clock.finish(&mut stats);
     Ok((stats, stopped))

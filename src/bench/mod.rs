@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 pub use plan::{BenchArgs, Mode, Plan, Proto};
-use report::Report;
+use report::{Report, SoFar};
 use stats::{Published, Stats, Window};
 use stream::StreamLoad;
 
@@ -40,6 +40,8 @@ use stream::StreamLoad;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the progress line is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Shortest measured time the progress line computes a rate over.
+const MIN_PROGRESS_SPAN: Duration = Duration::from_millis(250);
 
 /// The sockets one thread will drive.
 #[derive(Debug)]
@@ -139,26 +141,26 @@ fn collect(
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
                 next += PROGRESS_EVERY;
-                let (mut ops, mut bytes, mut errors) = (0, 0, 0);
-                for p in published {
-                    let (o, b, e) = p.read();
-                    (ops, bytes, errors) = (ops + o, bytes + b, errors + e);
-                }
-                let warming_up = now < window.measure_from;
-                let counted_for = if warming_up {
-                    now - start
-                } else {
-                    now - window.measure_from
-                };
-                let line = report::progress_line(
-                    plan,
-                    now - start,
-                    warming_up,
-                    ops,
-                    bytes,
-                    errors,
-                    counted_for,
-                );
+                let over = now.saturating_duration_since(window.measure_from);
+                // A rate over the first instants of the run would be noise: until every
+                // thread has cleared its warmup counts and some time has passed, say so.
+                let so_far = (published.iter().all(Published::measuring)
+                    && over >= MIN_PROGRESS_SPAN)
+                    .then(|| {
+                        let mut c = SoFar {
+                            ops: 0,
+                            bytes: 0,
+                            errors: 0,
+                            over,
+                        };
+                        for p in published {
+                            let (ops, bytes, errors) = p.read();
+                            (c.ops, c.bytes, c.errors) =
+                                (c.ops + ops, c.bytes + bytes, c.errors + errors);
+                        }
+                        c
+                    });
+                let line = report::progress_line(plan, now - start, so_far);
                 eprint!("\r\x1b[2K{line}");
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,

@@ -234,30 +234,35 @@ pub fn rate_unit(mode: Mode, proto: Proto) -> &'static str {
     }
 }
 
-/// The live line: seconds since the start, the rate so far, the errors.
-pub fn progress_line(
-    plan: &Plan,
-    since_start: Duration,
-    warming_up: bool,
-    ops: u64,
-    bytes: u64,
-    errors: u64,
-    counted_for: Duration,
-) -> String {
+/// Counts of the measured part of a run so far, for the progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoFar {
+    /// Completed operations.
+    pub ops: u64,
+    /// Bytes echoed.
+    pub bytes: u64,
+    /// Failures.
+    pub errors: u64,
+    /// Time they were counted over.
+    pub over: Duration,
+}
+
+/// The live line: seconds since the start, then the rate and errors so far, or that the
+/// warmup is still running (`None`).
+pub fn progress_line(plan: &Plan, since_start: Duration, so_far: Option<SoFar>) -> String {
+    let secs = since_start.as_secs();
+    let Some(c) = so_far else {
+        return format!("[{secs:>3}s] warming up");
+    };
     let rate = match plan.mode {
-        Mode::Bulk => format!("{:.1} MB/s", per_sec(bytes as f64 / 1e6, counted_for)),
+        Mode::Bulk => format!("{:.1} MB/s", per_sec(c.bytes as f64 / 1e6, c.over)),
         Mode::Pingpong | Mode::Connect => format!(
             "{} {}",
-            fmt_rate(per_sec(ops as f64, counted_for)),
+            fmt_rate(per_sec(c.ops as f64, c.over)),
             rate_unit(plan.mode, plan.proto)
         ),
     };
-    let phase = if warming_up { " warming up:" } else { "" };
-    format!(
-        "[{:>3}s]{phase} {rate}, {} errors",
-        since_start.as_secs(),
-        fmt_count(errors)
-    )
+    format!("[{secs:>3}s] {rate}, {} errors", fmt_count(c.errors))
 }
 
 /// `1 thread`, `2 threads`.
@@ -472,36 +477,24 @@ mod tests {
     #[test]
     fn progress_shows_the_rate_so_far() {
         let p = plan(Mode::Pingpong, Proto::Tcp);
-        let line = progress_line(
-            &p,
-            Duration::from_secs(3),
-            false,
-            500_000,
-            0,
-            2,
-            Duration::from_secs(2),
-        );
+        let so_far = SoFar {
+            ops: 500_000,
+            bytes: 0,
+            errors: 2,
+            over: Duration::from_secs(2),
+        };
+        let line = progress_line(&p, Duration::from_secs(3), Some(so_far));
         assert_eq!(line, "[  3s] 250,000 msgs/s, 2 errors");
-        let warm = progress_line(
-            &p,
-            Duration::from_secs(1),
-            true,
-            10,
-            0,
-            0,
-            Duration::from_secs(1),
-        );
-        assert_eq!(warm, "[  1s] warming up: 10.0 msgs/s, 0 errors");
+        let warm = progress_line(&p, Duration::from_secs(1), None);
+        assert_eq!(warm, "[  1s] warming up");
         let b = plan(Mode::Bulk, Proto::Tcp);
-        let line = progress_line(
-            &b,
-            Duration::from_secs(2),
-            false,
-            0,
-            3_000_000,
-            0,
-            Duration::from_secs(2),
-        );
+        let so_far = SoFar {
+            ops: 0,
+            bytes: 3_000_000,
+            errors: 0,
+            over: Duration::from_secs(2),
+        };
+        let line = progress_line(&b, Duration::from_secs(2), Some(so_far));
         assert_eq!(line, "[  2s] 1.5 MB/s, 0 errors");
     }
 }

@@ -2,7 +2,7 @@
 //! publishes for the progress line.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -144,6 +144,11 @@ impl Clock {
         Some((self.window.end - now).min(TICK))
     }
 
+    /// Whether the warmup is over (and the counts are figures of the run).
+    pub fn measuring(&self) -> bool {
+        self.measuring
+    }
+
     /// Called when the loop ends (at the end of the window, or earlier when every
     /// connection failed): the time counting stopped. Operations completed during a warmup
     /// that never ended are not figures of the run, so they are dropped; errors are kept.
@@ -166,15 +171,22 @@ pub struct Published {
     ops: AtomicU64,
     bytes: AtomicU64,
     errors: AtomicU64,
+    measuring: AtomicBool,
 }
 
 impl Published {
     /// Publish `stats` (plain stores: one writer, and the reader only needs a recent value).
     #[inline]
-    pub fn publish(&self, stats: &Stats) {
+    pub fn publish(&self, stats: &Stats, measuring: bool) {
         self.ops.store(stats.ops, Ordering::Relaxed);
         self.bytes.store(stats.bytes, Ordering::Relaxed);
         self.errors.store(stats.errors, Ordering::Relaxed);
+        self.measuring.store(measuring, Ordering::Relaxed);
+    }
+
+    /// Whether the thread has started counting the run.
+    pub fn measuring(&self) -> bool {
+        self.measuring.load(Ordering::Relaxed)
     }
 
     /// Last published (ops, bytes, errors).

@@ -186,7 +186,7 @@ pub fn run(
                 open -= 1;
             }
         }
-        published.publish(&stats);
+        published.publish(&stats, clock.measuring());
     }
     let stopped = clock.finish(&mut stats);
     Ok((stats, stopped))
