@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use switchboard::{client, port};
+use switchboard::{bench, client, port};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +35,8 @@ enum Command {
     Attach(client::AttachArgs),
     /// Show which processes hold a port.
     Port(port::PortArgs),
+    /// Load an echo server and report throughput and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => client::chat(args),
         Command::Port(args) => port::run(args),
         Command::Attach(args) => client::attach(args, cli.config.as_deref()),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -7,3 +7,5 @@ mod core;
 mod port;
 mod systemd;
 mod util;
+
+mod bench;
