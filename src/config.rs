@@ -77,6 +77,8 @@ pub struct DaemonConfig {
     pub drain_timeout: Duration,
     /// The operators' Unix socket; a default under `$XDG_RUNTIME_DIR` when absent.
     pub control_socket: Option<PathBuf>,
+    /// Where Prometheus metrics are served over HTTP, when set.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// One validated listener.
@@ -219,6 +221,7 @@ struct FileDaemon {
     log_rotation: Option<Rotation>,
     drain_timeout: Option<Spanned<String>>,
     control_socket: Option<String>,
+    metrics: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -452,6 +455,23 @@ impl Validator<'_> {
                 .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
             None => DEFAULT_DRAIN_TIMEOUT,
         };
+        let metrics = match &d.metrics {
+            Some(m) => match m.get_ref().parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.error(
+                        Some(m.span()),
+                        Some("daemon metrics".into()),
+                        format!(
+                            "{:?} is not an ip:port address (write e.g. \"127.0.0.1:9898\")",
+                            m.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         let log_level = match d.log_level {
             Some(level) => {
                 let l = level.get_ref();
@@ -473,6 +493,7 @@ impl Validator<'_> {
             log_rotation: d.log_rotation.unwrap_or(Rotation::Never),
             drain_timeout,
             control_socket: d.control_socket.map(|f| dir.join(f)),
+            metrics,
         })
     }
 

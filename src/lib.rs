@@ -35,7 +35,7 @@ pub fn run_daemon(path: Option<&Path>, inherited: daemon::Inherited) -> anyhow::
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let _guard = logging::init(&config.daemon).context("cannot set up logging")?;
+    let logging = logging::init(&config.daemon).context("cannot set up logging")?;
     let daemon = match daemon::Daemon::bind_with(&config, inherited) {
         Ok(d) => d,
         Err(e) => {
@@ -50,7 +50,9 @@ pub fn run_daemon(path: Option<&Path>, inherited: daemon::Inherited) -> anyhow::
             eprintln!("switchboard: {name} listening on {addr}/{proto}");
         }
     }
-    daemon.run().context("the event loop failed")?;
+    // The daemon owns the logger from here (reload and SIGUSR2 change it); it is dropped,
+    // flushing every line, when `run` returns.
+    daemon.run(logging).context("the event loop failed")?;
     Ok(ExitCode::SUCCESS)
 }
 

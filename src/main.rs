@@ -31,6 +31,10 @@ enum Command {
     Send(client::SendArgs),
     /// Talk to a server interactively (the tutorial's chat clients).
     Chat(client::ChatArgs),
+    /// Show a running daemon's listeners and counters.
+    Status(client::AttachArgs),
+    /// Make a running daemon re-read its config (like SIGHUP), and say what changed.
+    Reload(client::AttachArgs),
     /// Be an operator of a running daemon: see messages for console-reply, type the replies.
     Attach(client::AttachArgs),
     /// Show which processes hold a port.
@@ -52,6 +56,8 @@ fn main() -> ExitCode {
         Command::Chat(args) => client::chat(args),
         Command::Port(args) => port::run(args),
         Command::Attach(args) => client::attach(args, cli.config.as_deref()),
+        Command::Status(args) => client::request(args, cli.config.as_deref(), "status"),
+        Command::Reload(args) => client::request(args, cli.config.as_deref(), "reload"),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -5,6 +5,7 @@ mod clients;
 mod console;
 mod core;
 mod port;
+mod service;
 mod systemd;
 mod util;
 

@@ -26,19 +26,43 @@ fn socket_of(config: Option<&Path>) -> anyhow::Result<PathBuf> {
         .unwrap_or_else(|| crate::console::default_socket(config)))
 }
 
-/// `switchboard attach`.
-pub fn attach(args: AttachArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let path = match args.socket {
-        Some(p) => p,
+fn connect(args: &AttachArgs, config: Option<&Path>) -> anyhow::Result<(UnixStream, PathBuf)> {
+    let path = match &args.socket {
+        Some(p) => p.clone(),
         None => socket_of(config)?,
     };
     let stream = UnixStream::connect(&path).with_context(|| {
         format!(
-            "cannot attach to {}: is the daemon running with a console-reply listener (or [daemon] control_socket)?",
+            "cannot reach the daemon at {}: is it running with this config? (or pass --socket)",
             path.display()
         )
     })?;
+    Ok((stream, path))
+}
+
+/// `switchboard status` and `switchboard reload`: one request over the control socket,
+/// print the answer. Exit 1 when the daemon refused (a reload with an invalid config).
+pub fn request(args: AttachArgs, config: Option<&Path>, what: &str) -> anyhow::Result<ExitCode> {
+    let (mut stream, _) = connect(&args, config)?;
+    stream.write_all(format!("{what}\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    print!("{answer}");
+    let refused = answer.starts_with("refused")
+        || answer.starts_with("reload refused")
+        || answer.starts_with("(!)");
+    Ok(if refused {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `switchboard attach`.
+pub fn attach(args: AttachArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (stream, path) = connect(&args, config)?;
     let mut to_daemon = stream.try_clone()?;
+    to_daemon.write_all(b"attach\n")?;
     std::thread::spawn(move || {
         for line in io::stdin().lock().lines() {
             let Ok(line) = line else { break };

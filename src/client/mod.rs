@@ -8,7 +8,7 @@ mod attach;
 mod chat;
 mod send;
 
-pub use attach::{AttachArgs, attach};
+pub use attach::{AttachArgs, attach, request};
 
 use std::fmt;
 use std::io;

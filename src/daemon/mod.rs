@@ -8,8 +8,10 @@
 
 mod activation;
 mod bind;
+mod metrics;
 mod notify;
 mod operators;
+mod reload;
 mod tcp;
 mod timers;
 mod udp;
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use switchboard_handlers::text::escape;
@@ -58,6 +60,8 @@ enum Source {
     Stdin,
     Control,
     Operator(usize),
+    Metrics,
+    Scraper(usize),
 }
 
 fn source(token: Token) -> Option<Source> {
@@ -65,6 +69,10 @@ fn source(token: Token) -> Option<Source> {
         SIGNALS => Some(Source::Signals),
         operators::STDIN => Some(Source::Stdin),
         operators::CONTROL => Some(Source::Control),
+        metrics::METRICS => Some(Source::Metrics),
+        Token(t) if (metrics::METRICS_BASE..metrics::METRICS_BASE * 2).contains(&t) => {
+            Some(Source::Scraper(t - metrics::METRICS_BASE))
+        }
         Token(t) if (operators::OPERATOR_BASE..operators::OPERATOR_BASE * 2).contains(&t) => {
             Some(Source::Operator(t - operators::OPERATOR_BASE))
         }
@@ -90,6 +98,9 @@ struct Counts {
 struct Conn {
     session: Session,
     listener: usize,
+    /// The listener's settings when the session opened: a reload changes them for new
+    /// sessions only.
+    cfg: Rc<ListenerConfig>,
     chain: Chain,
     /// The connection, for TCP; UDP sessions send through their listener's socket.
     tcp: Option<tcp::TcpIo>,
@@ -123,6 +134,11 @@ struct Listener {
     active: usize,
     /// Accepting paused after EMFILE; a timer resumes it.
     accept_paused: bool,
+    /// Counters, with the traffic of ended sessions.
+    stats: metrics::Stats,
+    /// Removed by a reload: no new sessions; stops when its last session ends (UDP keeps
+    /// its socket until then, for the peers it still serves).
+    retiring: bool,
     /// UDP faults: the random draws, and replies held back by `delay`.
     rng: u64,
     delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
@@ -158,6 +174,14 @@ pub struct Daemon {
     operators: operators::Operators,
     state: RunState,
     drain_timeout: Duration,
+    /// The config file, re-read on reload (`None`: the embedded default).
+    config_file: Option<std::path::PathBuf>,
+    /// The `[daemon]` settings in force.
+    daemon_cfg: crate::config::DaemonConfig,
+    /// The Prometheus endpoint, when `[daemon] metrics` is set.
+    metrics: Option<metrics::MetricsServer>,
+    /// The logger, once `run` has it: reload and SIGUSR2 change it.
+    logging: Option<crate::logging::Logging>,
     now: Instant,
     wall: SystemTime,
     notify: Notifier,
@@ -186,7 +210,7 @@ impl Daemon {
     /// [`bind`](Daemon::bind), taking the sockets systemd passed where they fit.
     pub fn bind_with(config: &Config, mut inherited: Inherited) -> anyhow::Result<Daemon> {
         let poll = Poll::new()?;
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let mut daemon = Daemon {
@@ -204,20 +228,31 @@ impl Daemon {
             operators: operators::Operators::default(),
             state: RunState::Running,
             drain_timeout: config.daemon.drain_timeout,
+            config_file: config.file.clone(),
+            daemon_cfg: config.daemon.clone(),
+            logging: None,
+            metrics: None,
             now: Instant::now(),
             wall: SystemTime::now(),
             notify: Notifier::from_env(),
         };
+        // The control socket (attach, status, reload). A configured one must work; the
+        // default one is skipped with a warning when another daemon of the same config name
+        // already holds it.
         let console = config.listeners.iter().any(|l| l.takes_operator());
-        if console || config.daemon.control_socket.is_some() {
-            let path = config
-                .daemon
-                .control_socket
-                .clone()
-                .unwrap_or_else(|| crate::console::default_socket(config.file.as_deref()));
-            daemon
+        match &config.daemon.control_socket {
+            Some(path) => daemon
                 .operators
-                .open_control(&path, daemon.poll.registry())?;
+                .open_control(path, daemon.poll.registry())?,
+            None => {
+                let path = crate::console::default_socket(config.file.as_deref());
+                if let Err(e) = daemon.operators.open_control(&path, daemon.poll.registry()) {
+                    warn!("{e:#}; running without a control socket (set [daemon] control_socket)");
+                }
+            }
+        }
+        if let Some(addr) = config.daemon.metrics {
+            daemon.metrics = Some(metrics::MetricsServer::bind(addr, daemon.poll.registry())?);
         }
         inherited.reserve(&config.listeners);
         for cfg in &config.listeners {
@@ -239,7 +274,17 @@ impl Daemon {
         cfg: Rc<ListenerConfig>,
         inherited: &mut Inherited,
     ) -> Result<(), BindError> {
-        let (mut socket, local) = bind::bind(&cfg, inherited)?;
+        let (socket, local) = bind::bind(&cfg, inherited)?;
+        self.install_listener(cfg, socket, local)
+    }
+
+    /// Register a bound socket with the loop as a new listener.
+    fn install_listener(
+        &mut self,
+        cfg: Rc<ListenerConfig>,
+        mut socket: Bound,
+        local: SocketAddr,
+    ) -> Result<(), BindError> {
         let idx = self.listeners.len();
         let token = Token(LISTENER_BASE + idx);
         let registry = self.poll.registry();
@@ -267,6 +312,8 @@ impl Daemon {
             udp_writable: false,
             active: 0,
             accept_paused: false,
+            stats: metrics::Stats::default(),
+            retiring: false,
             rng,
             delayed: VecDeque::new(),
             span,
@@ -284,7 +331,8 @@ impl Daemon {
 
     /// Serve until a stop signal (or a handler's `scope = "daemon"`) and every session has
     /// ended or the drain deadline passed.
-    pub fn run(mut self) -> io::Result<()> {
+    pub fn run(mut self, logging: crate::logging::Logging) -> io::Result<()> {
+        self.logging = Some(logging);
         while self.state != RunState::Exit {
             let timeout = if self.pending.is_empty() {
                 self.timers
@@ -361,6 +409,8 @@ impl Daemon {
                 }
             }
             Some(Source::Operator(key)) => self.operator_ready(key, readable, writable),
+            Some(Source::Metrics) => self.metrics_accept(),
+            Some(Source::Scraper(key)) => self.metrics_ready(key),
             None => warn!(?token, "event for an unknown token"),
         }
     }
@@ -391,18 +441,16 @@ impl Daemon {
                         self.state = RunState::Exit;
                     }
                 }
-                SIGHUP => warn!(
-                    "SIGHUP: reload is not supported by this build; restart to apply a new config"
-                ),
+                SIGHUP => {
+                    let _ = self.reload();
+                }
                 SIGUSR1 => self.log_status(),
+                SIGUSR2 => match self.logging.as_mut().map(|l| l.reopen()) {
+                    Some(Err(e)) => warn!(error = %e, "SIGUSR2: cannot reopen the log file"),
+                    _ => info!("SIGUSR2: log file reopened"),
+                },
                 _ => {}
             }
-        }
-    }
-
-    fn log_status(&self) {
-        for l in &self.listeners {
-            info!(listener = %l.cfg.name, proto = %l.cfg.proto, addr = %l.local, active = l.active, serving = l.socket.is_some(), "status");
         }
     }
 
@@ -410,6 +458,7 @@ impl Daemon {
     fn open_session(&mut self, idx: usize, peer: SocketAddr, io: Option<tcp::TcpIo>) -> usize {
         let listener = &mut self.listeners[idx];
         listener.active += 1;
+        listener.stats.opened += 1;
         let id = self.next_session;
         self.next_session += 1;
         let cfg = listener.cfg.clone();
@@ -428,6 +477,7 @@ impl Daemon {
         entry.insert(Conn {
             session,
             listener: idx,
+            cfg: cfg.clone(),
             chain: Chain::new(&cfg.handlers),
             tcp: io,
             opened: self.now,
@@ -478,7 +528,7 @@ impl Daemon {
             conn.counts.msgs_out += count;
             match &mut conn.tcp {
                 Some(io) => {
-                    let bytes = if listener.cfg.framing == Framing::Line {
+                    let bytes = if conn.cfg.framing == Framing::Line {
                         self.scratch.clear();
                         for m in self.out.messages() {
                             self.scratch.extend_from_slice(m);
@@ -491,12 +541,9 @@ impl Daemon {
                         self.out.data()
                     };
                     conn.counts.bytes_out += bytes.len() as u64;
-                    if let Err(e) = io.send(
-                        bytes,
-                        self.poll.registry(),
-                        Token(key),
-                        listener.cfg.max_output,
-                    ) {
+                    if let Err(e) =
+                        io.send(bytes, self.poll.registry(), Token(key), conn.cfg.max_output)
+                    {
                         failed = Some(e);
                     }
                 }
@@ -607,6 +654,11 @@ impl Daemon {
         conn.chain.close(&conn.session, reason);
         let listener = &mut self.listeners[conn.listener];
         listener.active -= 1;
+        listener.stats.closed += 1;
+        listener.stats.add(&conn.counts);
+        if reason == CloseReason::Error {
+            listener.stats.errors += 1;
+        }
         if conn.tcp.is_none() {
             listener.peers.remove(&conn.session.peer);
         }
@@ -627,6 +679,8 @@ impl Daemon {
         });
         if once_udp {
             self.stop_listener(idx, "once = true: its one session ended");
+        } else if self.listeners[idx].retiring && self.listeners[idx].active == 0 {
+            self.stop_listener(idx, "removed from the config; its last session ended");
         }
     }
 
@@ -658,7 +712,7 @@ impl Daemon {
                 else {
                     return;
                 };
-                let Some(idle) = self.listeners[conn.listener].cfg.idle_timeout else {
+                let Some(idle) = conn.cfg.idle_timeout else {
                     return;
                 };
                 let deadline = conn.last_active + idle;
@@ -694,6 +748,11 @@ impl Daemon {
             }
             Timer::Delayed { listener } => self.send_delayed(listener),
             Timer::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
+            Timer::Retire { listener } => {
+                if self.listeners[listener].retiring {
+                    self.stop_listener(listener, "removed from the config; drain_timeout passed");
+                }
+            }
             Timer::Drain => {
                 if self.state == RunState::Draining && !self.sessions.is_empty() {
                     warn!(

@@ -87,10 +87,6 @@ impl Notifier {
 
     /// A reload begins: `RELOADING=1` with the monotonic clock, as systemd 253 and later
     /// require. Send [`ready`](Notifier::ready) when it is done.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "for config reload on SIGHUP, not built yet")
-    )]
     pub(crate) fn reloading(&self) {
         self.send(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading\n",

@@ -44,6 +44,9 @@ struct Operator {
     want_write: bool,
     /// Session pinned with `/to`.
     focus: Option<u64>,
+    /// An operator (sees messages). A control client is not one until its first line asks
+    /// to `attach`; `status` and `reload` are answered and the client closed.
+    attached: bool,
 }
 
 /// The attached operators and what waits for them.
@@ -75,7 +78,7 @@ impl Drop for Operators {
 impl Operators {
     /// How many operators are attached.
     pub(super) fn attached(&self) -> usize {
-        self.ops.len()
+        self.ops.iter().filter(|(_, o)| o.attached).count()
     }
 
     /// The stdin operator, while attached.
@@ -108,6 +111,7 @@ impl Operators {
             out: Vec::new(),
             want_write: false,
             focus: None,
+            attached: true,
         });
         info!("operator console on stdin");
     }
@@ -179,7 +183,7 @@ impl Operators {
 
     /// Send a line to every operator (or keep it until one attaches).
     fn broadcast(&mut self, line: &str, except: Option<usize>, registry: &Registry) {
-        if self.ops.is_empty() {
+        if self.attached() == 0 {
             if self.backlog.len() >= BACKLOG_MAX {
                 self.backlog.pop_front();
                 self.dropped += 1;
@@ -196,8 +200,8 @@ impl Operators {
         let keys: Vec<usize> = self
             .ops
             .iter()
+            .filter(|(k, o)| o.attached && Some(*k) != except)
             .map(|(k, _)| k)
-            .filter(|k| Some(*k) != except)
             .collect();
         for key in keys {
             self.tell(key, line, registry);
@@ -219,9 +223,13 @@ impl Operators {
         info!(operator = %op.name, why, "operator detached");
     }
 
-    fn attach(&mut self, op: Operator, sessions: usize, registry: &Registry) -> usize {
+    /// A control client asked to be an operator: greet it and show what waited.
+    fn attach(&mut self, key: usize, sessions: usize, registry: &Registry) {
+        let Some(op) = self.ops.get_mut(key) else {
+            return;
+        };
+        op.attached = true;
         let name = op.name.clone();
-        let key = self.ops.insert(op);
         info!(operator = %name, "operator attached");
         self.tell(key, &format!("switchboard console: you are {name}; {sessions} session(s) open; /help for commands"), registry);
         if self.dropped > 0 {
@@ -242,7 +250,6 @@ impl Operators {
                 self.tell(key, &line, registry);
             }
         }
-        key
     }
 }
 
@@ -314,16 +321,15 @@ impl Daemon {
                                 continue;
                             }
                             let name = format!("op{} (uid {uid})", self.operators.attached_total);
-                            let sessions = self.console_sessions().len();
-                            let op = Operator {
+                            self.operators.ops.insert(Operator {
                                 io: OpIo::Socket(stream),
                                 name,
                                 partial: Vec::new(),
                                 out: Vec::new(),
                                 want_write: false,
                                 focus: None,
-                            };
-                            self.operators.attach(op, sessions, self.poll.registry());
+                                attached: false,
+                            });
                         }
                         Ok(uid) => {
                             warn!(
@@ -400,7 +406,11 @@ impl Daemon {
             }
         }
         for line in lines {
-            self.operator_line(key, &line);
+            if self.operators.ops.get(key).is_some_and(|o| o.attached) {
+                self.operator_line(key, &line);
+            } else if !self.control_request(key, &line) {
+                return;
+            }
         }
         if let Some(why) = gone {
             self.operators.detach(key, why, self.poll.registry());
@@ -411,7 +421,7 @@ impl Daemon {
     fn console_sessions(&self) -> Vec<usize> {
         self.sessions
             .iter()
-            .filter(|(_, c)| !c.ended && self.listeners[c.listener].cfg.takes_operator())
+            .filter(|(_, c)| !c.ended && c.cfg.takes_operator())
             .map(|(k, _)| k)
             .collect()
     }
@@ -457,6 +467,38 @@ impl Daemon {
             let line = format!("[{}] session closed ({reason})", self.console_tag(key));
             self.operators.broadcast(&line, None, self.poll.registry());
         }
+    }
+
+    /// The first line of a control client. Returns whether it stays connected.
+    fn control_request(&mut self, key: usize, line: &str) -> bool {
+        let registry = self.poll.registry();
+        match line.trim() {
+            "attach" => {
+                let sessions = self.console_sessions().len();
+                self.operators.attach(key, sessions, self.poll.registry());
+                return true;
+            }
+            "status" => {
+                for l in self.status_lines() {
+                    self.operators.tell(key, &l, self.poll.registry());
+                }
+            }
+            "reload" => {
+                let reply = match self.reload() {
+                    Ok(summary) => format!("reloaded: {summary}"),
+                    Err(e) => format!("reload refused: {e}"),
+                };
+                self.operators.tell(key, &reply, self.poll.registry());
+            }
+            other => self.operators.tell(
+                key,
+                &format!("(!) unknown request {other:?}: expected attach, status or reload"),
+                registry,
+            ),
+        }
+        self.operators
+            .detach(key, "request answered", self.poll.registry());
+        false
     }
 
     fn operator_line(&mut self, op: usize, line: &str) {

@@ -268,7 +268,7 @@ impl Daemon {
     /// `n` fresh bytes in `self.buf` for session `key`.
     fn on_bytes(&mut self, key: usize, n: usize) {
         let conn = &mut self.sessions[key];
-        let cfg = &self.listeners[conn.listener].cfg;
+        let cfg = conn.cfg.clone();
         conn.last_active = self.now;
         conn.session.now = self.wall;
         conn.session.operators = self.operators.attached();

@@ -27,6 +27,8 @@ pub(crate) enum Timer {
     ResumeAccept { listener: usize },
     /// Replies held back by a UDP listener's `delay` are due.
     Delayed { listener: usize },
+    /// A listener removed by a reload stops even if sessions remain.
+    Retire { listener: usize },
     /// Shutdown gives up waiting for output.
     Drain,
     /// Tell systemd's watchdog the loop is alive.

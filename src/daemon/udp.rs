@@ -141,6 +141,10 @@ impl Daemon {
         }
         let key = match self.listeners[idx].peers.get(&peer) {
             Some(&key) => key,
+            None if self.listeners[idx].retiring => {
+                debug!(listener = %self.listeners[idx].cfg.name, %peer, "listener removed by a reload: datagram from a new peer dropped");
+                return;
+            }
             None => {
                 let key = self.open_session(idx, peer, None);
                 if !self.sessions.contains(key) {
