@@ -44,7 +44,7 @@ fn connect(args: &AttachArgs, config: Option<&Path>) -> anyhow::Result<(UnixStre
 /// print the answer. Exit 1 when the daemon refused (a reload with an invalid config).
 pub fn request(args: AttachArgs, config: Option<&Path>, what: &str) -> anyhow::Result<ExitCode> {
     let (mut stream, _) = connect(&args, config)?;
-    stream.write_all(format!("{what}\n").as_bytes())?;
+    let _ = stream.write_all(format!("{what}\n").as_bytes());
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     print!("{answer}");
@@ -62,7 +62,9 @@ pub fn request(args: AttachArgs, config: Option<&Path>, what: &str) -> anyhow::R
 pub fn attach(args: AttachArgs, config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (stream, path) = connect(&args, config)?;
     let mut to_daemon = stream.try_clone()?;
-    to_daemon.write_all(b"attach\n")?;
+    // A refused client may find the socket closed already; what the daemon said is read
+    // below either way.
+    let _ = to_daemon.write_all(b"attach\n");
     std::thread::spawn(move || {
         for line in io::stdin().lock().lines() {
             let Ok(line) = line else { break };
