@@ -110,20 +110,44 @@ pub fn list_row(tag: &str, idle: Duration, unanswered: u32, focused: bool) -> St
     s
 }
 
-/// Where the control socket is when the config does not say: under `$XDG_RUNTIME_DIR`, else
-/// in a private folder under /tmp. Named after the config file, so daemons of different
-/// configs do not collide.
+/// Where the control socket is when the config does not say: in the service's runtime
+/// folder under systemd (`RuntimeDirectory=` sets `$RUNTIME_DIRECTORY`), else under
+/// `$XDG_RUNTIME_DIR`, else in a private folder under /tmp. Named after the config file, so
+/// daemons of different configs do not collide.
 pub fn default_socket(config: Option<&Path>) -> PathBuf {
-    let stem = config.and_then(|p| p.file_stem()).map_or_else(
-        || "switchboard".to_string(),
-        |s| s.to_string_lossy().into_owned(),
+    default_sockets(config)
+        .into_iter()
+        .next()
+        .expect("at least one place")
+}
+
+/// Every place a daemon of this config may have put its default socket, most likely first.
+/// `attach` tries them in turn, so an operator's shell finds a socket made under systemd.
+pub fn default_sockets(config: Option<&Path>) -> Vec<PathBuf> {
+    let name = format!(
+        "{}.sock",
+        config.and_then(|p| p.file_stem()).map_or_else(
+            || "switchboard".to_string(),
+            |s| s.to_string_lossy().into_owned()
+        )
     );
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d).join("switchboard"),
-        // SAFETY: getuid has no preconditions and cannot fail.
-        _ => PathBuf::from(format!("/tmp/switchboard-{}", unsafe { libc::getuid() })),
+    let var = |v: &str| {
+        std::env::var_os(v)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
     };
-    dir.join(format!("{stem}.sock"))
+    let mut places = Vec::new();
+    if let Some(d) = var("RUNTIME_DIRECTORY") {
+        places.push(d.join(&name));
+    }
+    if let Some(d) = var("XDG_RUNTIME_DIR") {
+        places.push(d.join("switchboard").join(&name));
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    places
+        .push(PathBuf::from(format!("/tmp/switchboard-{}", unsafe { libc::getuid() })).join(&name));
+    places.push(Path::new("/run/switchboard").join(&name));
+    places
 }
 
 #[cfg(test)]

@@ -21,9 +21,14 @@ pub struct AttachArgs {
 /// The socket the daemon of this config listens on.
 fn socket_of(config: Option<&Path>) -> anyhow::Result<PathBuf> {
     let c = crate::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(c.daemon
-        .control_socket
-        .unwrap_or_else(|| crate::console::default_socket(config)))
+    Ok(c.daemon.control_socket.unwrap_or_else(|| {
+        let places = crate::console::default_sockets(config);
+        places
+            .iter()
+            .find(|p| p.exists())
+            .unwrap_or(&places[0])
+            .clone()
+    }))
 }
 
 fn connect(args: &AttachArgs, config: Option<&Path>) -> anyhow::Result<(UnixStream, PathBuf)> {
