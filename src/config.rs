@@ -79,6 +79,10 @@ pub struct DaemonConfig {
     pub control_socket: Option<PathBuf>,
     /// Where Prometheus metrics are served over HTTP, when set.
     pub metrics: Option<SocketAddr>,
+    /// Drop root privileges to this user after binding.
+    pub user: Option<String>,
+    /// And to this group (default: the user's primary group).
+    pub group: Option<String>,
 }
 
 /// One validated listener.
@@ -222,6 +226,8 @@ struct FileDaemon {
     drain_timeout: Option<Spanned<String>>,
     control_socket: Option<String>,
     metrics: Option<Spanned<String>>,
+    user: Option<String>,
+    group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -494,6 +500,8 @@ impl Validator<'_> {
             drain_timeout,
             control_socket: d.control_socket.map(|f| dir.join(f)),
             metrics,
+            user: d.user,
+            group: d.group,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod framing;
 pub mod logging;
 pub mod port;
+pub mod privileges;
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -247,3 +247,23 @@ fn two_daemons_share_a_port_with_reuse_port() {
     assert!(first.wait_for(|v| msg(v) == "session opened").is_some());
     assert!(second.wait_for(|v| msg(v) == "session opened").is_some());
 }
+
+#[test]
+fn root_drops_to_the_configured_user_after_binding() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: dropping privileges needs the test to run as root");
+        return;
+    }
+    let d = Daemon::start(&format!(
+        "[daemon]\nuser = \"nobody\"\n{}",
+        tcp_listener("a", ECHO, "")
+    ));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid}"
+    );
+    assert_eq!(ask(&mut connect(d.addr("a")), "as nobody"), "as nobody");
+}

@@ -260,8 +260,24 @@ impl Daemon {
         }
         if console {
             daemon.operators.open_stdin(daemon.poll.registry());
+            if config.daemon.log_file.is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stdin())
+                && std::io::IsTerminal::is_terminal(&std::io::stderr())
+            {
+                warn!(
+                    "the operator console and the log share this terminal; set [daemon] log_file to keep log lines out of the conversation"
+                );
+            }
         }
         inherited.close_unused();
+        let mut owned: Vec<&std::path::Path> =
+            daemon.operators.control_path().into_iter().collect();
+        owned.extend(config.daemon.log_file.as_deref().filter(|p| p.exists()));
+        crate::privileges::drop_to(
+            config.daemon.user.as_deref(),
+            config.daemon.group.as_deref(),
+            &owned,
+        )?;
         info!(listeners = daemon.listeners.len(), "ready");
         daemon
             .notify

@@ -81,6 +81,11 @@ impl Operators {
         self.ops.iter().filter(|(_, o)| o.attached).count()
     }
 
+    /// The control socket's path, when there is one.
+    pub(super) fn control_path(&self) -> Option<&Path> {
+        self.control.as_ref().map(|(_, p)| p.as_path())
+    }
+
     /// The stdin operator, while attached.
     pub(super) fn stdin_key(&self) -> Option<usize> {
         self.ops
