@@ -61,6 +61,8 @@ pub(super) struct Operators {
     /// The session that spoke last to the console.
     last_spoke: Option<u64>,
     attached_total: u64,
+    /// Operators attached now (read for every message, so kept rather than counted).
+    attached_now: usize,
 }
 
 impl Drop for Operators {
@@ -78,7 +80,7 @@ impl Drop for Operators {
 impl Operators {
     /// How many operators are attached.
     pub(super) fn attached(&self) -> usize {
-        self.ops.iter().filter(|(_, o)| o.attached).count()
+        self.attached_now
     }
 
     /// The control socket's path, when there is one.
@@ -118,6 +120,7 @@ impl Operators {
             focus: None,
             attached: true,
         });
+        self.attached_now += 1;
         info!("operator console on stdin");
     }
 
@@ -217,6 +220,9 @@ impl Operators {
         let Some(mut op) = self.ops.try_remove(key) else {
             return;
         };
+        if op.attached {
+            self.attached_now -= 1;
+        }
         match &mut op.io {
             OpIo::Stdin => {
                 let _ = registry.deregister(&mut SourceFd(&0));
@@ -233,7 +239,10 @@ impl Operators {
         let Some(op) = self.ops.get_mut(key) else {
             return;
         };
-        op.attached = true;
+        if !op.attached {
+            op.attached = true;
+            self.attached_now += 1;
+        }
         let name = op.name.clone();
         info!(operator = %name, "operator attached");
         self.tell(key, &format!("switchboard console: you are {name}; {sessions} session(s) open; /help for commands"), registry);
