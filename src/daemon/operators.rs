@@ -14,7 +14,7 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 use switchboard_handlers::text::escape;
 use switchboard_handlers::{CloseReason, Flow};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Daemon, MAX_OPS_PER_EVENT};
 use crate::console::{self, Command};
@@ -231,7 +231,11 @@ impl Operators {
                 let _ = registry.deregister(s);
             }
         }
-        info!(operator = %op.name, why, "operator detached");
+        if op.attached {
+            info!(operator = %op.name, why, "operator detached");
+        } else {
+            debug!(client = %op.name, why, "control client done");
+        }
     }
 
     /// A control client asked to be an operator: greet it and show what waited.
