@@ -8,6 +8,7 @@
 
 mod activation;
 mod bind;
+mod limits;
 mod notify;
 mod operators;
 mod tcp;
@@ -123,6 +124,8 @@ struct Listener {
     active: usize,
     /// Accepting paused after EMFILE; a timer resumes it.
     accept_paused: bool,
+    /// Per-address session counts, rate buckets, rate-limited logs.
+    limits: limits::State,
     /// UDP faults: the random draws, and replies held back by `delay`.
     rng: u64,
     delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
@@ -227,6 +230,7 @@ impl Daemon {
             daemon.operators.open_stdin(daemon.poll.registry());
         }
         inherited.close_unused();
+        limits::check_open_files(&config.listeners);
         info!(listeners = daemon.listeners.len(), "ready");
         daemon
             .notify
@@ -267,6 +271,7 @@ impl Daemon {
             udp_writable: false,
             active: 0,
             accept_paused: false,
+            limits: limits::State::default(),
             rng,
             delayed: VecDeque::new(),
             span,
@@ -410,6 +415,7 @@ impl Daemon {
     fn open_session(&mut self, idx: usize, peer: SocketAddr, io: Option<tcp::TcpIo>) -> usize {
         let listener = &mut self.listeners[idx];
         listener.active += 1;
+        listener.limits.opened(peer);
         let id = self.next_session;
         self.next_session += 1;
         let cfg = listener.cfg.clone();
@@ -491,13 +497,20 @@ impl Daemon {
                         self.out.data()
                     };
                     conn.counts.bytes_out += bytes.len() as u64;
-                    if let Err(e) = io.send(
+                    match io.send(
                         bytes,
                         self.poll.registry(),
                         Token(key),
                         listener.cfg.max_output,
                     ) {
-                        failed = Some(e);
+                        Ok(()) => io.arm_write_timeout(
+                            &listener.cfg,
+                            &mut self.timers,
+                            self.now,
+                            key,
+                            conn.session.id,
+                        ),
+                        Err(e) => failed = Some(e),
                     }
                 }
                 None => {
@@ -581,7 +594,13 @@ impl Daemon {
             return;
         };
         let linger = match conn.tcp.as_mut() {
-            Some(io) if reason != CloseReason::Error && self.state != RunState::Exit => io.linger(),
+            // A peer that broke the connection or stopped reading gets no linger.
+            Some(io)
+                if !matches!(reason, CloseReason::Error | CloseReason::WriteTimeout)
+                    && self.state != RunState::Exit =>
+            {
+                io.linger()
+            }
             _ => false,
         };
         if linger {
@@ -607,6 +626,7 @@ impl Daemon {
         conn.chain.close(&conn.session, reason);
         let listener = &mut self.listeners[conn.listener];
         listener.active -= 1;
+        listener.limits.closed(conn.session.peer);
         if conn.tcp.is_none() {
             listener.peers.remove(&conn.session.peer);
         }
@@ -686,6 +706,7 @@ impl Daemon {
                 conn.chain.timer(link, id, &conn.session, &mut self.out);
                 self.apply_outbox(key);
             }
+            Timer::WriteTimeout { key, session } => self.write_timeout_due(key, session),
             Timer::ResumeAccept { listener } => {
                 if let Some(l) = self.listeners.get_mut(listener) {
                     l.accept_paused = false;
