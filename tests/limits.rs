@@ -363,8 +363,8 @@ fn udp_reply_rate_limits_what_one_peer_gets() {
     }
     let ev = d.wait_msg("reply dropped: over reply_rate for this peer");
     assert_eq!(field(&ev, "peer"), flood.local_addr().unwrap().to_string());
-    // Another peer has its own allowance; its answer also comes after every flood reply.
-    assert_eq!(udp_ask(&udp_client(), to, "mine"), "mine");
+    // Another address has its own allowance; its answer also comes after every flood reply.
+    assert_eq!(udp_ask(&udp_client_from("127.0.0.2"), to, "mine"), "mine");
     let elapsed = start.elapsed().as_secs_f64();
     let got = drain(&flood);
     let most = 5 + (elapsed * 5.0).ceil() as usize;
@@ -372,6 +372,41 @@ fn udp_reply_rate_limits_what_one_peer_gets() {
         (5..=most).contains(&got),
         "{got} replies in {elapsed:.2} s at 5/s with a burst of 5"
     );
+}
+
+#[test]
+fn udp_reply_rate_holds_across_sessions_of_one_address() {
+    // A forged `bye` ends a session; the next datagram opens a new one. Its allowance must
+    // not start afresh, or `bye` would lift the limit.
+    let mut d = Daemon::start(&udp_listener(
+        "u",
+        "[\"bye-close\", \"echo\"]",
+        "reply_rate = 1\nreply_burst = 3",
+    ));
+    let to = d.addr("u");
+    let flood = udp_client();
+    let start = Instant::now();
+    for i in 0..4 {
+        flood.send_to(format!("m{i}").as_bytes(), to).unwrap();
+        flood.send_to(b"bye", to).unwrap();
+    }
+    d.wait_msg("reply dropped: over reply_rate for this peer");
+    assert_eq!(udp_ask(&udp_client_from("127.0.0.2"), to, "sync"), "sync");
+    let elapsed = start.elapsed().as_secs_f64();
+    let got = drain(&flood);
+    let most = 3 + elapsed.ceil() as usize;
+    assert!(
+        got <= most,
+        "{got} of 8 replies in {elapsed:.2} s at 1/s with a burst of 3"
+    );
+    // Everything the flood caused is logged before the sync peer's session opens.
+    d.wait_for(|v| msg(v) == "session opened" && field(v, "peer").starts_with("127.0.0.2:"))
+        .expect("sync session");
+    let flood_peer = flood.local_addr().unwrap().to_string();
+    let opened = events(&d, "session opened")
+        .filter(|v| field(v, "peer") == flood_peer)
+        .count();
+    assert!(opened >= 4, "each bye ended a session ({opened} opened)");
 }
 
 #[test]

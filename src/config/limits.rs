@@ -2,7 +2,7 @@
 //!
 //! Every option has a safe default, so a listener declared without any of them is already
 //! bounded: 10000 sessions, 256 per address, 30 s for a stalled write, and on UDP no reply to
-//! the well-known service ports and at most 100 replies per second to one peer.
+//! the well-known service ports and at most 100 replies per second to one address.
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_MAX_PER_IP: usize = 256;
 /// How long output may stay pending without progress when `write_timeout` is not given.
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// UDP replies per second to one peer when `reply_rate` is not given.
+/// UDP replies per second to one peer address when `reply_rate` is not given.
 const DEFAULT_REPLY_RATE: f64 = 100.0;
 /// UDP source ports never answered when `udp_blocked_ports` is not given: services that
 /// answer datagrams, so that a datagram forged with one of them as its source cannot set two
@@ -75,7 +75,7 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// UDP: datagrams from these source ports are dropped unanswered (port 0 always is).
     pub udp_blocked_ports: Vec<u16>,
-    /// UDP: replies per second to one peer; `None` for no limit.
+    /// UDP: replies per second to one peer address (all its ports); `None` for no limit.
     pub reply_rate: Option<Rate>,
 }
 

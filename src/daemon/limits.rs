@@ -10,6 +10,7 @@
 //! ([`Daemon::arm_write_timeout`]), and when accepting runs out of file descriptors.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +30,8 @@ use crate::config::{ListenerConfig, Rate};
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Peers remembered by a listener's log limiter; beyond that they share one entry.
 const LOG_PEERS: usize = 4096;
+/// How often the UDP reply buckets that filled up again are forgotten.
+const REPLY_SWEEP: Duration = Duration::from_secs(1);
 /// How often a full log limiter may look for room.
 const MAKE_ROOM_EVERY: Duration = Duration::from_secs(1);
 /// Descriptors kept for what is not a session (listeners, epoll, signals, console, logs).
@@ -50,6 +53,12 @@ impl TokenBucket {
             tokens: f64::from(rate.burst),
             last: now,
         }
+    }
+
+    /// Whether the bucket would be full at `now`: it then holds nothing worth keeping.
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.last).as_secs_f64() * self.rate.per_second;
+        self.tokens + earned >= f64::from(self.rate.burst)
     }
 
     /// Take one token if there is one.
@@ -190,8 +199,12 @@ pub(super) struct State {
     per_ip: HashMap<IpAddr, usize>,
     /// `accept_rate`, made on first use (and again if the rate changes).
     accept: Option<TokenBucket>,
-    /// UDP: `reply_rate` per peer, while its session lasts.
-    replies: HashMap<SocketAddr, TokenBucket>,
+    /// UDP: `reply_rate` per peer address (all its ports together: a forged source names
+    /// a victim by its address). Kept after a session ends, so that ending sessions (a
+    /// forged `bye`) does not refill it, until it is full again.
+    replies: HashMap<IpAddr, TokenBucket>,
+    /// When full buckets were last forgotten.
+    replies_swept: Option<Instant>,
     /// UDP: replies dropped for `reply_rate`.
     replies_dropped: u64,
     log: LogLimiter<(IpAddr, Event)>,
@@ -205,6 +218,7 @@ impl Default for State {
             per_ip: HashMap::new(),
             accept: None,
             replies: HashMap::new(),
+            replies_swept: None,
             replies_dropped: 0,
             log: LogLimiter::new(LOG_INTERVAL, LOG_PEERS),
             out_of_fds: None,
@@ -227,7 +241,6 @@ impl State {
                 self.per_ip.remove(&ip);
             }
         }
-        self.replies.remove(&peer);
     }
 
     fn sessions_from(&self, ip: IpAddr) -> usize {
@@ -288,11 +301,22 @@ impl Listener {
         let Some(rate) = self.cfg.limits.reply_rate else {
             return true;
         };
-        let bucket = self
-            .limits
-            .replies
-            .entry(peer)
-            .or_insert_with(|| TokenBucket::new(rate, now));
+        let limits = &mut self.limits;
+        if limits
+            .replies_swept
+            .is_none_or(|at| now >= at + REPLY_SWEEP)
+        {
+            limits.replies.retain(|_, b| !b.is_full(now));
+            limits.replies_swept = Some(now);
+        }
+        let bucket = match limits.replies.entry(canonical(peer.ip())) {
+            Entry::Occupied(e) if e.get().rate == rate => e.into_mut(),
+            Entry::Occupied(mut e) => {
+                e.insert(TokenBucket::new(rate, now));
+                e.into_mut()
+            }
+            Entry::Vacant(e) => e.insert(TokenBucket::new(rate, now)),
+        };
         if bucket.take(now) {
             return true;
         }
@@ -507,8 +531,14 @@ pub(super) fn check_open_files(listeners: &[ListenerConfig]) {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return;
     }
-    let (soft, hard) = (lim.rlim_cur, lim.rlim_max);
-    let wanted = if unlimited { hard } else { needed.min(hard) };
+    let (mut soft, hard) = (lim.rlim_cur, lim.rlim_max);
+    // An infinite hard limit is still capped by the kernel (fs.nr_open).
+    let most = if hard == libc::RLIM_INFINITY {
+        1 << 20
+    } else {
+        hard
+    };
+    let wanted = if unlimited { most } else { needed.min(most) };
     if soft < wanted {
         let raised = libc::rlimit {
             rlim_cur: wanted,
@@ -517,16 +547,17 @@ pub(super) fn check_open_files(listeners: &[ListenerConfig]) {
         // SAFETY: setrlimit reads the struct we pass; raising the soft limit up to the hard
         // one needs no privilege.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            soft = wanted;
             info!(
-                from = soft,
+                from = lim.rlim_cur,
                 to = wanted,
                 "raised the open-file limit (RLIMIT_NOFILE) to fit max_connections"
             );
         }
     }
-    if !unlimited && hard < needed {
+    if !unlimited && soft < needed {
         warn!(
-            limit = hard,
+            limit = soft,
             needed,
             "the open-file limit (RLIMIT_NOFILE) is below the sum of max_connections of the \
              TCP listeners plus a margin; accepts will pause when descriptors run out. Raise it \
@@ -569,6 +600,16 @@ mod tests {
         assert!(!b.take(t0 - Duration::from_millis(900)));
         assert!(!b.take(t0 + Duration::from_millis(900)));
         assert!(b.take(t0 + Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn bucket_knows_when_it_is_full_again() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(rate(10.0, 10), t0);
+        assert!(b.is_full(t0));
+        assert!(b.take(t0) && b.take(t0));
+        assert!(!b.is_full(t0 + Duration::from_millis(100)));
+        assert!(b.is_full(t0 + Duration::from_millis(200)));
     }
 
     #[test]
