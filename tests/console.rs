@@ -133,9 +133,10 @@ fn injected_escape_sequences_are_shown_escaped() {
 #[test]
 fn several_operators_see_messages_and_who_answered() {
     let (d, sock) = console_daemon("");
+    // One after the other: two clients started together may reach the socket in any order.
     let mut op1 = Attach::new(&sock);
-    let mut op2 = Attach::new(&sock);
     op1.out.wait(&["you are op1"]);
+    let mut op2 = Attach::new(&sock);
     op2.out.wait(&["you are op2"]);
     let mut peer = connect(d.addr("chat"));
     peer.write_all(b"anyone?").unwrap();
