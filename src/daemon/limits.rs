@@ -7,7 +7,7 @@
 //! on a new UDP peer ([`Daemon::admit_tcp`], [`Daemon::admit_udp`]), when a session opens or
 //! ends ([`State::opened`], [`State::closed`]), before a UDP reply
 //! ([`Listener::reply_allowed`]), when output starts to pile up
-//! ([`Daemon::arm_write_timeout`]), and when accepting runs out of file descriptors.
+//! (`TcpIo::arm_write_timeout`), and when accepting runs out of file descriptors.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
