@@ -19,6 +19,9 @@ use switchboard_handlers::{BuildEnv, HandlerFactory, Proto, Registry, Settings};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+mod limits;
+pub use limits::{Limits, Rate};
+
 /// The config served when none is given, kept as `config/switchboard.toml`.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/switchboard.toml");
 /// Name shown for the embedded config in messages.
@@ -114,6 +117,8 @@ pub struct ListenerConfig {
     pub once: bool,
     /// UDP: faults applied to replies, to show that UDP is unreliable.
     pub faults: Faults,
+    /// Access rules, session limits and hardening (see `config/limits.rs`).
+    pub limits: Limits,
 }
 
 /// Faults the loop applies to a UDP listener's replies. Deterministic under `seed`.
@@ -251,6 +256,19 @@ struct FileListener {
     duplicate: Option<Spanned<f64>>,
     delay: Option<Spanned<String>>,
     seed: Option<u64>,
+    // Limits and hardening, validated together in config/limits.rs.
+    allow: Option<Vec<Spanned<String>>>,
+    deny: Option<Vec<Spanned<String>>>,
+    max_connections: Option<Spanned<usize>>,
+    max_per_ip: Option<Spanned<usize>>,
+    accept_rate: Option<Spanned<f64>>,
+    accept_burst: Option<Spanned<u32>>,
+    busy_message: Option<Spanned<String>>,
+    too_long_reply: Option<Spanned<String>>,
+    write_timeout: Option<Spanned<String>>,
+    udp_blocked_ports: Option<Spanned<Vec<u16>>>,
+    reply_rate: Option<Spanned<f64>>,
+    reply_burst: Option<Spanned<u32>>,
 }
 
 /// Reads files named in settings relative to the config's folder.
@@ -590,6 +608,7 @@ impl Validator<'_> {
                 "faults apply to UDP listeners only (TCP is reliable by design)",
             );
         }
+        let limits = self.limits(&l, label);
         // The chain.
         let mut handlers = Vec::new();
         let mut names = Vec::new();
@@ -667,6 +686,7 @@ impl Validator<'_> {
             reuse_port: l.reuse_port,
             once: l.once,
             faults,
+            limits,
         })
     }
 }

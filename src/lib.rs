@@ -4,6 +4,7 @@
 //! [`config`] parses and validates; [`daemon::Daemon`] binds and runs the loop; the handlers
 //! themselves live in the `switchboard-handlers` crate and never touch I/O.
 
+pub mod acl;
 pub mod bench;
 pub mod client;
 pub mod config;

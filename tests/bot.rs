@@ -196,7 +196,12 @@ fn lossy_round(addr: SocketAddr, n: usize) -> Vec<usize> {
 
 #[test]
 fn udp_loss_with_a_seed_drops_the_expected_share_every_time_the_same() {
-    let config = udp_listener("lossy", "[\"echo\"]", "loss = 0.3\nseed = 7");
+    // 400 datagrams in quick batches: more than the default reply_rate lets through.
+    let config = udp_listener(
+        "lossy",
+        "[\"echo\"]",
+        "loss = 0.3\nseed = 7\nreply_rate = 0",
+    );
     let a = Daemon::start(&config);
     let b = Daemon::start(&config);
     let first = lossy_round(a.addr("lossy"), 400);

@@ -4,6 +4,7 @@ mod bot;
 mod clients;
 mod console;
 mod core;
+mod limits;
 mod port;
 mod service;
 mod systemd;

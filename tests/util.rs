@@ -465,3 +465,65 @@ impl Drop for Attach {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP client whose socket is bound to `src` (e.g. "127.0.0.2") before connecting, so the
+/// daemon sees another peer address.
+pub(crate) fn connect_from(src: &str, addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    let src: std::net::IpAddr = src.parse().expect("source address");
+    s.bind(&SocketAddr::new(src, 0).into())
+        .unwrap_or_else(|e| panic!("bind {src}: {e}"));
+    s.connect(&addr.into()).expect("connect");
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// A UDP client socket bound to `src` with a read timeout.
+pub(crate) fn udp_client_from(src: &str) -> UdpSocket {
+    let s = UdpSocket::bind((src, 0)).unwrap_or_else(|e| panic!("bind {src}: {e}"));
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+impl Daemon {
+    /// Start with the open-file limit (soft and hard) set to `n` for the daemon only.
+    pub(crate) fn start_with_nofile(config: &str, n: u32) -> Daemon {
+        Daemon::start_command(config, |path| {
+            let mut cmd = Command::new("sh");
+            // `ulimit -n` sets both limits, so the daemon cannot raise its own.
+            cmd.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" run -c \"$1\""))
+                .arg(bin())
+                .arg(path);
+            for var in [
+                "NOTIFY_SOCKET",
+                "WATCHDOG_USEC",
+                "WATCHDOG_PID",
+                "LISTEN_PID",
+            ] {
+                cmd.env_remove(var);
+            }
+            cmd
+        })
+    }
+
+    /// Entries in the daemon's /proc/PID/fd.
+    pub(crate) fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("/proc/PID/fd")
+            .count()
+    }
+
+    /// The daemon's resident memory in KiB (VmRSS in /proc/PID/status).
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}

@@ -115,6 +115,11 @@ pub enum CloseReason {
     Shutdown,
     /// A socket error or a peer that broke a limit.
     Error,
+    /// A message longer than the listener's `max_message` (TCP line framing).
+    TooLong,
+    /// Output stayed pending without progress for the listener's `write_timeout`: the peer
+    /// does not read.
+    WriteTimeout,
 }
 
 impl CloseReason {
@@ -127,6 +132,8 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle timeout",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Error => "error",
+            CloseReason::TooLong => "message too long",
+            CloseReason::WriteTimeout => "write timeout",
         }
     }
 }

@@ -246,6 +246,7 @@ mod tests {
             reuse_port: false,
             once: false,
             faults: crate::config::Faults::default(),
+            limits: crate::config::Limits::default(),
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod activation;
 mod bind;
+mod limits;
 mod metrics;
 mod notify;
 mod operators;
@@ -139,6 +140,8 @@ struct Listener {
     /// Removed by a reload: no new sessions; stops when its last session ends (UDP keeps
     /// its socket until then, for the peers it still serves).
     retiring: bool,
+    /// Per-address session counts, rate buckets, rate-limited logs.
+    limits: limits::State,
     /// UDP faults: the random draws, and replies held back by `delay`.
     rng: u64,
     delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
@@ -278,6 +281,7 @@ impl Daemon {
             config.daemon.group.as_deref(),
             &owned,
         )?;
+        limits::check_open_files(&config.listeners);
         info!(listeners = daemon.listeners.len(), "ready");
         daemon
             .notify
@@ -330,6 +334,7 @@ impl Daemon {
             accept_paused: false,
             stats: metrics::Stats::default(),
             retiring: false,
+            limits: limits::State::default(),
             rng,
             delayed: VecDeque::new(),
             span,
@@ -475,6 +480,7 @@ impl Daemon {
         let listener = &mut self.listeners[idx];
         listener.active += 1;
         listener.stats.opened += 1;
+        listener.limits.opened(peer);
         let id = self.next_session;
         self.next_session += 1;
         let cfg = listener.cfg.clone();
@@ -557,10 +563,15 @@ impl Daemon {
                         self.out.data()
                     };
                     conn.counts.bytes_out += bytes.len() as u64;
-                    if let Err(e) =
-                        io.send(bytes, self.poll.registry(), Token(key), conn.cfg.max_output)
-                    {
-                        failed = Some(e);
+                    match io.send(bytes, self.poll.registry(), Token(key), conn.cfg.max_output) {
+                        Ok(()) => io.arm_write_timeout(
+                            &conn.cfg,
+                            &mut self.timers,
+                            self.now,
+                            key,
+                            conn.session.id,
+                        ),
+                        Err(e) => failed = Some(e),
                     }
                 }
                 None => {
@@ -644,7 +655,13 @@ impl Daemon {
             return;
         };
         let linger = match conn.tcp.as_mut() {
-            Some(io) if reason != CloseReason::Error && self.state != RunState::Exit => io.linger(),
+            // A peer that broke the connection or stopped reading gets no linger.
+            Some(io)
+                if !matches!(reason, CloseReason::Error | CloseReason::WriteTimeout)
+                    && self.state != RunState::Exit =>
+            {
+                io.linger()
+            }
             _ => false,
         };
         if linger {
@@ -675,6 +692,7 @@ impl Daemon {
         if reason == CloseReason::Error {
             listener.stats.errors += 1;
         }
+        listener.limits.closed(conn.session.peer);
         if conn.tcp.is_none() {
             listener.peers.remove(&conn.session.peer);
         }
@@ -756,6 +774,7 @@ impl Daemon {
                 conn.chain.timer(link, id, &conn.session, &mut self.out);
                 self.apply_outbox(key);
             }
+            Timer::WriteTimeout { key, session } => self.write_timeout_due(key, session),
             Timer::ResumeAccept { listener } => {
                 if let Some(l) = self.listeners.get_mut(listener) {
                     l.accept_paused = false;

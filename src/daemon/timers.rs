@@ -23,6 +23,8 @@ pub(crate) enum Timer {
         link: usize,
         id: TimerId,
     },
+    /// Close a session whose output made no progress for `write_timeout`.
+    WriteTimeout { key: usize, session: u64 },
     /// Try accepting again after running out of file descriptors.
     ResumeAccept { listener: usize },
     /// Replies held back by a UDP listener's `delay` are due.

@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 
 use std::time::Instant;
 
+use super::limits::Event;
 use super::{Daemon, LISTENER_BASE, Listener, MAX_OPS_PER_EVENT, RunState, Timer, Timers};
 use crate::daemon::bind::Bound;
 
@@ -34,6 +35,9 @@ pub(super) fn send_faulty(
     timers: &mut Timers,
     now: Instant,
 ) {
+    if !listener.reply_allowed(peer, now) {
+        return;
+    }
     let f = listener.cfg.faults;
     if !f.any() {
         return send_to(listener, peer, msg, registry);
@@ -136,7 +140,10 @@ impl Daemon {
     fn on_datagram(&mut self, idx: usize, n: usize, peer: SocketAddr) {
         let max = self.listeners[idx].cfg.max_message;
         if n > max {
-            warn!(listener = %self.listeners[idx].cfg.name, %peer, bytes = n, max_message = max, "datagram larger than max_message; dropped");
+            let listener = &mut self.listeners[idx];
+            if let Some(suppressed) = listener.may_log(peer.ip(), Event::TooLarge, self.now) {
+                warn!(listener = %listener.cfg.name, %peer, bytes = n, max_message = max, suppressed, "datagram larger than max_message; dropped");
+            }
             return;
         }
         let key = match self.listeners[idx].peers.get(&peer) {
@@ -146,6 +153,9 @@ impl Daemon {
                 return;
             }
             None => {
+                if !self.admit_udp(idx, peer) {
+                    return;
+                }
                 let key = self.open_session(idx, peer, None);
                 if !self.sessions.contains(key) {
                     return;
