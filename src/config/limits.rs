@@ -77,6 +77,11 @@ pub struct Limits {
     pub udp_blocked_ports: Vec<u16>,
     /// UDP: replies per second to one peer address (all its ports); `None` for no limit.
     pub reply_rate: Option<Rate>,
+    /// Whether `reply_rate` also holds for loopback peers. The default rate does not:
+    /// amplification needs a forged source, and the kernel drops loopback sources arriving
+    /// from the network, while local load tools and tests send far faster than the default.
+    /// A rate written in the config holds for every peer.
+    pub reply_rate_loopback: bool,
 }
 
 impl Default for Limits {
@@ -94,6 +99,7 @@ impl Default for Limits {
                 per_second: DEFAULT_REPLY_RATE,
                 burst: DEFAULT_REPLY_RATE as u32,
             }),
+            reply_rate_loopback: false,
         }
     }
 }
@@ -142,6 +148,7 @@ impl Validator<'_> {
             label,
             "reply",
         );
+        limits.reply_rate_loopback = l.reply_rate.is_some() || l.reply_burst.is_some();
         if let Some(w) = &l.write_timeout
             && let Some(d) = self.duration(w, format!("{label} write_timeout"))
         {

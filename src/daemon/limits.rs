@@ -301,6 +301,9 @@ impl Listener {
         let Some(rate) = self.cfg.limits.reply_rate else {
             return true;
         };
+        if !self.cfg.limits.reply_rate_loopback && canonical(peer.ip()).is_loopback() {
+            return true;
+        }
         let limits = &mut self.limits;
         if limits
             .replies_swept
