@@ -2,14 +2,12 @@
 //! programs (plain `socket`, `recv(1024)`, UTF-8, no newline at the end of a message), with
 //! `input()` replaced by an automatic answer and the port 8888 by port 0 printed on stdout.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::Duration;
-
-use crate::util::bin;
 
 /// How long a test waits for a process before failing: a guard against a hang, never a way
 /// to let something happen.
@@ -87,34 +85,11 @@ struct Run {
 
 /// Run `switchboard ARGS` with `stdin` piped in (then closed) and wait for it to exit.
 fn switchboard(args: &[&str], stdin: &str) -> Run {
-    let mut child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("switchboard starts");
-    let mut input = child.stdin.take().expect("stdin is piped");
-    let stdin = stdin.as_bytes().to_vec();
-    // A client that exits without reading stdin makes this fail with EPIPE: not an error here.
-    thread::spawn(move || drop(input.write_all(&stdin)));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || drop(tx.send(child.wait_with_output())));
-    let output = match rx.recv_timeout(GUARD) {
-        Ok(output) => output.expect("switchboard ran"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
-            panic!("switchboard {args:?} did not exit within {GUARD:?}");
-        }
-    };
+    let output = crate::util::run_in(args, None, stdin);
     Run {
         code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        stdout: crate::util::stdout(&output),
+        stderr: crate::util::stderr(&output),
     }
 }
 

@@ -147,16 +147,7 @@ impl Daemon {
             .expect("spawn switchboard");
         let stdin = child.stdin.take();
         let stdout = Lines::new(child.stdout.take().expect("stdout"));
-        let (tx, rx) = channel();
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = read_lines(child.stderr.take().expect("stderr"));
         Daemon {
             child,
             stdin,
@@ -372,19 +363,24 @@ pub(crate) struct Lines {
     pub(crate) seen: Vec<String>,
 }
 
+/// A thread that reads `r` line by line into a channel, until EOF or the receiver is gone.
+fn read_lines(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 impl Lines {
     pub(crate) fn new(r: impl Read + Send + 'static) -> Lines {
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Lines {
-            rx,
+            rx: read_lines(r),
             seen: Vec::new(),
         }
     }

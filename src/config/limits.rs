@@ -211,6 +211,17 @@ impl Validator<'_> {
         limits
     }
 
+    /// A `NAME_burst` given where no rate applies.
+    fn burst_without_rate(&mut self, burst: &Option<Spanned<u32>>, label: &str, name: &str) {
+        if let Some(b) = burst {
+            self.error(
+                Some(b.span()),
+                Some(format!("{label} {name}_burst")),
+                format!("has no effect without a {name}_rate"),
+            );
+        }
+    }
+
     /// `NAME_rate` and `NAME_burst`: a rate of 0 turns the limit off; the burst defaults to
     /// one second's worth.
     fn rate(
@@ -233,13 +244,7 @@ impl Validator<'_> {
         let per_second = match rate {
             None => {
                 let Some(mut d) = default else {
-                    if let Some(b) = burst {
-                        self.error(
-                            Some(b.span()),
-                            Some(format!("{label} {name}_burst")),
-                            format!("has no effect without a {name}_rate"),
-                        );
-                    }
+                    self.burst_without_rate(burst, label, name);
                     return None;
                 };
                 if let Some(b) = burst {
@@ -258,13 +263,7 @@ impl Validator<'_> {
             return None;
         }
         if per_second == 0.0 {
-            if let Some(b) = burst {
-                self.error(
-                    Some(b.span()),
-                    Some(format!("{label} {name}_burst")),
-                    format!("has no effect without a {name}_rate"),
-                );
-            }
+            self.burst_without_rate(burst, label, name);
             return None;
         }
         let burst = burst
