@@ -53,7 +53,9 @@ pub fn split_lines(
         start = i + 1;
     }
     let rest = &data[start..];
-    if rest.len() > max + 1 || (rest.len() > max && rest.last() != Some(&b'\r')) {
+    // The same test as for a growing `partial`: a final `\r` may still turn out to be part of
+    // the terminator. (Written without `max + 1`, which overflows for `usize::MAX`.)
+    if strip_terminator(rest).len() > max {
         return Err(TooLong);
     }
     if !rest.is_empty() {
@@ -101,6 +103,14 @@ mod tests {
         split_lines(&mut partial, b"abc", 10, |_| {}).unwrap();
         split_lines(&mut partial, b"\n", 10, |_| {}).unwrap();
         assert_eq!(partial.capacity(), 0);
+    }
+
+    #[test]
+    fn max_of_usize_max_does_not_overflow() {
+        // Found by the line_framer fuzz target: the tail check computed `max + 1`.
+        let (lines, partial, r) = feed(&[b"a\nunfinished\r"], usize::MAX);
+        assert_eq!((lines, r), (vec![b"a".to_vec()], Ok(())));
+        assert_eq!(partial, b"unfinished\r");
     }
 
     mod properties {
