@@ -420,7 +420,7 @@ impl Validator<'_> {
                 let plain = !l.contains(['=', ',', '[']);
                 let known = ["off", "error", "warn", "info", "debug", "trace"];
                 if (plain && !known.contains(&l.to_ascii_lowercase().as_str()))
-                    || tracing_subscriber::EnvFilter::try_new(l).is_err()
+                    || crate::logging::config_filter(l).is_err()
                 {
                     self.error(Some(level.span()), Some("daemon log_level".into()), format!("{l:?} is not a log level; use error, warn, info, debug, trace or a filter like \"info,switchboard=debug\""));
                 }
@@ -671,6 +671,20 @@ mod tests {
         );
         let e = errors(&format!("{ONE}[listener.bye-close]\nword = \"x\"\n"));
         assert!(e[0].contains("not in this listener's handlers"), "{e:?}");
+    }
+
+    #[test]
+    fn log_level_field_values_are_not_compiled_as_regexes() {
+        // Not a valid regex, but a fine literal value: refused if values were compiled.
+        let paren = format!("[daemon]\nlog_level = \"[{{f=(}}]=info\"\n{ONE}");
+        assert!(parse(&paren, Path::new("t.toml"), Path::new(".")).is_ok());
+        // Found by the config_parse fuzz target: as a regex, this value built a DFA for minutes
+        // and gigabytes before `check` could answer.
+        let slow = format!(
+            "[daemon]\nlog_level = \"[{{f=a{}}}]=info\"\n{ONE}",
+            ".".repeat(25)
+        );
+        assert!(parse(&slow, Path::new("t.toml"), Path::new(".")).is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation as AppenderRotation};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::ParseError;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -18,13 +19,21 @@ pub struct LogGuard {
     _worker: Option<WorkerGuard>,
 }
 
+/// The filter for the config's `log_level`. Field values in it (`[span{field=value}]`) are
+/// matched as plain text, not compiled as regular expressions: tracing-subscriber compiles
+/// them to a full DFA, which for a short pattern like `a` followed by 25 dots takes minutes
+/// and gigabytes, so checking a config could hang. (`RUST_LOG` keeps the usual regex syntax.)
+pub fn config_filter(log_level: &str) -> Result<EnvFilter, ParseError> {
+    EnvFilter::builder().with_regex(false).parse(log_level)
+}
+
 /// Install the global subscriber described by the `[daemon]` table. `RUST_LOG`, when set,
 /// overrides `log_level`.
 pub fn init(cfg: &DaemonConfig) -> io::Result<LogGuard> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(&v)
             .map_err(|e| io::Error::other(format!("RUST_LOG={v:?} is not a valid filter: {e}")))?,
-        _ => EnvFilter::try_new(&cfg.log_level).map_err(io::Error::other)?,
+        _ => config_filter(&cfg.log_level).map_err(io::Error::other)?,
     };
     let (writer, guard) = match &cfg.log_file {
         None => (
