@@ -19,6 +19,9 @@ use switchboard_handlers::{BuildEnv, HandlerFactory, Proto, Registry, Settings};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+mod limits;
+pub use limits::{Limits, Rate};
+
 /// The config served when none is given, kept as `config/switchboard.toml`.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/switchboard.toml");
 /// Name shown for the embedded config in messages.
@@ -75,6 +78,14 @@ pub struct DaemonConfig {
     pub log_rotation: Rotation,
     /// How long shutdown waits for pending output.
     pub drain_timeout: Duration,
+    /// The operators' Unix socket; a default under `$XDG_RUNTIME_DIR` when absent.
+    pub control_socket: Option<PathBuf>,
+    /// Where Prometheus metrics are served over HTTP, when set.
+    pub metrics: Option<SocketAddr>,
+    /// Drop root privileges to this user after binding.
+    pub user: Option<String>,
+    /// And to this group (default: the user's primary group).
+    pub group: Option<String>,
 }
 
 /// One validated listener.
@@ -102,6 +113,32 @@ pub struct ListenerConfig {
     pub max_output: usize,
     /// Set SO_REUSEPORT so several daemons can share the port.
     pub reuse_port: bool,
+    /// Serve one session, then stop listening (the tutorial's one-shot servers).
+    pub once: bool,
+    /// UDP: faults applied to replies, to show that UDP is unreliable.
+    pub faults: Faults,
+    /// Access rules, session limits and hardening (see `config/limits.rs`).
+    pub limits: Limits,
+}
+
+/// Faults the loop applies to a UDP listener's replies. Deterministic under `seed`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Faults {
+    /// Share of replies dropped, 0.0 to 1.0.
+    pub loss: f64,
+    /// Share of replies sent twice.
+    pub duplicate: f64,
+    /// Replies held back this long.
+    pub delay: Option<Duration>,
+    /// Seed of the random draws.
+    pub seed: u64,
+}
+
+impl Faults {
+    /// Whether any fault is configured.
+    pub fn any(&self) -> bool {
+        self.loss > 0.0 || self.duplicate > 0.0 || self.delay.is_some()
+    }
 }
 
 impl ListenerConfig {
@@ -121,6 +158,8 @@ impl ListenerConfig {
 pub struct Config {
     /// Where it came from, as shown in messages.
     pub source: PathBuf,
+    /// The config file, `None` for the embedded default.
+    pub file: Option<PathBuf>,
     /// The `[daemon]` table.
     pub daemon: DaemonConfig,
     /// The listeners, in file order.
@@ -190,6 +229,10 @@ struct FileDaemon {
     log_file: Option<String>,
     log_rotation: Option<Rotation>,
     drain_timeout: Option<Spanned<String>>,
+    control_socket: Option<String>,
+    metrics: Option<Spanned<String>>,
+    user: Option<String>,
+    group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +250,25 @@ struct FileListener {
     max_output: Option<Spanned<usize>>,
     #[serde(default)]
     reuse_port: bool,
+    #[serde(default)]
+    once: bool,
+    loss: Option<Spanned<f64>>,
+    duplicate: Option<Spanned<f64>>,
+    delay: Option<Spanned<String>>,
+    seed: Option<u64>,
+    // Limits and hardening, validated together in config/limits.rs.
+    allow: Option<Vec<Spanned<String>>>,
+    deny: Option<Vec<Spanned<String>>>,
+    max_connections: Option<Spanned<usize>>,
+    max_per_ip: Option<Spanned<usize>>,
+    accept_rate: Option<Spanned<f64>>,
+    accept_burst: Option<Spanned<u32>>,
+    busy_message: Option<Spanned<String>>,
+    too_long_reply: Option<Spanned<String>>,
+    write_timeout: Option<Spanned<String>>,
+    udp_blocked_ports: Option<Spanned<Vec<u16>>>,
+    reply_rate: Option<Spanned<f64>>,
+    reply_burst: Option<Spanned<u32>>,
 }
 
 /// Reads files named in settings relative to the config's folder.
@@ -244,7 +306,9 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
                 Some(d) if !d.as_os_str().is_empty() => d,
                 _ => Path::new("."),
             };
-            parse(&text, path, dir)
+            let mut config = parse(&text, path, dir)?;
+            config.file = Some(path.to_path_buf());
+            Ok(config)
         }
     }
 }
@@ -402,6 +466,7 @@ impl Validator<'_> {
         }
         Some(Config {
             source: self.source.to_path_buf(),
+            file: None,
             daemon: daemon?,
             listeners,
         })
@@ -413,6 +478,23 @@ impl Validator<'_> {
                 .duration(v, "daemon drain_timeout".into())
                 .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
             None => DEFAULT_DRAIN_TIMEOUT,
+        };
+        let metrics = match &d.metrics {
+            Some(m) => match m.get_ref().parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.error(
+                        Some(m.span()),
+                        Some("daemon metrics".into()),
+                        format!(
+                            "{:?} is not an ip:port address (write e.g. \"127.0.0.1:9898\")",
+                            m.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+            None => None,
         };
         let log_level = match d.log_level {
             Some(level) => {
@@ -434,6 +516,10 @@ impl Validator<'_> {
             log_file: d.log_file.map(|f| dir.join(f)),
             log_rotation: d.log_rotation.unwrap_or(Rotation::Never),
             drain_timeout,
+            control_socket: d.control_socket.map(|f| dir.join(f)),
+            metrics,
+            user: d.user,
+            group: d.group,
         })
     }
 
@@ -488,6 +574,41 @@ impl Validator<'_> {
                 self.error(Some(v.span()), key(k), "must be at least 1");
             }
         }
+        let mut faults = Faults {
+            seed: l.seed.unwrap_or(0),
+            ..Faults::default()
+        };
+        for (v, k, slot) in [
+            (&l.loss, "loss", &mut faults.loss),
+            (&l.duplicate, "duplicate", &mut faults.duplicate),
+        ] {
+            if let Some(v) = v {
+                if !(0.0..=1.0).contains(v.get_ref()) {
+                    self.error(Some(v.span()), key(k), "must be between 0.0 and 1.0");
+                }
+                *slot = *v.get_ref();
+            }
+        }
+        if let Some(d) = &l.delay {
+            faults.delay = self.duration(d, format!("{label} delay"));
+        }
+        if l.protocol == Proto::Tcp
+            && let Some(span) = [
+                l.loss.as_ref().map(|v| v.span()),
+                l.duplicate.as_ref().map(|v| v.span()),
+                l.delay.as_ref().map(|v| v.span()),
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+        {
+            self.error(
+                Some(span),
+                key("loss/duplicate/delay"),
+                "faults apply to UDP listeners only (TCP is reliable by design)",
+            );
+        }
+        let limits = self.limits(&l, label);
         // The chain.
         let mut handlers = Vec::new();
         let mut names = Vec::new();
@@ -563,6 +684,9 @@ impl Validator<'_> {
                 .map_or(DEFAULT_MAX_MESSAGE, |v| v.into_inner()),
             max_output: l.max_output.map_or(DEFAULT_MAX_OUTPUT, |v| v.into_inner()),
             reuse_port: l.reuse_port,
+            once: l.once,
+            faults,
+            limits,
         })
     }
 }

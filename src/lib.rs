@@ -4,12 +4,16 @@
 //! [`config`] parses and validates; [`daemon::Daemon`] binds and runs the loop; the handlers
 //! themselves live in the `switchboard-handlers` crate and never touch I/O.
 
+pub mod acl;
+pub mod bench;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod framing;
 pub mod logging;
 pub mod port;
+pub mod privileges;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,8 +23,9 @@ use anyhow::Context;
 /// Exit status for a config that does not validate.
 const EXIT_CONFIG: u8 = 2;
 
-/// `switchboard run`: serve the config at `path`, or the embedded default.
-pub fn run_daemon(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// `switchboard run`: serve the config at `path`, or the embedded default, on the sockets
+/// systemd passed (`inherited`) where they fit.
+pub fn run_daemon(path: Option<&Path>, inherited: daemon::Inherited) -> anyhow::Result<ExitCode> {
     let config = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
@@ -32,8 +37,8 @@ pub fn run_daemon(path: Option<&Path>) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let _guard = logging::init(&config.daemon).context("cannot set up logging")?;
-    let daemon = match daemon::Daemon::bind(&config) {
+    let logging = logging::init(&config.daemon).context("cannot set up logging")?;
+    let daemon = match daemon::Daemon::bind_with(&config, inherited) {
         Ok(d) => d,
         Err(e) => {
             if config.daemon.log_file.is_some() {
@@ -47,7 +52,9 @@ pub fn run_daemon(path: Option<&Path>) -> anyhow::Result<ExitCode> {
             eprintln!("switchboard: {name} listening on {addr}/{proto}");
         }
     }
-    daemon.run().context("the event loop failed")?;
+    // The daemon owns the logger from here (reload and SIGUSR2 change it); it is dropped,
+    // flushing every line, when `run` returns.
+    daemon.run(logging).context("the event loop failed")?;
     Ok(ExitCode::SUCCESS)
 }
 

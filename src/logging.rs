@@ -1,22 +1,35 @@
 //! Log output: text or JSON, to stderr or a rotated file through a non-blocking writer.
+//! The whole output layer sits behind a reload handle, so a config reload can change the
+//! level, the format and the file, and SIGUSR2 can reopen the file after an external
+//! logrotate.
 
 use std::io;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation as AppenderRotation};
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer;
 use tracing_subscriber::filter::ParseError;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 use crate::config::{DaemonConfig, LogFormat, Rotation};
 
-/// Keeps the log writer's worker alive; dropping it flushes every queued line. Hold it until
-/// `main` returns (`std::process::exit` would skip the flush).
-#[derive(Debug)]
-pub struct LogGuard {
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// The installed logger. Dropping it flushes every queued line: hold it until `main` returns
+/// (`std::process::exit` would skip the flush).
+pub struct Logging {
+    handle: reload::Handle<BoxedLayer, Registry>,
     _worker: Option<WorkerGuard>,
+    current: DaemonConfig,
+}
+
+impl std::fmt::Debug for Logging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logging")
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The filter for the config's `log_level`. Field values in it (`[span{field=value}]`) are
@@ -29,7 +42,56 @@ pub fn config_filter(log_level: &str) -> Result<EnvFilter, ParseError> {
 
 /// Install the global subscriber described by the `[daemon]` table. `RUST_LOG`, when set,
 /// overrides `log_level`.
-pub fn init(cfg: &DaemonConfig) -> io::Result<LogGuard> {
+pub fn init(cfg: &DaemonConfig) -> io::Result<Logging> {
+    let (layer, worker) = build(cfg)?;
+    let (layer, handle) = reload::Layer::new(layer);
+    tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .map_err(|e| io::Error::other(format!("cannot install the logger: {e}")))?;
+    Ok(Logging {
+        handle,
+        _worker: worker,
+        current: cfg.clone(),
+    })
+}
+
+impl Logging {
+    /// Apply new settings (level, format, file, rotation). On error the old ones stay.
+    pub fn reload(&mut self, cfg: &DaemonConfig) -> io::Result<()> {
+        let (layer, worker) = build(cfg)?;
+        self.handle
+            .reload(layer)
+            .map_err(|e| io::Error::other(format!("cannot swap the logger: {e}")))?;
+        // The old writer's guard drops here, flushing what it still held.
+        self._worker = worker;
+        self.current = cfg.clone();
+        Ok(())
+    }
+
+    /// Open the log file again (after an external logrotate moved it).
+    pub fn reopen(&mut self) -> io::Result<()> {
+        let cfg = self.current.clone();
+        self.reload(&cfg)
+    }
+
+    /// Whether the settings differ from those in use.
+    pub fn differs(&self, cfg: &DaemonConfig) -> bool {
+        (
+            &self.current.log_level,
+            self.current.log_format,
+            &self.current.log_file,
+            self.current.log_rotation,
+        ) != (
+            &cfg.log_level,
+            cfg.log_format,
+            &cfg.log_file,
+            cfg.log_rotation,
+        )
+    }
+}
+
+fn build(cfg: &DaemonConfig) -> io::Result<(BoxedLayer, Option<WorkerGuard>)> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(&v)
             .map_err(|e| io::Error::other(format!("RUST_LOG={v:?} is not a valid filter: {e}")))?,
@@ -83,18 +145,20 @@ pub fn init(cfg: &DaemonConfig) -> io::Result<LogGuard> {
         .with_writer(writer)
         .with_ansi(ansi)
         .with_target(false);
-    let layer = match cfg.log_format {
-        LogFormat::Text => layer.boxed(),
-        LogFormat::Json => layer
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+    // `filter.and_then(layer)`, not `layer.with_filter(filter)`: a per-layer filter inside a
+    // reload layer is never registered with the registry and panics after a reload
+    // (tokio-rs/tracing#1629).
+    let layer: BoxedLayer = match cfg.log_format {
+        LogFormat::Text => filter.and_then(layer).boxed(),
+        LogFormat::Json => filter
+            .and_then(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
             .boxed(),
     };
-    tracing_subscriber::registry()
-        .with(layer.with_filter(filter))
-        .try_init()
-        .map_err(|e| io::Error::other(format!("cannot install the logger: {e}")))?;
-    Ok(LogGuard { _worker: guard })
+    Ok((layer, guard))
 }

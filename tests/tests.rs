@@ -1,6 +1,13 @@
 //! End-to-end tests: the real binary, real sockets on 127.0.0.1, port 0.
 
+mod bot;
 mod clients;
+mod console;
 mod core;
+mod limits;
 mod port;
+mod service;
+mod systemd;
 mod util;
+
+mod bench;

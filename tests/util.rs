@@ -23,11 +23,17 @@ pub(crate) fn bin() -> PathBuf {
 
 /// A config with JSON logs on stderr, so tests can read events.
 pub(crate) fn with_json_logs(config: &str) -> String {
+    // A control socket of its own beside the config, so parallel daemons never share the
+    // default one.
+    let mut daemon = "log_format = \"json\"".to_string();
+    if !config.contains("control_socket") {
+        daemon.push_str("\ncontrol_socket = \"ctl.sock\"");
+    }
     // Added at the end, so line numbers in error messages stay those of the test's text.
     if config.contains("[daemon]") {
-        config.replacen("[daemon]", "[daemon]\nlog_format = \"json\"", 1)
+        config.replacen("[daemon]", &format!("[daemon]\n{daemon}"), 1)
     } else {
-        format!("{config}\n[daemon]\nlog_format = \"json\"\n")
+        format!("{config}\n[daemon]\n{daemon}\n")
     }
 }
 
@@ -48,6 +54,10 @@ pub(crate) fn udp_listener(name: &str, handlers: &str, extra: &str) -> String {
 /// The daemon, running. Killed when dropped.
 pub(crate) struct Daemon {
     child: Child,
+    /// The daemon's stdin: its operator console when a listener has `console-reply`.
+    pub(crate) stdin: Option<std::process::ChildStdin>,
+    /// The daemon's stdout, line by line (what the stdin console prints).
+    pub(crate) stdout: Lines,
     /// The folder holding the config (and anything the test puts beside it).
     pub(crate) dir: tempfile::TempDir,
     lines: Receiver<String>,
@@ -66,14 +76,24 @@ impl Daemon {
 
     /// Start with files prepared in the config's folder first.
     pub(crate) fn start_with(config: &str, prepare: impl FnOnce(&Path)) -> Daemon {
-        let mut d = Daemon::spawn(config, prepare);
-        let ready = d.wait_for(|v| msg(v) == "ready");
+        Daemon::spawn(config, prepare).until_ready()
+    }
+
+    /// Start through a command of the test's making (environment, a wrapper), given the
+    /// config's path, and wait until it is ready.
+    pub(crate) fn start_command(config: &str, command: impl FnOnce(&Path) -> Command) -> Daemon {
+        Daemon::spawn_command(config, |_| {}, command).until_ready()
+    }
+
+    /// Wait for the `ready` event and learn the listeners' addresses.
+    fn until_ready(mut self) -> Daemon {
+        let ready = self.wait_for(|v| msg(v) == "ready");
         assert!(
             ready.is_some(),
             "daemon never became ready; stderr:\n{}",
-            d.seen.join("\n")
+            self.seen.join("\n")
         );
-        let listening: Vec<_> = d
+        let listening: Vec<_> = self
             .seen
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -86,25 +106,47 @@ impl Daemon {
                 )
             })
             .collect();
-        d.listening = listening;
-        d
+        self.listening = listening;
+        self
     }
 
     /// Start without waiting for readiness (for configs expected to fail).
     pub(crate) fn spawn(config: &str, prepare: impl FnOnce(&Path)) -> Daemon {
+        Daemon::spawn_command(config, prepare, |path| {
+            let mut cmd = Command::new(bin());
+            cmd.args(["run", "-c"]).arg(path);
+            // Not under the service manager that may be running these tests.
+            for var in [
+                "NOTIFY_SOCKET",
+                "WATCHDOG_USEC",
+                "WATCHDOG_PID",
+                "LISTEN_PID",
+            ] {
+                cmd.env_remove(var);
+            }
+            cmd
+        })
+    }
+
+    /// Start the command `command` makes from the config's path, without waiting.
+    pub(crate) fn spawn_command(
+        config: &str,
+        prepare: impl FnOnce(&Path),
+        command: impl FnOnce(&Path) -> Command,
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         prepare(dir.path());
         let path = dir.path().join("switchboard.toml");
         std::fs::write(&path, with_json_logs(config)).expect("write config");
-        let mut child = Command::new(bin())
-            .args(["run", "-c"])
-            .arg(&path)
+        let mut child = command(&path)
             .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn switchboard");
+        let stdin = child.stdin.take();
+        let stdout = Lines::new(child.stdout.take().expect("stdout"));
         let (tx, rx) = channel();
         let stderr = child.stderr.take().expect("stderr");
         std::thread::spawn(move || {
@@ -117,6 +159,8 @@ impl Daemon {
         });
         Daemon {
             child,
+            stdin,
+            stdout,
             dir,
             lines: rx,
             seen: Vec::new(),
@@ -319,4 +363,167 @@ pub(crate) fn stderr(o: &Output) -> String {
 /// Text of a command's stdout.
 pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Lines of a child's output, read by a thread, waited for with a deadline.
+pub(crate) struct Lines {
+    rx: Receiver<String>,
+    /// Every line read so far.
+    pub(crate) seen: Vec<String>,
+}
+
+impl Lines {
+    pub(crate) fn new(r: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line containing every one of `parts` (lines before it are skipped).
+    pub(crate) fn wait(&mut self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self
+                .rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if parts.iter().all(|p| line.contains(p)) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {parts:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}
+
+/// `switchboard attach` driven through pipes.
+pub(crate) struct Attach {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    /// What the operator sees.
+    pub(crate) out: Lines,
+}
+
+impl Attach {
+    pub(crate) fn new(socket: &Path) -> Attach {
+        Attach::as_user(socket, None)
+    }
+
+    /// Attach, optionally as another user (through `setpriv`, when running as root).
+    pub(crate) fn as_user(socket: &Path, user: Option<(u32, u32)>) -> Attach {
+        let mut cmd = match user {
+            Some((uid, gid)) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = cmd
+            .arg("attach")
+            .arg("--socket")
+            .arg(socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn attach");
+        let stdin = child.stdin.take();
+        let out = Lines::new(child.stdout.take().expect("stdout"));
+        Attach { child, stdin, out }
+    }
+
+    /// Type a line.
+    pub(crate) fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to attach");
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Attach {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP client whose socket is bound to `src` (e.g. "127.0.0.2") before connecting, so the
+/// daemon sees another peer address.
+pub(crate) fn connect_from(src: &str, addr: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    let src: std::net::IpAddr = src.parse().expect("source address");
+    s.bind(&SocketAddr::new(src, 0).into())
+        .unwrap_or_else(|e| panic!("bind {src}: {e}"));
+    s.connect(&addr.into()).expect("connect");
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// A UDP client socket bound to `src` with a read timeout.
+pub(crate) fn udp_client_from(src: &str) -> UdpSocket {
+    let s = UdpSocket::bind((src, 0)).unwrap_or_else(|e| panic!("bind {src}: {e}"));
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+impl Daemon {
+    /// Start with the open-file limit (soft and hard) set to `n` for the daemon only.
+    pub(crate) fn start_with_nofile(config: &str, n: u32) -> Daemon {
+        Daemon::start_command(config, |path| {
+            let mut cmd = Command::new("sh");
+            // `ulimit -n` sets both limits, so the daemon cannot raise its own.
+            cmd.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" run -c \"$1\""))
+                .arg(bin())
+                .arg(path);
+            for var in [
+                "NOTIFY_SOCKET",
+                "WATCHDOG_USEC",
+                "WATCHDOG_PID",
+                "LISTEN_PID",
+            ] {
+                cmd.env_remove(var);
+            }
+            cmd
+        })
+    }
+
+    /// Entries in the daemon's /proc/PID/fd.
+    pub(crate) fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("/proc/PID/fd")
+            .count()
+    }
+
+    /// The daemon's resident memory in KiB (VmRSS in /proc/PID/status).
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
 }

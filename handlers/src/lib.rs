@@ -19,8 +19,10 @@ use std::time::{Duration, SystemTime};
 
 pub mod bye_close;
 mod chain;
+pub mod console_reply;
 pub mod echo;
 pub mod registry;
+pub mod scripted_reply;
 pub mod settings;
 pub mod testutil;
 pub mod text;
@@ -69,6 +71,8 @@ pub struct Session {
     pub peer: SocketAddr,
     /// Wall-clock time of the event being handled.
     pub now: SystemTime,
+    /// How many operators are attached to the console right now.
+    pub operators: usize,
 }
 
 /// Identifies a timer within one handler instance; the handler chooses the numbers.
@@ -111,6 +115,11 @@ pub enum CloseReason {
     Shutdown,
     /// A socket error or a peer that broke a limit.
     Error,
+    /// A message longer than the listener's `max_message` (TCP line framing).
+    TooLong,
+    /// Output stayed pending without progress for the listener's `write_timeout`: the peer
+    /// does not read.
+    WriteTimeout,
 }
 
 impl CloseReason {
@@ -123,6 +132,8 @@ impl CloseReason {
             CloseReason::IdleTimeout => "idle timeout",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Error => "error",
+            CloseReason::TooLong => "message too long",
+            CloseReason::WriteTimeout => "write timeout",
         }
     }
 }

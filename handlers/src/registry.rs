@@ -93,6 +93,8 @@ impl Registry {
             entries: vec![
                 ("echo", crate::echo::build),
                 ("bye-close", crate::bye_close::build),
+                ("console-reply", crate::console_reply::build),
+                ("scripted-reply", crate::scripted_reply::build),
             ],
         }
     }

@@ -30,6 +30,7 @@ impl Harness {
                 proto: Proto::Tcp,
                 peer: SocketAddr::from((Ipv4Addr::LOCALHOST, 40000)),
                 now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                operators: 1,
             },
             out: Outbox::new(),
             flow: None,

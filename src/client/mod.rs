@@ -4,8 +4,11 @@
 //! daemon's event loop. What they share lives here: the arguments, the `HOST:PORT` target, and
 //! connecting with errors a user can act on.
 
+mod attach;
 mod chat;
 mod send;
+
+pub use attach::{AttachArgs, attach, request};
 
 use std::fmt;
 use std::io;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 use switchboard_handlers::Proto;
 
+use super::activation::{self, Inherited};
 use crate::config::ListenerConfig;
 
 /// A bound listener socket.
@@ -61,8 +62,13 @@ pub enum BindError {
     },
 }
 
-pub(crate) fn bind(cfg: &ListenerConfig) -> Result<(Bound, SocketAddr), BindError> {
-    bind_socket(cfg).map_err(|e| {
+/// The listener's socket: the one systemd passed for it, if any, else a new one.
+pub(crate) fn bind(
+    cfg: &ListenerConfig,
+    inherited: &mut Inherited,
+) -> Result<(Bound, SocketAddr), BindError> {
+    let made = activation::take(cfg, inherited).unwrap_or_else(|| bind_socket(cfg));
+    made.map_err(|e| {
         let listener = cfg.name.to_string();
         let endpoint = cfg.endpoint();
         match e.raw_os_error() {

@@ -6,7 +6,13 @@
 //! new edge), capped per event so one busy peer cannot starve the rest; writes go out at once
 //! and only what the kernel did not take is buffered, with WRITABLE interest while it lasts.
 
+mod activation;
 mod bind;
+mod limits;
+mod metrics;
+mod notify;
+mod operators;
+mod reload;
 mod tcp;
 mod timers;
 mod udp;
@@ -19,15 +25,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use switchboard_handlers::text::escape;
 use switchboard_handlers::{Action, Chain, CloseReason, Flow, Outbox, Proto, Scope, Session};
 use tracing::{Span, debug, info, info_span, warn};
 
+pub use activation::Inherited;
 pub use bind::BindError;
 use bind::Bound;
+use notify::Notifier;
 use timers::{Timer, Timers};
 
 use crate::config::{Config, Framing, ListenerConfig};
@@ -50,11 +58,25 @@ enum Source {
     Session(usize),
     Listener(usize),
     Signals,
+    Stdin,
+    Control,
+    Operator(usize),
+    Metrics,
+    Scraper(usize),
 }
 
 fn source(token: Token) -> Option<Source> {
     match token {
         SIGNALS => Some(Source::Signals),
+        operators::STDIN => Some(Source::Stdin),
+        operators::CONTROL => Some(Source::Control),
+        metrics::METRICS => Some(Source::Metrics),
+        Token(t) if (metrics::METRICS_BASE..metrics::METRICS_BASE * 2).contains(&t) => {
+            Some(Source::Scraper(t - metrics::METRICS_BASE))
+        }
+        Token(t) if (operators::OPERATOR_BASE..operators::OPERATOR_BASE * 2).contains(&t) => {
+            Some(Source::Operator(t - operators::OPERATOR_BASE))
+        }
         Token(t) if (LISTENER_BASE..LISTENER_BASE * 2).contains(&t) => {
             Some(Source::Listener(t - LISTENER_BASE))
         }
@@ -77,6 +99,9 @@ struct Counts {
 struct Conn {
     session: Session,
     listener: usize,
+    /// The listener's settings when the session opened: a reload changes them for new
+    /// sessions only.
+    cfg: Rc<ListenerConfig>,
     chain: Chain,
     /// The connection, for TCP; UDP sessions send through their listener's socket.
     tcp: Option<tcp::TcpIo>,
@@ -87,6 +112,8 @@ struct Conn {
     closing: Option<CloseReason>,
     /// The session has ended (chain closed, logged); only its socket lingers.
     ended: bool,
+    /// Messages shown to the operator since the last operator reply.
+    unanswered: u32,
     span: Span,
 }
 
@@ -108,6 +135,16 @@ struct Listener {
     active: usize,
     /// Accepting paused after EMFILE; a timer resumes it.
     accept_paused: bool,
+    /// Counters, with the traffic of ended sessions.
+    stats: metrics::Stats,
+    /// Removed by a reload: no new sessions; stops when its last session ends (UDP keeps
+    /// its socket until then, for the peers it still serves).
+    retiring: bool,
+    /// Per-address session counts, rate buckets, rate-limited logs.
+    limits: limits::State,
+    /// UDP faults: the random draws, and replies held back by `delay`.
+    rng: u64,
+    delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
     span: Span,
 }
 
@@ -137,10 +174,20 @@ pub struct Daemon {
     /// Sources whose drain hit the per-event cap, served again before the next wait.
     pending: Vec<Token>,
     next_session: u64,
+    operators: operators::Operators,
     state: RunState,
     drain_timeout: Duration,
+    /// The config file, re-read on reload (`None`: the embedded default).
+    config_file: Option<std::path::PathBuf>,
+    /// The `[daemon]` settings in force.
+    daemon_cfg: crate::config::DaemonConfig,
+    /// The Prometheus endpoint, when `[daemon] metrics` is set.
+    metrics: Option<metrics::MetricsServer>,
+    /// The logger, once `run` has it: reload and SIGUSR2 change it.
+    logging: Option<crate::logging::Logging>,
     now: Instant,
     wall: SystemTime,
+    notify: Notifier,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -160,8 +207,13 @@ impl Daemon {
     /// Bind every listener of `config` and prepare the loop. Nothing is served until
     /// [`run`](Daemon::run).
     pub fn bind(config: &Config) -> anyhow::Result<Daemon> {
+        Daemon::bind_with(config, Inherited::default())
+    }
+
+    /// [`bind`](Daemon::bind), taking the sockets systemd passed where they fit.
+    pub fn bind_with(config: &Config, mut inherited: Inherited) -> anyhow::Result<Daemon> {
         let poll = Poll::new()?;
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let mut daemon = Daemon {
@@ -176,20 +228,83 @@ impl Daemon {
             scratch: Vec::new(),
             pending: Vec::new(),
             next_session: 1,
+            operators: operators::Operators::default(),
             state: RunState::Running,
             drain_timeout: config.daemon.drain_timeout,
+            config_file: config.file.clone(),
+            daemon_cfg: config.daemon.clone(),
+            logging: None,
+            metrics: None,
             now: Instant::now(),
             wall: SystemTime::now(),
+            notify: Notifier::from_env(),
         };
-        for cfg in &config.listeners {
-            daemon.add_listener(Rc::new(cfg.clone()))?;
+        // The control socket (attach, status, reload). A configured one must work; the
+        // default one is skipped with a warning when another daemon of the same config name
+        // already holds it.
+        let console = config.listeners.iter().any(|l| l.takes_operator());
+        match &config.daemon.control_socket {
+            Some(path) => daemon
+                .operators
+                .open_control(path, daemon.poll.registry())?,
+            None => {
+                let path = crate::console::default_socket(config.file.as_deref());
+                if let Err(e) = daemon.operators.open_control(&path, daemon.poll.registry()) {
+                    warn!("{e:#}; running without a control socket (set [daemon] control_socket)");
+                }
+            }
         }
+        if let Some(addr) = config.daemon.metrics {
+            daemon.metrics = Some(metrics::MetricsServer::bind(addr, daemon.poll.registry())?);
+        }
+        inherited.reserve(&config.listeners);
+        for cfg in &config.listeners {
+            daemon.add_listener(Rc::new(cfg.clone()), &mut inherited)?;
+        }
+        if console {
+            daemon.operators.open_stdin(daemon.poll.registry());
+            if config.daemon.log_file.is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stdin())
+                && std::io::IsTerminal::is_terminal(&std::io::stderr())
+            {
+                warn!(
+                    "the operator console and the log share this terminal; set [daemon] log_file to keep log lines out of the conversation"
+                );
+            }
+        }
+        inherited.close_unused();
+        let mut owned: Vec<&std::path::Path> =
+            daemon.operators.control_path().into_iter().collect();
+        owned.extend(config.daemon.log_file.as_deref().filter(|p| p.exists()));
+        crate::privileges::drop_to(
+            config.daemon.user.as_deref(),
+            config.daemon.group.as_deref(),
+            &owned,
+        )?;
+        limits::check_open_files(&config.listeners);
         info!(listeners = daemon.listeners.len(), "ready");
+        daemon
+            .notify
+            .started(daemon.listeners.len(), &mut daemon.timers, daemon.now);
         Ok(daemon)
     }
 
-    fn add_listener(&mut self, cfg: Rc<ListenerConfig>) -> Result<(), BindError> {
-        let (mut socket, local) = bind::bind(&cfg)?;
+    fn add_listener(
+        &mut self,
+        cfg: Rc<ListenerConfig>,
+        inherited: &mut Inherited,
+    ) -> Result<(), BindError> {
+        let (socket, local) = bind::bind(&cfg, inherited)?;
+        self.install_listener(cfg, socket, local)
+    }
+
+    /// Register a bound socket with the loop as a new listener.
+    fn install_listener(
+        &mut self,
+        cfg: Rc<ListenerConfig>,
+        mut socket: Bound,
+        local: SocketAddr,
+    ) -> Result<(), BindError> {
         let idx = self.listeners.len();
         let token = Token(LISTENER_BASE + idx);
         let registry = self.poll.registry();
@@ -206,6 +321,7 @@ impl Daemon {
         span.in_scope(|| {
             info!(listener = %cfg.name, proto = %cfg.proto, addr = %local, handlers = ?cfg.handler_names, "listening")
         });
+        let rng = cfg.faults.seed;
         self.listeners.push(Listener {
             index: idx,
             cfg,
@@ -216,6 +332,11 @@ impl Daemon {
             udp_writable: false,
             active: 0,
             accept_paused: false,
+            stats: metrics::Stats::default(),
+            retiring: false,
+            limits: limits::State::default(),
+            rng,
+            delayed: VecDeque::new(),
             span,
         });
         Ok(())
@@ -231,7 +352,8 @@ impl Daemon {
 
     /// Serve until a stop signal (or a handler's `scope = "daemon"`) and every session has
     /// ended or the drain deadline passed.
-    pub fn run(mut self) -> io::Result<()> {
+    pub fn run(mut self, logging: crate::logging::Logging) -> io::Result<()> {
+        self.logging = Some(logging);
         while self.state != RunState::Exit {
             let timeout = if self.pending.is_empty() {
                 self.timers
@@ -301,6 +423,15 @@ impl Daemon {
                 None => warn!(?token, "event for an unknown listener"),
             },
             Some(Source::Signals) => self.on_signals(),
+            Some(Source::Control) => self.accept_operators(),
+            Some(Source::Stdin) => {
+                if let Some(key) = self.operators.stdin_key() {
+                    self.operator_ready(key, readable, false);
+                }
+            }
+            Some(Source::Operator(key)) => self.operator_ready(key, readable, writable),
+            Some(Source::Metrics) => self.metrics_accept(),
+            Some(Source::Scraper(key)) => self.metrics_ready(key),
             None => warn!(?token, "event for an unknown token"),
         }
     }
@@ -331,18 +462,16 @@ impl Daemon {
                         self.state = RunState::Exit;
                     }
                 }
-                SIGHUP => warn!(
-                    "SIGHUP: reload is not supported by this build; restart to apply a new config"
-                ),
+                SIGHUP => {
+                    let _ = self.reload();
+                }
                 SIGUSR1 => self.log_status(),
+                SIGUSR2 => match self.logging.as_mut().map(|l| l.reopen()) {
+                    Some(Err(e)) => warn!(error = %e, "SIGUSR2: cannot reopen the log file"),
+                    _ => info!("SIGUSR2: log file reopened"),
+                },
                 _ => {}
             }
-        }
-    }
-
-    fn log_status(&self) {
-        for l in &self.listeners {
-            info!(listener = %l.cfg.name, proto = %l.cfg.proto, addr = %l.local, active = l.active, serving = l.socket.is_some(), "status");
         }
     }
 
@@ -350,6 +479,8 @@ impl Daemon {
     fn open_session(&mut self, idx: usize, peer: SocketAddr, io: Option<tcp::TcpIo>) -> usize {
         let listener = &mut self.listeners[idx];
         listener.active += 1;
+        listener.stats.opened += 1;
+        listener.limits.opened(peer);
         let id = self.next_session;
         self.next_session += 1;
         let cfg = listener.cfg.clone();
@@ -363,10 +494,12 @@ impl Daemon {
             proto: cfg.proto,
             peer,
             now: self.wall,
+            operators: self.operators.attached(),
         };
         entry.insert(Conn {
             session,
             listener: idx,
+            cfg: cfg.clone(),
             chain: Chain::new(&cfg.handlers),
             tcp: io,
             opened: self.now,
@@ -374,11 +507,15 @@ impl Daemon {
             counts: Counts::default(),
             closing: None,
             ended: false,
+            unanswered: 0,
             span,
         });
         if let Some(idle) = cfg.idle_timeout {
             self.timers
                 .push(self.now + idle, Timer::Idle { key, session: id });
+        }
+        if cfg.once && cfg.proto == Proto::Tcp {
+            self.stop_listener(idx, "once = true: its one session is open");
         }
         self.out.clear();
         let conn = &mut self.sessions[key];
@@ -413,7 +550,7 @@ impl Daemon {
             conn.counts.msgs_out += count;
             match &mut conn.tcp {
                 Some(io) => {
-                    let bytes = if listener.cfg.framing == Framing::Line {
+                    let bytes = if conn.cfg.framing == Framing::Line {
                         self.scratch.clear();
                         for m in self.out.messages() {
                             self.scratch.extend_from_slice(m);
@@ -426,19 +563,28 @@ impl Daemon {
                         self.out.data()
                     };
                     conn.counts.bytes_out += bytes.len() as u64;
-                    if let Err(e) = io.send(
-                        bytes,
-                        self.poll.registry(),
-                        Token(key),
-                        listener.cfg.max_output,
-                    ) {
-                        failed = Some(e);
+                    match io.send(bytes, self.poll.registry(), Token(key), conn.cfg.max_output) {
+                        Ok(()) => io.arm_write_timeout(
+                            &conn.cfg,
+                            &mut self.timers,
+                            self.now,
+                            key,
+                            conn.session.id,
+                        ),
+                        Err(e) => failed = Some(e),
                     }
                 }
                 None => {
                     conn.counts.bytes_out += self.out.data().len() as u64;
                     for m in self.out.messages() {
-                        udp::send_to(listener, conn.session.peer, m, self.poll.registry());
+                        udp::send_faulty(
+                            listener,
+                            conn.session.peer,
+                            m,
+                            self.poll.registry(),
+                            &mut self.timers,
+                            self.now,
+                        );
                     }
                 }
             }
@@ -484,11 +630,7 @@ impl Daemon {
                         id,
                     },
                 ),
-                Action::ToOperator(text) => {
-                    if let Some(conn) = self.sessions.get(key) {
-                        info!(parent: &conn.span, text = %escape(text.as_bytes()), "for the operator (no console attached)");
-                    }
-                }
+                Action::ToOperator(text) => self.show_to_operators(key, &text),
             }
         }
         self.finish_if_flushed(key);
@@ -513,7 +655,13 @@ impl Daemon {
             return;
         };
         let linger = match conn.tcp.as_mut() {
-            Some(io) if reason != CloseReason::Error && self.state != RunState::Exit => io.linger(),
+            // A peer that broke the connection or stopped reading gets no linger.
+            Some(io)
+                if !matches!(reason, CloseReason::Error | CloseReason::WriteTimeout)
+                    && self.state != RunState::Exit =>
+            {
+                io.linger()
+            }
             _ => false,
         };
         if linger {
@@ -533,13 +681,23 @@ impl Daemon {
         if conn.ended {
             return;
         }
+        self.console_closed(key, reason);
+        let conn = &mut self.sessions[key];
         conn.ended = true;
         conn.chain.close(&conn.session, reason);
         let listener = &mut self.listeners[conn.listener];
         listener.active -= 1;
+        listener.stats.closed += 1;
+        listener.stats.add(&conn.counts);
+        if reason == CloseReason::Error {
+            listener.stats.errors += 1;
+        }
+        listener.limits.closed(conn.session.peer);
         if conn.tcp.is_none() {
             listener.peers.remove(&conn.session.peer);
         }
+        let once_udp = listener.cfg.once && listener.cfg.proto == Proto::Udp;
+        let idx = conn.listener;
         let c = conn.counts;
         conn.span.in_scope(|| {
             info!(
@@ -553,6 +711,11 @@ impl Daemon {
                 "session closed"
             )
         });
+        if once_udp {
+            self.stop_listener(idx, "once = true: its one session ended");
+        } else if self.listeners[idx].retiring && self.listeners[idx].active == 0 {
+            self.stop_listener(idx, "removed from the config; its last session ended");
+        }
     }
 
     /// Drop a session's entry and socket.
@@ -583,7 +746,7 @@ impl Daemon {
                 else {
                     return;
                 };
-                let Some(idle) = self.listeners[conn.listener].cfg.idle_timeout else {
+                let Some(idle) = conn.cfg.idle_timeout else {
                     return;
                 };
                 let deadline = conn.last_active + idle;
@@ -611,10 +774,18 @@ impl Daemon {
                 conn.chain.timer(link, id, &conn.session, &mut self.out);
                 self.apply_outbox(key);
             }
+            Timer::WriteTimeout { key, session } => self.write_timeout_due(key, session),
             Timer::ResumeAccept { listener } => {
                 if let Some(l) = self.listeners.get_mut(listener) {
                     l.accept_paused = false;
                     self.accept(listener);
+                }
+            }
+            Timer::Delayed { listener } => self.send_delayed(listener),
+            Timer::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
+            Timer::Retire { listener } => {
+                if self.listeners[listener].retiring {
+                    self.stop_listener(listener, "removed from the config; drain_timeout passed");
                 }
             }
             Timer::Drain => {
@@ -664,6 +835,7 @@ impl Daemon {
     /// flushed, or at the drain deadline.
     fn begin_drain(&mut self) {
         self.state = RunState::Draining;
+        self.notify.stopping(self.sessions.len());
         for idx in 0..self.listeners.len() {
             self.stop_listener(idx, "shutting down");
         }

@@ -1,6 +1,7 @@
 //! TCP: accept, read and frame, write with buffering only on short writes.
 
 use std::io::{self, Read, Write};
+use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -33,6 +34,10 @@ pub(super) struct TcpIo {
     pub(super) peer_done: bool,
     /// The session ended; input is read and discarded until EOF or the linger timer.
     lingering: bool,
+    /// A `write_timeout` timer is pending for this connection.
+    pub(super) write_timer: bool,
+    /// When the kernel last took output, or output started to pile up.
+    pub(super) write_progress: Instant,
 }
 
 impl TcpIo {
@@ -76,8 +81,12 @@ impl TcpIo {
                 );
             }
             self.out.extend_from_slice(&bytes[written..]);
-            if self.pending() >= max_output {
+            if self.pending() >= max_output && !self.read_paused {
                 self.read_paused = true;
+                debug!(
+                    pending = self.pending(),
+                    max_output, "reading paused: max_output bytes are pending for the peer"
+                );
             }
             if !self.want_write {
                 self.want_write = true;
@@ -88,16 +97,19 @@ impl TcpIo {
         Ok(())
     }
 
-    fn pending(&self) -> usize {
+    pub(super) fn pending(&self) -> usize {
         self.out.len() - self.out_pos
     }
 
     /// Write buffered output. Returns whether reading was paused and may resume.
-    fn flush(&mut self, registry: &Registry, token: Token) -> io::Result<bool> {
+    fn flush(&mut self, registry: &Registry, token: Token, now: Instant) -> io::Result<bool> {
         while !self.flushed() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_pos += n,
+                Ok(n) => {
+                    self.out_pos += n;
+                    self.write_progress = now;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.out_pos > self.out.len() / 2 {
                         self.out.drain(..self.out_pos);
@@ -156,6 +168,10 @@ impl Daemon {
             };
             match socket.accept() {
                 Ok((stream, peer)) => {
+                    self.accept_resumed(idx);
+                    if !self.admit_tcp(idx, peer, &stream) {
+                        continue;
+                    }
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!(error = %e, "cannot set TCP_NODELAY");
                     }
@@ -169,6 +185,8 @@ impl Daemon {
                         read_eof: false,
                         peer_done: false,
                         lingering: false,
+                        write_timer: false,
+                        write_progress: self.now,
                     };
                     let key = self.sessions.vacant_key();
                     let Some(io) = self.register_conn(io, key) else {
@@ -181,7 +199,7 @@ impl Daemon {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_fd_exhaustion(&e) => {
                     listener.accept_paused = true;
-                    warn!(listener = %listener.cfg.name, error = %e, retry_in = ?ACCEPT_RETRY, "cannot accept: out of file descriptors; pausing accepts (raise `ulimit -n`)");
+                    self.accept_out_of_fds(idx, &e, ACCEPT_RETRY);
                     self.timers.push(
                         self.now + ACCEPT_RETRY,
                         Timer::ResumeAccept { listener: idx },
@@ -268,9 +286,10 @@ impl Daemon {
     /// `n` fresh bytes in `self.buf` for session `key`.
     fn on_bytes(&mut self, key: usize, n: usize) {
         let conn = &mut self.sessions[key];
-        let cfg = &self.listeners[conn.listener].cfg;
+        let cfg = conn.cfg.clone();
         conn.last_active = self.now;
         conn.session.now = self.wall;
+        conn.session.operators = self.operators.attached();
         conn.counts.bytes_in += n as u64;
         let data = &self.buf[..n];
         self.out.clear();
@@ -294,9 +313,13 @@ impl Daemon {
         }
         if too_long {
             warn!(parent: &conn.span, max_message = cfg.max_message, "line longer than max_message; closing the session");
-            conn.closing.get_or_insert(CloseReason::Error);
+            if let Some(reply) = &cfg.limits.too_long_reply {
+                self.out.send(reply.as_bytes());
+            }
+            conn.closing.get_or_insert(CloseReason::TooLong);
         }
         self.apply_outbox(key);
+        self.finish_if_flushed(key);
     }
 
     /// The peer closed its side: a last unterminated line is still a message; the session
@@ -323,7 +346,7 @@ impl Daemon {
         let Some(io) = conn.tcp.as_mut() else {
             return;
         };
-        match io.flush(self.poll.registry(), Token(key)) {
+        match io.flush(self.poll.registry(), Token(key), self.now) {
             Ok(resume) => {
                 if resume {
                     // Data may be waiting with no new edge to announce it.

@@ -23,10 +23,18 @@ pub(crate) enum Timer {
         link: usize,
         id: TimerId,
     },
+    /// Close a session whose output made no progress for `write_timeout`.
+    WriteTimeout { key: usize, session: u64 },
     /// Try accepting again after running out of file descriptors.
     ResumeAccept { listener: usize },
+    /// Replies held back by a UDP listener's `delay` are due.
+    Delayed { listener: usize },
+    /// A listener removed by a reload stops even if sessions remain.
+    Retire { listener: usize },
     /// Shutdown gives up waiting for output.
     Drain,
+    /// Tell systemd's watchdog the loop is alive.
+    Watchdog,
 }
 
 #[derive(Debug, Default)]

@@ -7,11 +7,65 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 use tracing::{debug, warn};
 
-use super::{Daemon, LISTENER_BASE, Listener, MAX_OPS_PER_EVENT, RunState};
+use std::time::Instant;
+
+use super::limits::Event;
+use super::{Daemon, LISTENER_BASE, Listener, MAX_OPS_PER_EVENT, RunState, Timer, Timers};
 use crate::daemon::bind::Bound;
 
 /// Datagrams kept per listener while the kernel's send buffer is full.
 const UDP_QUEUE_MAX: usize = 4096;
+
+/// A uniform draw in [0, 1) from the listener's seeded generator (splitmix64).
+fn draw(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Send a reply through the listener's configured faults (loss, duplicate, delay).
+pub(super) fn send_faulty(
+    listener: &mut Listener,
+    peer: SocketAddr,
+    msg: &[u8],
+    registry: &Registry,
+    timers: &mut Timers,
+    now: Instant,
+) {
+    if !listener.reply_allowed(peer, now) {
+        return;
+    }
+    let f = listener.cfg.faults;
+    if !f.any() {
+        return send_to(listener, peer, msg, registry);
+    }
+    if f.loss > 0.0 && draw(&mut listener.rng) < f.loss {
+        debug!(listener = %listener.cfg.name, %peer, "reply dropped (loss)");
+        return;
+    }
+    let copies = if f.duplicate > 0.0 && draw(&mut listener.rng) < f.duplicate {
+        2
+    } else {
+        1
+    };
+    for _ in 0..copies {
+        match f.delay {
+            Some(d) => {
+                listener.delayed.push_back((now + d, peer, msg.to_vec()));
+                timers.push(
+                    now + d,
+                    Timer::Delayed {
+                        listener: listener.index,
+                    },
+                );
+            }
+            None => send_to(listener, peer, msg, registry),
+        }
+    }
+}
 
 /// Send one datagram to `peer`, queueing it if the socket would block.
 pub(super) fn send_to(listener: &mut Listener, peer: SocketAddr, msg: &[u8], registry: &Registry) {
@@ -86,12 +140,22 @@ impl Daemon {
     fn on_datagram(&mut self, idx: usize, n: usize, peer: SocketAddr) {
         let max = self.listeners[idx].cfg.max_message;
         if n > max {
-            warn!(listener = %self.listeners[idx].cfg.name, %peer, bytes = n, max_message = max, "datagram larger than max_message; dropped");
+            let listener = &mut self.listeners[idx];
+            if let Some(suppressed) = listener.may_log(peer.ip(), Event::TooLarge, self.now) {
+                warn!(listener = %listener.cfg.name, %peer, bytes = n, max_message = max, suppressed, "datagram larger than max_message; dropped");
+            }
             return;
         }
         let key = match self.listeners[idx].peers.get(&peer) {
             Some(&key) => key,
+            None if self.listeners[idx].retiring => {
+                debug!(listener = %self.listeners[idx].cfg.name, %peer, "listener removed by a reload: datagram from a new peer dropped");
+                return;
+            }
             None => {
+                if !self.admit_udp(idx, peer) {
+                    return;
+                }
                 let key = self.open_session(idx, peer, None);
                 if !self.sessions.contains(key) {
                     return;
@@ -103,10 +167,23 @@ impl Daemon {
         let conn = &mut self.sessions[key];
         conn.last_active = self.now;
         conn.session.now = self.wall;
+        conn.session.operators = self.operators.attached();
         conn.counts.bytes_in += n as u64;
         self.out.clear();
         Daemon::deliver(conn, &self.buf[..n], &mut self.out);
         self.apply_outbox(key);
+    }
+
+    /// Send the held-back replies that are due.
+    pub(super) fn send_delayed(&mut self, idx: usize) {
+        let listener = &mut self.listeners[idx];
+        while let Some((due, _, _)) = listener.delayed.front() {
+            if *due > self.now {
+                break;
+            }
+            let (_, peer, msg) = listener.delayed.pop_front().expect("front exists");
+            send_to(listener, peer, &msg, self.poll.registry());
+        }
     }
 
     /// The socket became writable: send what was queued.

@@ -1,0 +1,238 @@
+//! scripted-reply and the example configs: every tutorial program as a config.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+fn examples() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples")
+}
+
+#[test]
+fn every_example_config_passes_check() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(examples()).unwrap() {
+        let path = entry.unwrap().path();
+        let o = run(&["check", "-c", path.to_str().unwrap()]);
+        assert!(o.status.success(), "{}: {}", path.display(), stderr(&o));
+        n += 1;
+    }
+    assert!(n >= 6, "only {n} examples");
+    let o = run(&["check"]);
+    assert!(o.status.success(), "the embedded default: {}", stderr(&o));
+}
+
+/// The support-bot example with its ports set to 0 and its script path made absolute.
+fn support_bot() -> Daemon {
+    let text = std::fs::read_to_string(examples().join("support-bot.toml")).unwrap();
+    let script = examples().join("../scripts/support-bot.toml");
+    let text = text.replace("port = 8900", "port = 0").replace(
+        "\"../scripts/support-bot.toml\"",
+        &format!("{:?}", script.to_str().unwrap()),
+    );
+    Daemon::start(&text)
+}
+
+#[test]
+fn support_bot_greets_and_answers_over_tcp() {
+    let d = support_bot();
+    let mut c = connect(d.addr("bot-tcp"));
+    let greeting = String::from_utf8(read_until_quiet(&mut c)).unwrap();
+    assert!(greeting.contains("您好，这里是客服"), "{greeting}");
+    c.write_all(b"help\n").unwrap();
+    let menu = String::from_utf8(read_until_quiet(&mut c)).unwrap();
+    assert!(menu.contains("订单 <编号>"), "{menu}");
+    assert_eq!(
+        ask(&mut c, "价格"),
+        "基础版 99 元/月，专业版 199 元/月，年付八五折。\nBasic ¥99/month, Pro ¥199/month, 15% off when paid yearly."
+    );
+    assert!(ask(&mut c, "bye").contains("再见"));
+    assert!(closed(&mut c));
+}
+
+/// Read what arrives until the peer has been quiet for a moment.
+fn read_until_quiet(c: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let n = c.read(&mut buf).unwrap();
+    got.extend_from_slice(&buf[..n]);
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    while let Ok(n) = c.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    got
+}
+
+#[test]
+fn support_bot_answers_over_udp_with_the_greeting_in_the_first_reply() {
+    let d = support_bot();
+    let u = udp_client();
+    let first = udp_ask(&u, d.addr("bot-udp"), "营业时间");
+    assert!(
+        first.starts_with("您好，这里是客服") && first.contains("9:00–18:00"),
+        "{first}"
+    );
+    let second = udp_ask(&u, d.addr("bot-udp"), "price");
+    assert!(second.starts_with("基础版 99 元"), "{second}");
+}
+
+#[test]
+fn delayed_rule_answers_after_its_delay() {
+    let d = support_bot();
+    let u = udp_client();
+    udp_ask(&u, d.addr("bot-udp"), "hi");
+    let start = Instant::now();
+    let reply = udp_ask(&u, d.addr("bot-udp"), "订单 12345");
+    assert!(reply.contains("订单 12345 已发货"), "{reply}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "answered after {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn what_the_bot_does_not_know_goes_to_the_operator() {
+    let mut d = support_bot();
+    let mut c = connect(d.addr("bot-tcp"));
+    read_until_quiet(&mut c);
+    c.write_all("我的快递被狗吃了".as_bytes()).unwrap();
+    d.stdout.wait(&["bot-tcp/tcp", "我的快递被狗吃了"]);
+    let stdin = d.stdin.as_mut().unwrap();
+    stdin
+        .write_all("非常抱歉，马上为您处理\n".as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    assert_eq!(
+        String::from_utf8(read_until_quiet(&mut c)).unwrap(),
+        "非常抱歉，马上为您处理"
+    );
+}
+
+#[test]
+fn the_tutorial_python_clients_talk_to_the_support_bot() {
+    let d = support_bot();
+    // The tutorial's UDP customer program (p171), with input() fed from a list.
+    let udp = format!(
+        r#"
+import socket
+send_socket=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+for data in ['help','价格','bye']:
+    send_socket.sendto(data.encode('UTF-8'),('127.0.0.1',{port}))
+    if data=='bye':
+        print('客户端发起结束')
+        break
+    recv_data,addr=send_socket.recvfrom(1024)
+    print('客户端接收数据:',recv_data.decode('UTF-8'))
+send_socket.close()
+"#,
+        port = d.addr("bot-udp").port()
+    );
+    let out = python(&udp);
+    assert!(
+        out.contains("订单 <编号>")
+            && out.contains("基础版 99 元")
+            && out.contains("客户端发起结束"),
+        "{out}"
+    );
+    // The tutorial's multi-turn TCP client (p169).
+    let tcp = format!(
+        r#"
+import socket
+client_socket=socket.socket()
+client_socket.connect(('127.0.0.1',{port}))
+print('与服务器端建立连接')
+print('greeting:', client_socket.recv(1024).decode('UTF-8'))
+info=''
+for send_data in ['营业时间','bye']:
+    client_socket.send(send_data.encode('UTF-8'))
+    info=client_socket.recv(1024).decode('UTF-8')
+    print('收到服务器的响应数据:',info)
+client_socket.close()
+"#,
+        port = d.addr("bot-tcp").port()
+    );
+    let out = python(&tcp);
+    assert!(out.contains("9:00–18:00") && out.contains("再见"), "{out}");
+}
+
+fn python(code: &str) -> String {
+    let o = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .output()
+        .expect("python3");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Send `n` numbered datagrams in batches; return the numbers whose echo came back.
+fn lossy_round(addr: SocketAddr, n: usize) -> Vec<usize> {
+    let u = udp_client();
+    let mut got = Vec::new();
+    for batch in (0..n).collect::<Vec<_>>().chunks(50) {
+        for i in batch {
+            u.send_to(format!("{i}").as_bytes(), addr).unwrap();
+        }
+        u.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0; 64];
+        while let Ok((len, _)) = u.recv_from(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..len]).parse().unwrap());
+        }
+    }
+    got.sort();
+    got
+}
+
+#[test]
+fn udp_loss_with_a_seed_drops_the_expected_share_every_time_the_same() {
+    // 400 datagrams in quick batches: the default reply_rate spares loopback peers.
+    let config = udp_listener("lossy", "[\"echo\"]", "loss = 0.3\nseed = 7");
+    let a = Daemon::start(&config);
+    let b = Daemon::start(&config);
+    let first = lossy_round(a.addr("lossy"), 400);
+    let second = lossy_round(b.addr("lossy"), 400);
+    let share = 1.0 - first.len() as f64 / 400.0;
+    assert!((0.2..=0.4).contains(&share), "dropped {share}");
+    assert_eq!(first, second, "the same seed drops the same replies");
+}
+
+#[test]
+fn udp_duplicate_and_delay() {
+    let config = udp_listener("odd", "[\"echo\"]", "duplicate = 1.0\ndelay = \"200ms\"");
+    let d = Daemon::start(&config);
+    let u = udp_client();
+    let start = Instant::now();
+    assert_eq!(udp_ask(&u, d.addr("odd"), "twice"), "twice");
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    let mut buf = [0; 16];
+    let (n, _) = u.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"twice");
+}
+
+#[test]
+fn the_one_shot_tcp_server_shows_one_message_and_exits() {
+    let text = std::fs::read_to_string(examples().join("tcp-oneshot.toml"))
+        .unwrap()
+        .replace("port = 8888", "port = 0");
+    let mut d = Daemon::start(&text);
+    let o = run(&[
+        "send",
+        "--no-reply",
+        &d.addr("oneshot").to_string(),
+        "welcome to Python world",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    d.stdout.wait(&["oneshot/tcp", "welcome to Python world"]);
+    assert!(d.wait_exit().success());
+}

@@ -1,0 +1,269 @@
+//! Running as a service: reload, status, metrics, log reopen, reuse_port.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use crate::util::*;
+
+const ECHO: &str = "[\"echo\"]";
+
+fn rewrite(d: &Daemon, config: &str) {
+    std::fs::write(
+        d.dir.path().join("switchboard.toml"),
+        with_json_logs(config),
+    )
+    .unwrap();
+}
+
+fn v2_bot() -> &'static str {
+    "[listener.scripted-reply]\n[[listener.scripted-reply.rule]]\nmatch = \"regex\"\npattern = \".*\"\nreply = \"v2\""
+}
+
+#[test]
+fn sessions_keep_talking_across_a_reload_that_adds_removes_and_changes() {
+    let before = format!(
+        "{}{}{}{}",
+        tcp_listener("keep", ECHO, ""),
+        udp_listener("udp", ECHO, ""),
+        tcp_listener("gone", ECHO, ""),
+        tcp_listener("changed", ECHO, "")
+    );
+    let mut d = Daemon::start(&before);
+    let mut keep = connect(d.addr("keep"));
+    let u = udp_client();
+    let mut gone = connect(d.addr("gone"));
+    let mut changed_old = connect(d.addr("changed"));
+    assert_eq!(ask(&mut keep, "one"), "one");
+    assert_eq!(udp_ask(&u, d.addr("udp"), "one"), "one");
+    assert_eq!(ask(&mut changed_old, "one"), "one");
+
+    let after = format!(
+        "{}{}{}{}",
+        tcp_listener("keep", ECHO, ""),
+        udp_listener("udp", ECHO, ""),
+        tcp_listener("changed", "[\"scripted-reply\"]", v2_bot()),
+        tcp_listener("new", ECHO, "")
+    );
+    rewrite(&d, &after);
+    d.signal(libc::SIGHUP);
+    let new = d.wait_msg("listening");
+    assert_eq!(field(&new, "listener"), "new");
+    let summary = d.wait_msg("reloaded");
+    let summary = field(&summary, "summary");
+    assert!(
+        summary.contains("added new")
+            && summary.contains("removed gone")
+            && summary.contains("changed changed"),
+        "{summary}"
+    );
+
+    // Same sockets: the TCP session and the UDP peer go on as if nothing happened.
+    assert_eq!(ask(&mut keep, "two"), "two");
+    assert_eq!(udp_ask(&u, d.addr("udp"), "two"), "two");
+    // The removed listener's open session finishes on its own; new connections are refused.
+    assert_eq!(ask(&mut gone, "still here"), "still here");
+    assert!(TcpStream::connect(d.addr("gone")).is_err());
+    // The changed listener: open sessions keep their chain, new ones get the new one.
+    assert_eq!(ask(&mut changed_old, "old chain"), "old chain");
+    let mut changed_new = connect(d.addr("changed"));
+    assert_eq!(ask(&mut changed_new, "hello"), "v2");
+    // The added listener serves.
+    let addr: std::net::SocketAddr = field(&new, "addr").parse().unwrap();
+    assert_eq!(ask(&mut connect(addr), "new"), "new");
+}
+
+#[test]
+fn an_invalid_config_on_reload_changes_nothing() {
+    let config = format!(
+        "{}{}",
+        tcp_listener("a", ECHO, ""),
+        tcp_listener("b", ECHO, "")
+    );
+    let mut d = Daemon::start(&config);
+    let mut a = connect(d.addr("a"));
+    rewrite(
+        &d,
+        &format!("{}colour = \"red\"\n", tcp_listener("a", ECHO, "")),
+    );
+    d.signal(libc::SIGHUP);
+    let err = d
+        .wait_for(|v| v["level"] == "ERROR")
+        .expect("the error is logged");
+    assert!(
+        msg(&err).contains("switchboard.toml:8:1: colour: unknown field"),
+        "{err}"
+    );
+    d.wait_msg("reload refused; the running config is unchanged");
+    assert_eq!(ask(&mut a, "still"), "still");
+    assert_eq!(ask(&mut connect(d.addr("b")), "b too"), "b too");
+}
+
+#[test]
+fn reload_and_status_commands_over_the_control_socket() {
+    let mut d = Daemon::start(&tcp_listener("a", ECHO, ""));
+    let sock = d.dir.path().join("ctl.sock");
+    let mut c = connect(d.addr("a"));
+    assert_eq!(ask(&mut c, "12345"), "12345");
+    let o = run(&["status", "--socket", sock.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("a 127.0.0.1:")
+            && out.contains("active 1")
+            && out.contains("messages in 1 out 1 bytes in 5 out 5"),
+        "{out}"
+    );
+    rewrite(
+        &d,
+        &format!(
+            "{}{}",
+            tcp_listener("a", ECHO, ""),
+            udp_listener("b", ECHO, "")
+        ),
+    );
+    let o = run(&["reload", "--socket", sock.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("reloaded: added b; removed -; changed -; unchanged 1"),
+        "{}",
+        stdout(&o)
+    );
+    d.wait_msg("reloaded");
+    rewrite(&d, "nonsense = 1\n");
+    let o = run(&["reload", "--socket", sock.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("reload refused"), "{}", stdout(&o));
+}
+
+#[test]
+fn log_level_changes_on_reload() {
+    let config = tcp_listener("a", ECHO, "");
+    let mut d = Daemon::start(&config);
+    rewrite(&d, &format!("[daemon]\nlog_level = \"debug\"\n{config}"));
+    d.signal(libc::SIGHUP);
+    d.wait_msg("reloaded");
+    let mut c = connect(d.addr("a"));
+    assert_eq!(ask(&mut c, "now visible"), "now visible");
+    let ev = d.wait_msg("message");
+    assert_eq!(field(&ev, "text"), "now visible");
+}
+
+#[test]
+fn metrics_match_a_known_exchange() {
+    let config = format!(
+        "[daemon]\nmetrics = \"127.0.0.1:0\"\n{}{}",
+        tcp_listener("t", "[\"bye-close\", \"echo\"]", ""),
+        udp_listener("u", ECHO, "")
+    );
+    let mut d = Daemon::start(&config);
+    // Logged before "ready", so it is already among the lines read.
+    let ev: serde_json::Value = d
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v| msg(v) == "metrics listening")
+        .expect("metrics listening");
+    let metrics: std::net::SocketAddr = field(&ev, "addr").parse().unwrap();
+    let mut c = connect(d.addr("t"));
+    assert_eq!(ask(&mut c, "hello"), "hello");
+    assert_eq!(ask(&mut c, "bye"), "bye");
+    assert!(closed(&mut c));
+    d.wait_msg("session closed");
+    let u = udp_client();
+    assert_eq!(udp_ask(&u, d.addr("u"), "abc"), "abc");
+    let body = http_get(metrics, "/metrics");
+    for line in [
+        "switchboard_sessions_opened_total{listener=\"t\",proto=\"tcp\"} 1",
+        "switchboard_sessions_closed_total{listener=\"t\",proto=\"tcp\"} 1",
+        "switchboard_messages_in_total{listener=\"t\",proto=\"tcp\"} 2",
+        "switchboard_bytes_out_total{listener=\"t\",proto=\"tcp\"} 8",
+        "switchboard_sessions_active{listener=\"u\",proto=\"udp\"} 1",
+        "switchboard_bytes_in_total{listener=\"u\",proto=\"udp\"} 3",
+        "switchboard_listener_up{listener=\"t\",proto=\"tcp\"} 1",
+    ] {
+        assert!(body.contains(line), "missing {line:?} in\n{body}");
+    }
+    assert!(http_get(metrics, "/other").starts_with("HTTP/1.1 404"));
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = connect(addr);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn sigusr2_reopens_the_log_file() {
+    let config = format!(
+        "[daemon]\nlog_file = \"sb.log\"\n{}",
+        tcp_listener("a", ECHO, "")
+    );
+    let d = Daemon::spawn(&config, |_| {});
+    let log = d.dir.path().join("sb.log");
+    let moved = d.dir.path().join("sb.log.1");
+    wait_until(|| std::fs::read_to_string(&log).is_ok_and(|l| l.contains("\"ready\"")));
+    std::fs::rename(&log, &moved).unwrap();
+    d.signal(libc::SIGUSR2);
+    wait_until(|| std::fs::read_to_string(&log).is_ok_and(|l| l.contains("log file reopened")));
+    d.signal(libc::SIGUSR1);
+    wait_until(|| std::fs::read_to_string(&log).is_ok_and(|l| l.contains("session(s) open")));
+    assert!(
+        !std::fs::read_to_string(&moved)
+            .unwrap()
+            .contains("session(s) open")
+    );
+}
+
+/// Poll a condition on files (the daemon writes them through a background thread, so there
+/// is no event to wait for) until it holds or `WAIT` passes.
+fn wait_until(cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {WAIT:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn two_daemons_share_a_port_with_reuse_port() {
+    let first = Daemon::start(&tcp_listener("shared", ECHO, "reuse_port = true"));
+    let port = first.addr("shared").port();
+    let mut second = Daemon::start(
+        &tcp_listener("shared", ECHO, "reuse_port = true")
+            .replace("port = 0", &format!("port = {port}")),
+    );
+    assert_eq!(second.addr("shared").port(), port);
+    let mut first = first;
+    for i in 0..32 {
+        let mut c = connect(first.addr("shared"));
+        assert_eq!(ask(&mut c, &format!("m{i}")), format!("m{i}"));
+    }
+    // The kernel spreads connections over both: each daemon served some.
+    assert!(first.wait_for(|v| msg(v) == "session opened").is_some());
+    assert!(second.wait_for(|v| msg(v) == "session opened").is_some());
+}
+
+#[test]
+fn root_drops_to_the_configured_user_after_binding() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: dropping privileges needs the test to run as root");
+        return;
+    }
+    let d = Daemon::start(&format!(
+        "[daemon]\nuser = \"nobody\"\n{}",
+        tcp_listener("a", ECHO, "")
+    ));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid}"
+    );
+    assert_eq!(ask(&mut connect(d.addr("a")), "as nobody"), "as nobody");
+}
