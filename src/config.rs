@@ -812,6 +812,24 @@ mod tests {
     }
 
     #[test]
+    fn log_level_directives_may_have_spaces_around_them() {
+        // Found by the config_parse fuzz target: tracing-subscriber's directive parser walks the
+        // trimmed directive but slices the untrimmed one, so a leading space shifted every
+        // index: a panic inside a multi-byte character, a refused level otherwise.
+        for level in [
+            " 客服=info",
+            "info, switchboard=debug",
+            "warn ,\tswitchboard=info ",
+        ] {
+            let text = format!("[daemon]\nlog_level = \"{level}\"\n{ONE}");
+            let c = parse(&text, Path::new("t.toml"), Path::new("."));
+            assert!(c.is_ok(), "{level:?}: {:?}", c.unwrap_err().0);
+        }
+        let filter = crate::logging::config_filter("info, switchboard=debug").unwrap();
+        assert_eq!(filter.to_string(), "switchboard=debug,info");
+    }
+
+    #[test]
     fn durations_and_levels_are_checked() {
         let e = errors(&format!(
             "[daemon]\ndrain_timeout = \"soon\"\nlog_level = \"loud\"\n{ONE}"

@@ -37,7 +37,22 @@ impl std::fmt::Debug for Logging {
 /// them to a full DFA, which for a short pattern like `a` followed by 25 dots takes minutes
 /// and gigabytes, so checking a config could hang. (`RUST_LOG` keeps the usual regex syntax.)
 pub fn config_filter(log_level: &str) -> Result<EnvFilter, ParseError> {
-    EnvFilter::builder().with_regex(false).parse(log_level)
+    EnvFilter::builder()
+        .with_regex(false)
+        .parse(trim_directives(log_level))
+}
+
+/// `directives` with the blanks around each comma-separated directive removed.
+/// tracing-subscriber 0.3 walks a trimmed directive but slices the untrimmed one
+/// (tokio-rs/tracing#3297): `"info, switchboard=debug"` is refused (its level is read as
+/// `"=debug"`), and a multi-byte character after a blank makes it panic.
+fn trim_directives(directives: &str) -> String {
+    let kept: Vec<&str> = directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    kept.join(",")
 }
 
 /// Install the global subscriber described by the `[daemon]` table. `RUST_LOG`, when set,
@@ -93,7 +108,7 @@ impl Logging {
 
 fn build(cfg: &DaemonConfig) -> io::Result<(BoxedLayer, Option<WorkerGuard>)> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::try_new(&v)
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(trim_directives(&v))
             .map_err(|e| io::Error::other(format!("RUST_LOG={v:?} is not a valid filter: {e}")))?,
         _ => config_filter(&cfg.log_level).map_err(io::Error::other)?,
     };
