@@ -502,7 +502,7 @@ impl Validator<'_> {
                 let plain = !l.contains(['=', ',', '[']);
                 let known = ["off", "error", "warn", "info", "debug", "trace"];
                 if (plain && !known.contains(&l.to_ascii_lowercase().as_str()))
-                    || tracing_subscriber::EnvFilter::try_new(l).is_err()
+                    || crate::logging::config_filter(l).is_err()
                 {
                     self.error(Some(level.span()), Some("daemon log_level".into()), format!("{l:?} is not a log level; use error, warn, info, debug, trace or a filter like \"info,switchboard=debug\""));
                 }
@@ -795,6 +795,38 @@ mod tests {
         );
         let e = errors(&format!("{ONE}[listener.bye-close]\nword = \"x\"\n"));
         assert!(e[0].contains("not in this listener's handlers"), "{e:?}");
+    }
+
+    #[test]
+    fn log_level_field_values_are_not_compiled_as_regexes() {
+        // Not a valid regex, but a fine literal value: refused if values were compiled.
+        let paren = format!("[daemon]\nlog_level = \"[{{f=(}}]=info\"\n{ONE}");
+        assert!(parse(&paren, Path::new("t.toml"), Path::new(".")).is_ok());
+        // Found by the config_parse fuzz target: as a regex, this value built a DFA for minutes
+        // and gigabytes before `check` could answer.
+        let slow = format!(
+            "[daemon]\nlog_level = \"[{{f=a{}}}]=info\"\n{ONE}",
+            ".".repeat(25)
+        );
+        assert!(parse(&slow, Path::new("t.toml"), Path::new(".")).is_ok());
+    }
+
+    #[test]
+    fn log_level_directives_may_have_spaces_around_them() {
+        // Found by the config_parse fuzz target: tracing-subscriber's directive parser walks the
+        // trimmed directive but slices the untrimmed one, so a leading space shifted every
+        // index: a panic inside a multi-byte character, a refused level otherwise.
+        for level in [
+            " 客服=info",
+            "info, switchboard=debug",
+            "warn ,\tswitchboard=info ",
+        ] {
+            let text = format!("[daemon]\nlog_level = \"{level}\"\n{ONE}");
+            let c = parse(&text, Path::new("t.toml"), Path::new("."));
+            assert!(c.is_ok(), "{level:?}: {:?}", c.unwrap_err().0);
+        }
+        let filter = crate::logging::config_filter("info, switchboard=debug").unwrap();
+        assert_eq!(filter.to_string(), "switchboard=debug,info");
     }
 
     #[test]

@@ -53,7 +53,9 @@ pub fn split_lines(
         start = i + 1;
     }
     let rest = &data[start..];
-    if rest.len() > max + 1 || (rest.len() > max && rest.last() != Some(&b'\r')) {
+    // The same test as for a growing `partial`: a final `\r` may still turn out to be part of
+    // the terminator. (Written without `max + 1`, which overflows for `usize::MAX`.)
+    if strip_terminator(rest).len() > max {
         return Err(TooLong);
     }
     if !rest.is_empty() {
@@ -101,6 +103,160 @@ mod tests {
         split_lines(&mut partial, b"abc", 10, |_| {}).unwrap();
         split_lines(&mut partial, b"\n", 10, |_| {}).unwrap();
         assert_eq!(partial.capacity(), 0);
+    }
+
+    #[test]
+    fn max_of_usize_max_does_not_overflow() {
+        // Found by the line_framer fuzz target: the tail check computed `max + 1`.
+        let (lines, partial, r) = feed(&[b"a\nunfinished\r"], usize::MAX);
+        assert_eq!((lines, r), (vec![b"a".to_vec()], Ok(())));
+        assert_eq!(partial, b"unfinished\r");
+    }
+
+    mod properties {
+        use super::super::*;
+        use super::feed;
+        use proptest::prelude::*;
+
+        /// What the framer must do, written the obvious way over the whole stream: the
+        /// complete lines, the unfinished tail, and whether some line is too long.
+        fn model(stream: &[u8], max: usize) -> (Vec<Vec<u8>>, Vec<u8>, Result<(), TooLong>) {
+            let strip_cr = |l: &[u8]| l.strip_suffix(b"\r").unwrap_or(l).to_vec();
+            let mut pieces: Vec<&[u8]> = stream.split(|&b| b == b'\n').collect();
+            let tail = pieces.pop().unwrap_or_default();
+            let mut lines = Vec::new();
+            for p in pieces {
+                let line = strip_cr(p);
+                if line.len() > max {
+                    return (lines, Vec::new(), Err(TooLong));
+                }
+                lines.push(line);
+            }
+            if strip_cr(tail).len() > max {
+                return (lines, Vec::new(), Err(TooLong));
+            }
+            (lines, tail.to_vec(), Ok(()))
+        }
+
+        /// Bytes of a line (no `\n`), with `\r` and a few letters frequent so that
+        /// `\r\n` pairs, lone `\r` and lengths around `max` all come up.
+        fn line_byte() -> impl Strategy<Value = u8> {
+            prop_oneof![
+                3 => Just(b'\r'),
+                3 => prop::sample::select(b"ab".to_vec()),
+                1 => any::<u8>().prop_filter("not a newline", |&b| b != b'\n'),
+            ]
+        }
+
+        /// Lines joined with `\n`, with or without a final `\n`.
+        fn stream() -> impl Strategy<Value = Vec<u8>> {
+            (
+                prop::collection::vec(prop::collection::vec(line_byte(), 0..10), 0..8),
+                any::<bool>(),
+            )
+                .prop_map(|(lines, terminated)| {
+                    let mut s = lines.join(&b'\n');
+                    if terminated {
+                        s.push(b'\n');
+                    }
+                    s
+                })
+        }
+
+        /// `stream` cut at the given points (taken modulo its length, in any order).
+        fn chunks(stream: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut out = Vec::new();
+            let mut start = 0;
+            for c in cuts.into_iter().chain([stream.len()]) {
+                out.push(stream[start..c].to_vec());
+                start = c;
+            }
+            out
+        }
+
+        /// Feed `chunks`, checking after every accepted read what the buffer may hold.
+        fn feed_checked(
+            chunks: &[Vec<u8>],
+            max: usize,
+        ) -> (Vec<Vec<u8>>, Vec<u8>, Result<(), TooLong>) {
+            let mut partial = Vec::new();
+            let mut lines = Vec::new();
+            for c in chunks {
+                let result = split_lines(&mut partial, c, max, |l| lines.push(l.to_vec()));
+                if result.is_err() {
+                    return (lines, partial, result);
+                }
+                assert!(
+                    partial.len() <= max + 1,
+                    "partial {partial:?} exceeds max {max} + 1"
+                );
+                assert!(
+                    !partial.contains(&b'\n'),
+                    "partial {partial:?} holds a whole line"
+                );
+                if partial.is_empty() {
+                    assert_eq!(partial.capacity(), 0, "an idle connection keeps a buffer");
+                }
+            }
+            (lines, partial, Ok(()))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_split_into_reads_yields_the_same_messages(
+                stream in stream(),
+                cuts in prop::collection::vec(any::<usize>(), 0..8),
+                max in 0usize..12,
+            ) {
+                let (whole_lines, whole_partial, whole_result) = feed(&[&stream], max);
+                let (lines, partial, result) = feed_checked(&chunks(&stream, &cuts), max);
+                let (model_lines, model_partial, model_result) = model(&stream, max);
+
+                prop_assert_eq!(&lines, &whole_lines);
+                prop_assert_eq!(result, whole_result);
+                prop_assert_eq!(&lines, &model_lines);
+                prop_assert_eq!(result, model_result);
+                if result.is_ok() {
+                    prop_assert_eq!(&partial, &whole_partial);
+                    prop_assert_eq!(&partial, &model_partial);
+                }
+                prop_assert!(lines.iter().all(|l| l.len() <= max));
+            }
+
+            #[test]
+            fn a_line_longer_than_max_is_always_refused(
+                before in prop::collection::vec(prop::collection::vec(line_byte(), 0..4), 0..4),
+                extra in 1usize..6,
+                mut long in prop::collection::vec(line_byte(), 0..14),
+                terminated in any::<bool>(),
+                after in stream(),
+                cuts in prop::collection::vec(any::<usize>(), 0..8),
+                max in 0usize..8,
+            ) {
+                // Lines that fit, then one whose length without "\r" is past max.
+                let before: Vec<Vec<u8>> = before.into_iter().map(|mut l| {
+                    l.truncate(max);
+                    l
+                }).collect();
+                long.resize(max + extra, b'a');
+                long.push(b'x');
+                let mut stream: Vec<u8> = before.iter().flat_map(|l| [&l[..], b"\n"].concat()).collect();
+                stream.extend_from_slice(&long);
+                if terminated {
+                    stream.push(b'\n');
+                    stream.extend_from_slice(&after);
+                }
+
+                let (lines, _, result) = feed_checked(&chunks(&stream, &cuts), max);
+                prop_assert_eq!(result, Err(TooLong));
+                let before: Vec<Vec<u8>> = before.iter().map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec()).collect();
+                prop_assert_eq!(lines, before);
+            }
+        }
     }
 
     #[test]

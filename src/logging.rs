@@ -7,6 +7,7 @@ use std::io;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation as AppenderRotation};
+use tracing_subscriber::filter::ParseError;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
@@ -29,6 +30,29 @@ impl std::fmt::Debug for Logging {
             .field("current", &self.current)
             .finish_non_exhaustive()
     }
+}
+
+/// The filter for the config's `log_level`. Field values in it (`[span{field=value}]`) are
+/// matched as plain text, not compiled as regular expressions: tracing-subscriber compiles
+/// them to a full DFA, which for a short pattern like `a` followed by 25 dots takes minutes
+/// and gigabytes, so checking a config could hang. (`RUST_LOG` keeps the usual regex syntax.)
+pub fn config_filter(log_level: &str) -> Result<EnvFilter, ParseError> {
+    EnvFilter::builder()
+        .with_regex(false)
+        .parse(trim_directives(log_level))
+}
+
+/// `directives` with the blanks around each comma-separated directive removed.
+/// tracing-subscriber 0.3 walks a trimmed directive but slices the untrimmed one
+/// (tokio-rs/tracing#3297): `"info, switchboard=debug"` is refused (its level is read as
+/// `"=debug"`), and a multi-byte character after a blank makes it panic.
+fn trim_directives(directives: &str) -> String {
+    let kept: Vec<&str> = directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    kept.join(",")
 }
 
 /// Install the global subscriber described by the `[daemon]` table. `RUST_LOG`, when set,
@@ -84,9 +108,9 @@ impl Logging {
 
 fn build(cfg: &DaemonConfig) -> io::Result<(BoxedLayer, Option<WorkerGuard>)> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::try_new(&v)
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(trim_directives(&v))
             .map_err(|e| io::Error::other(format!("RUST_LOG={v:?} is not a valid filter: {e}")))?,
-        _ => EnvFilter::try_new(&cfg.log_level).map_err(io::Error::other)?,
+        _ => config_filter(&cfg.log_level).map_err(io::Error::other)?,
     };
     let (writer, guard) = match &cfg.log_file {
         None => (
