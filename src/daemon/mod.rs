@@ -1,7 +1,7 @@
 //! The event loop: one thread, one `mio::Poll`, every listener and session.
 //!
 //! Tokens: a session's token is its key in the `sessions` slab; listeners and the signal pipe
-//! have tokens in a reserved range above (see [`Source`]). Sockets are edge-triggered: reads
+//! have tokens in a reserved range above (see `Source`). Sockets are edge-triggered: reads
 //! drain until `WouldBlock` (or a short read, which on Linux means drained: new data brings a
 //! new edge), capped per event so one busy peer cannot starve the rest; writes go out at once
 //! and only what the kernel did not take is buffered, with WRITABLE interest while it lasts.
