@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+"""Turn the figures in a results folder (written by benches/measure.py) into benches/README.md
+and benches/chart.svg. Every number on that page comes from the results; nothing is typed in.
+
+  report.py [RESULTS_DIR]      (default: benches/results)
+"""
+import json
+import math
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SCENARIOS = ["pp1", "pp50", "pp500", "bulk1", "bulk10", "conn8", "udp1", "udp50", "idle10k"]
+WHAT = {
+    "pp1": ("TCP ping-pong 64 B, 1 connection", "msgs/s"),
+    "pp50": ("TCP ping-pong 64 B, 50 connections", "msgs/s"),
+    "pp500": ("TCP ping-pong 64 B, 500 connections", "msgs/s"),
+    "bulk1": ("TCP bulk 16 KiB blocks, 1 connection", "MB/s"),
+    "bulk10": ("TCP bulk 16 KiB blocks, 10 connections", "MB/s"),
+    "conn8": ("connect, echo 16 B, close; 8 at a time", "conns/s"),
+    "udp1": ("UDP 64 B, 1 peer", "dgrams/s"),
+    "udp50": ("UDP 64 B, 50 peers", "dgrams/s"),
+    "idle10k": ("memory per idle TCP connection, 10,000 open", "KiB/conn"),
+}
+PER_OP = {"msgs/s": "msg", "MB/s": "MB", "conns/s": "conn", "dgrams/s": "dgram"}
+# The issue's targets for switchboard (["echo"], log_level info) against C epoll (and tokio).
+TARGET_VS_C = {"pp1": 0.95, "pp50": 0.95, "pp500": 0.95, "bulk1": 0.95, "bulk10": 0.95,
+               "conn8": 0.90, "udp1": 1.00, "udp50": 1.00}
+TARGET_VS_TOKIO = {"pp1": 1.00, "pp50": 1.00, "pp500": 1.00}
+IDLE_KIB = 1.0
+BOT_VS_ECHO = 0.80
+ROTATED_VS_DEVNULL = 0.95
+
+
+def load(results, name):
+    path = os.path.join(results, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+class Figures:
+    def __init__(self, cmp):
+        self.raw = cmp["results"]
+
+    def vals(self, server, scen):
+        return self.raw.get(server, {}).get(scen) or []
+
+    def med(self, server, scen):
+        v = self.vals(server, scen)
+        return statistics.median(v) if v else None
+
+    def spread(self, server, scen):
+        """The farthest run from the median, in % of the median."""
+        v, m = self.vals(server, scen), self.med(server, scen)
+        return max(abs(x - m) for x in v) / m * 100 if v and m else None
+
+    def ratio(self, a, b, scen):
+        x, y = self.med(a, scen), self.med(b, scen)
+        return x / y if x is not None and y else None
+
+
+def fmt_ratio(r, threshold=None):
+    """Two decimals, or three when two would round a miss up to the threshold."""
+    if r is None:
+        return "–"
+    s = f"{r:.2f}"
+    if threshold is not None and r < threshold and float(s) >= threshold:
+        s = f"{r:.3f}"
+    return s + "×"
+
+
+def fmt_num(x):
+    if x is None:
+        return "–"
+    if x >= 1000:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def verdict(ok):
+    return "–" if ok is None else ("met" if ok else "**MISSED**")
+
+
+def main_table(F):
+    rows = ["| scenario | what | C epoll, median | tokio / C | switchboard / C | switchboard / tokio "
+            "| target | met? |",
+            "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    summary = []
+    for scen in SCENARIOS:
+        what, unit = WHAT[scen]
+        if scen == "idle10k":
+            c, t, s = (F.med(n, scen) for n in ("c-epoll", "tokio", "switchboard"))
+            ok = None if s is None else s <= IDLE_KIB
+            rows.append(f"| {scen} | {what} | {fmt_num(c)} KiB | tokio {fmt_num(t)} KiB "
+                        f"| switchboard **{fmt_num(s)} KiB** | | ≤ {IDLE_KIB:g} KiB per connection "
+                        f"| {verdict(ok)} |")
+            summary.append((scen, s, t, ok))
+            continue
+        sc, tc = F.ratio("switchboard", "c-epoll", scen), F.ratio("tokio", "c-epoll", scen)
+        st = F.ratio("switchboard", "tokio", scen)
+        need_c, need_t = TARGET_VS_C[scen], TARGET_VS_TOKIO.get(scen)
+        target = f"≥ {need_c:.2f}× C" + (" and ≥ tokio" if need_t else "")
+        ok = None
+        if sc is not None:
+            ok = sc >= need_c and (need_t is None or (st is not None and st >= need_t))
+        rows.append(f"| {scen} | {what} | {fmt_num(F.med('c-epoll', scen))} {unit} "
+                    f"| {fmt_ratio(tc)} | **{fmt_ratio(sc, need_c)}** "
+                    f"| {fmt_ratio(st, need_t)} | {target} | {verdict(ok)} |")
+        summary.append((scen, sc, tc, ok))
+    return "\n".join(rows), summary
+
+
+def bot_table(F):
+    rows = ["| scenario | bot20 / echo | bot20 / C | target | met? |",
+            "| --- | ---: | ---: | --- | --- |"]
+    missed = []
+    for scen in SCENARIOS:
+        if scen == "idle10k":
+            b = F.med("bot20", scen)
+            ok = None if b is None else b <= IDLE_KIB
+            rows.append(f"| {scen} | {fmt_num(b)} KiB per connection (echo "
+                        f"{fmt_num(F.med('switchboard', scen))}) | | ≤ {IDLE_KIB:g} KiB "
+                        f"| {verdict(ok)} |")
+        else:
+            r = F.ratio("bot20", "switchboard", scen)
+            ok = None if r is None else r >= BOT_VS_ECHO
+            rows.append(f"| {scen} | **{fmt_ratio(r, BOT_VS_ECHO)}** "
+                        f"| {fmt_ratio(F.ratio('bot20', 'c-epoll', scen))} "
+                        f"| ≥ {BOT_VS_ECHO:.2f}× echo | {verdict(ok)} |")
+        if ok is False:
+            missed.append(scen)
+    return "\n".join(rows), missed
+
+
+def log_table(F):
+    rows = ["| scenario | rotated file / /dev/null | target | met? | farthest run from the median: "
+            "/dev/null, rotated |", "| --- | ---: | --- | --- | --- |"]
+    missed = []
+    for scen in SCENARIOS:
+        if scen == "idle10k":
+            continue
+        r = F.ratio("log-rotated", "log-devnull", scen)
+        ok = None if r is None else r >= ROTATED_VS_DEVNULL
+        sp = ", ".join("–" if x is None else f"±{x:.0f} %"
+                        for x in (F.spread("log-devnull", scen), F.spread("log-rotated", scen)))
+        rows.append(f"| {scen} | **{fmt_ratio(r, ROTATED_VS_DEVNULL)}** "
+                    f"| ≥ {ROTATED_VS_DEVNULL:.2f}× (at most 5 % below) | {verdict(ok)} | {sp} |")
+        if ok is False:
+            missed.append(scen)
+    return "\n".join(rows), missed
+
+
+def spread_table(F, servers):
+    head = "| scenario | unit | " + " | ".join(servers) + " |"
+    rows = [head, "| --- | --- |" + " ---: |" * len(servers)]
+    for scen in SCENARIOS:
+        cells = []
+        for s in servers:
+            v = F.vals(s, scen)
+            if not v:
+                cells.append("–")
+                continue
+            m = statistics.median(v)
+            if len(v) > 1 and m:
+                lo, hi = (min(v) - m) / m * 100, (max(v) - m) / m * 100
+                cells.append(f"{fmt_num(m)} ({lo:+.0f}/{hi:+.0f} %)")
+            else:
+                cells.append(fmt_num(m))
+        rows.append(f"| {scen} | {WHAT[scen][1]} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def cpu_table(cpu):
+    names = ["c-epoll", "tokio", "switchboard"]
+    rows = ["| scenario | server CPU per op, µs: C / tokio / switchboard | switchboard / C "
+            "| core 0, server process / whole core: C · tokio · switchboard "
+            "| core 1, load generator / whole core: C · tokio · switchboard |",
+            "| --- | --- | ---: | --- | --- |"]
+    bound, idle = [], []
+    others, irqs = {0: [], 1: []}, {0: [], 1: []}
+    pct = lambda x: "–" if x is None else f"{x * 100:.0f}"  # noqa: E731
+    for scen in SCENARIOS:
+        d = cpu.get(scen)
+        if not d:
+            continue
+        per = "µs/" + PER_OP[WHAT[scen][1]]
+        us = [d.get(n, {}).get("server_us_per_op") for n in names]
+        ratio = us[2] / us[0] if us[0] and us[2] else None
+        cells = {0: [], 1: []}
+        whole = {0: [], 1: []}
+        for n in names:
+            v = d.get(n)
+            if not v:
+                cells[0].append("–")
+                cells[1].append("–")
+                continue
+            for core, own in ((0, v["server_busy"]), (1, v["loadgen_busy"])):
+                c = v.get(f"core{core}")
+                w = c["busy"] if c else None
+                whole[core].append(w)
+                cells[core].append(f"{pct(own)}/{pct(w)} %")
+                if c:
+                    others[core].append(max(0.0, c["tasks"] - own))
+                    irqs[core].append(c["irq"])
+        rows.append(f"| {scen} | " + " / ".join("–" if u is None else f"{u:.2f}" for u in us)
+                    + f" {per} | {fmt_ratio(ratio)} | " + " · ".join(cells[0]) + " | "
+                    + " · ".join(cells[1]) + " |")
+        if any(x is not None and x >= 0.9 for x in whole[1]):
+            bound.append(scen)
+        elif all(x is not None and x < 0.7 for x in whole[0] + whole[1]):
+            idle.append(scen)
+    if others[0] and others[1]:
+        rows.append("")
+        rows.append("Averaged over these runs, other processes (the machine is shared, and they "
+                    f"are not pinned) took {statistics.mean(others[0]) * 100:.0f} % of core 0 and "
+                    f"{statistics.mean(others[1]) * 100:.0f} % of core 1, and interrupts and "
+                    f"softirqs (on loopback mostly packet delivery, not charged to any process) "
+                    f"{statistics.mean(irqs[0]) * 100:.0f} % and "
+                    f"{statistics.mean(irqs[1]) * 100:.0f} %, as far as /proc/stat tells.")
+    return "\n".join(rows), bound, idle
+
+
+def profile_section(profile):
+    if not profile or "skipped" in profile:
+        why = profile.get("skipped") if profile else "no profile.json"
+        return f"Not measured in this run ({why}).\n"
+    out = []
+    cg = profile.get("callgrind", {})
+    scen = profile["scenario"]
+    if cg:
+        out.append(f"User-space instructions per echoed message, {scen} "
+                   f"({WHAT[scen][0]}, {profile['secs']} s of load under `valgrind --tool=callgrind`, "
+                   "minus an unloaded run of the same server so that start-up is not counted):\n")
+        out.append("| server | instructions per message | / C |")
+        out.append("| --- | ---: | ---: |")
+        c = cg.get("c-epoll", {}).get("ir_per_msg")
+        for name in ("c-epoll", "tokio", "switchboard", "bot20"):
+            if name in cg:
+                ir = cg[name]["ir_per_msg"]
+                out.append(f"| {name} | {ir:,.0f} | {fmt_ratio(ir / c) if c else '–'} |")
+        out.append("")
+        for name, title in (("switchboard", "switchboard (echo)"), ("bot20", "bot20")):
+            if name not in cg:
+                continue
+            total = cg[name]["ir_per_msg"]
+            out.append(f"Top 10 functions of {title} by instructions per message (self cost; "
+                       "inlined code counts for the function it was inlined into):\n")
+            out.append("| # | instructions / msg | share | function | source |")
+            out.append("| ---: | ---: | ---: | --- | --- |")
+            for i, t in enumerate(cg[name]["top"][:10], 1):
+                fn = t["function"].replace("|", "\\|")
+                if len(fn) > 110:
+                    fn = fn[:107] + "..."
+                out.append(f"| {i} | {t['ir_per_msg']:.1f} | {t['ir_per_msg'] / total * 100:.1f} % "
+                           f"| `{fn}` | {t['file']} |")
+            out.append("")
+        fns = {t["function"] for t in cg.get("switchboard", {}).get("top", [])}
+        cancel = [t["ir_per_msg"] for t in cg.get("switchboard", {}).get("top", [])
+                  if "asynccancel" in t["function"]]
+        if cancel:
+            out.append(f"- `__pthread_enable_asynccancel`/`__pthread_disable_asynccancel` "
+                       f"({sum(cancel):.0f} instructions per message together): glibc takes the "
+                       "cancellation-point path around `recv`/`send` once a process has a "
+                       "second thread, and the log file's non-blocking writer is that thread. "
+                       "The C server, single-threaded, calls the same system calls without it.")
+        if "recv" in fns or "send" in fns:
+            out.append("- mio's `TcpStream` reads and writes through `recv`/`send`; the C "
+                       "server through `read`/`write`.")
+        if out[-1].startswith("- "):
+            out.append("")
+    st = profile.get("strace", {})
+    if st:
+        out.append("System calls per message under `strace -f -c` (2 s of load; strace slows "
+                   "every call alike, so compare the servers, not the rates):\n")
+        for scen, d in st.items():
+            out.append(f"{scen}:\n")
+            out.append("| server | system calls per message |")
+            out.append("| --- | --- |")
+            for name, v in d.items():
+                calls = ", ".join(
+                    f"{k} {c['calls']:.2f}" + (f" ({c['errors']:.2f} failed)" if c["errors"] >= 0.01 else "")
+                    for k, c in v["per_msg"].items())
+                total = sum(c["calls"] for c in v["per_msg"].values())
+                out.append(f"| {name} | **{total:.2f}**: {calls} |")
+            out.append("")
+    return "\n".join(out)
+
+
+# --- chart --------------------------------------------------------------------------------------
+
+def chart(F, meta, path):
+    series = [("c-epoll", "C epoll", "#444444"), ("tokio", "tokio", "#d95f02"),
+              ("switchboard", "switchboard", "#1f6fd1")]
+    conns = [(1, "pp1"), (50, "pp50"), (500, "pp500")]
+    W, H, L, R, T, B = 760, 460, 90, 170, 80, 56
+    pw, ph = W - L - R, H - T - B
+    top = max((max(F.vals(s, c)) for s, _, _ in series for _, c in conns if F.vals(s, c)),
+              default=1)
+    step = nice_step(top / 5)
+    ymax = step * math.ceil(top * 1.08 / step)
+    lx0, lx1 = math.log10(0.6), math.log10(800)
+    x = lambda n: L + (math.log10(n) - lx0) / (lx1 - lx0) * pw  # noqa: E731
+    y = lambda v: T + ph - v / ymax * ph  # noqa: E731
+    e = []
+    e.append(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+             f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">')
+    e.append(f'<rect width="{W}" height="{H}" fill="white"/>')
+    e.append(f'<text x="{L}" y="24" font-size="15" font-weight="bold">TCP ping-pong, 64 B: '
+             'messages per second against connections</text>')
+    m = meta.get("machine", {})
+    reps = meta.get("repeats")
+    e.append(f'<text x="{L}" y="44" fill="#555">median of {reps} interleaved runs (bars: lowest '
+             'and highest run); server on core 0, load generator on core 1</text>')
+    e.append(f'<text x="{L}" y="61" fill="#555">{esc(m.get("cpu_model"))}, {m.get("nproc")} CPUs, '
+             f'kernel {esc(m.get("kernel"))}; {esc(meta.get("started", ""))[:10]}, switchboard '
+             f'{esc(m.get("commit"))}</text>')
+    v = 0.0
+    while v <= ymax + 1e-9:
+        e.append(f'<line x1="{L}" x2="{L + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+                 f'stroke="#e3e3e3"/>')
+        e.append(f'<text x="{L - 8}" y="{y(v) + 4:.1f}" text-anchor="end">{v:,.0f}</text>')
+        v += step
+    for n, _ in conns:
+        e.append(f'<line x1="{x(n):.1f}" x2="{x(n):.1f}" y1="{T}" y2="{T + ph}" stroke="#f0f0f0"/>')
+        e.append(f'<text x="{x(n):.1f}" y="{T + ph + 18}" text-anchor="middle">{n}</text>')
+    e.append(f'<line x1="{L}" x2="{L + pw}" y1="{T + ph}" y2="{T + ph}" stroke="#888"/>')
+    e.append(f'<line x1="{L}" x2="{L}" y1="{T}" y2="{T + ph}" stroke="#888"/>')
+    e.append(f'<text x="{L + pw / 2}" y="{H - 12}" text-anchor="middle">connections '
+             '(log scale)</text>')
+    e.append(f'<text transform="translate(22 {T + ph / 2}) rotate(-90)" text-anchor="middle">'
+             'messages per second (round trips)</text>')
+    for i, (s, label, color) in enumerate(series):
+        dx = (i - 1) * 7  # keep the bars of the three servers apart
+        pts = [(x(n) + dx, F.med(s, c), F.vals(s, c)) for n, c in conns if F.vals(s, c)]
+        if not pts:
+            continue
+        e.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+                 + " ".join(f"{px:.1f},{y(m):.1f}" for px, m, _ in pts) + '"/>')
+        for px, med, vals in pts:
+            e.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{y(min(vals)):.1f}" '
+                     f'y2="{y(max(vals)):.1f}" stroke="{color}" stroke-width="1.5"/>')
+            e.append(f'<circle cx="{px:.1f}" cy="{y(med):.1f}" r="4" fill="{color}">'
+                     f'<title>{label}: {med:,.0f} msgs/s</title></circle>')
+        ly = T + 14 + i * 22
+        e.append(f'<line x1="{L + pw + 18}" x2="{L + pw + 42}" y1="{ly}" y2="{ly}" '
+                 f'stroke="{color}" stroke-width="2"/>')
+        e.append(f'<circle cx="{L + pw + 30}" cy="{ly}" r="4" fill="{color}"/>')
+        e.append(f'<text x="{L + pw + 50}" y="{ly + 4}">{label}</text>')
+    e.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(e) + "\n")
+
+
+def nice_step(raw):
+    mag = 10 ** math.floor(math.log10(raw))
+    for k in (1, 2, 2.5, 5, 10):
+        if raw <= k * mag:
+            return k * mag
+    return 10 * mag
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def minutes(s):
+    if s is None:
+        return "?"
+    return f"{s // 60} min {s % 60:02d} s"
+
+
+def main():
+    results = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results"))
+    cmp, meta = load(results, "compare.json"), load(results, "machine.json")
+    if not cmp or not meta:
+        sys.exit(f"no compare.json/machine.json in {results}: run benches/run.sh")
+    cpu, profile = load(results, "cpu.json") or {}, load(results, "profile.json")
+    F = Figures(cmp)
+    meta["repeats"] = cmp["repeats"]
+    m = meta["machine"]
+    main_rows, summary = main_table(F)
+    bot_rows, bot_missed = bot_table(F)
+    log_rows, log_missed = log_table(F)
+    cpu_rows, bound, unsaturated = cpu_table(cpu) if cpu else ("", [], [])
+    chart(F, meta, os.path.join(HERE, "chart.svg"))
+
+    missed = [s for s, _, _, ok in summary if ok is False]
+    lines = []
+    if missed:
+        lines.append(f"- **Missed** against C epoll / tokio: {', '.join(missed)} (table below).")
+    if bot_missed:
+        lines.append(f"- **Missed** by the bot (bot20 < {BOT_VS_ECHO:.2f}× echo): "
+                     f"{', '.join(bot_missed)}.")
+    if log_missed:
+        lines.append(f"- **Missed** by logging to a rotated file (more than 5 % below /dev/null): "
+                     f"{', '.join(log_missed)}.")
+    if not lines:
+        lines.append("- Every target was met in this run.")
+    if bound:
+        lines.append(f"- The load generator's core (core 1) was ≥ 90 % busy in {', '.join(bound)} "
+                     "(table \"CPU\" below): there the figures are partly the load generator's "
+                     "limit, and ratios near 1.0 say that the servers keep up rather than that "
+                     "they are equally fast. Server CPU per operation is the fairer comparison.")
+    if unsaturated:
+        lines.append(f"- In {', '.join(unsaturated)} neither core was 70 % busy "
+                     "(table \"CPU\" below): the rate is set by the round "
+                     "trips between server and load generator (each waits to be woken by the "
+                     "other), so the server's CPU time per operation says more about its own cost "
+                     "than the rate does.")
+    verdicts = "\n".join(lines)
+
+    rel = os.path.relpath(results, os.path.dirname(HERE))
+    servers = list(cmp["servers"])
+    argv = " ".join(a if " " not in a and "{" not in a else f"'{a}'" for a in cmp["argv"])
+    dirty = " (with uncommitted changes in src/ or handlers/)" if m.get("source_dirty") else ""
+
+    page = f"""# Benchmarks: switchboard against a C epoll server and tokio
+
+<!-- Written by benches/report.py from {rel}/: change the scripts, not this file. -->
+
+One command rebuilds everything, measures, and rewrites this page and `chart.svg`:
+
+```sh
+benches/run.sh
+```
+
+This run took **{minutes(meta.get('total_s'))}** in all (build {minutes((meta.get('total_s') or 0) - meta.get('measure_s', 0)) if meta.get('total_s') else '?'}, measuring {minutes(meta.get('measure_s'))}). `SECS` (seconds per run, default 2)
+and `REPEATS` (default 3) change the length; `BENCH_DIR` points at the shared yardstick
+(default `../shared/bench` beside the repository). It needs gcc, cargo (tokio comes from
+crates.io), python3, taskset, and for the profile valgrind and strace. Only the results of the
+last run are kept here; earlier ones are in git history.
+
+## The run
+
+- **Machine**: {m.get('nproc')} CPUs (`nproc`), {m.get('cpu_model')} (`/proc/cpuinfo`), kernel
+  {m.get('kernel')} {m.get('arch')}, {(m.get('mem_total_kib') or 0) // 1024} MiB; load average {meta['loadavg_before'][0]:.2f} before,
+  {meta.get('loadavg_after', ['?'])[0]} after (a shared machine: only ratios between servers of the same run mean anything).
+- **Measured**: switchboard commit `{m.get('commit')}` ({m.get('commit_subject')}){dirty}, {m.get('rustc')}, on {meta['started']}.
+- **How**: `{os.path.relpath(HERE, os.path.dirname(HERE))}/measure.py` runs the shared `compare.py` once over every scenario and server,
+  interleaved (A B C … A B C …), server pinned to core 0 and load generator to core 1,
+  {cmp['secs']:g} s per run, {cmp['repeats']} runs each (idle10k: 1), and reports medians. The call:
+
+  ```
+  {argv}
+  ```
+
+## Targets
+
+{verdicts}
+
+switchboard is `handlers = ["echo"]`, log_level info, logging to a file
+(`../shared/bench/switchboard-echo.sh`). Ratios are of medians; higher is better, except
+idle10k (KiB per connection, lower is better; the C server keeps no per-connection state in
+user space, so its figure is near 0 and a ratio to it means nothing).
+
+{main_rows}
+
+### A support bot instead of echo
+
+`bot20`: the same listeners with `handlers = ["bye-close", "scripted-reply"]` and 20 regex
+rules (`benches/bot20.toml`, `benches/bot20-rules.toml`), none of which matches what the load
+generator sends, so every message is tested against all 20 and answered by the fallback
+`{{message}}`. TCP uses line framing (the bot's answer is an exact echo only when the daemon
+puts back the `\\n`), so this ratio also includes the cost of line framing over raw.
+
+{bot_rows}
+
+### Logging to a rotated file
+
+`log-rotated` (log_level info, `log_file` in a folder, `log_rotation = "daily"`) against
+`log-devnull` (the same, `log_file = "/dev/null"`): same writer, same format, only where the
+lines go differs. At info a session logs when it opens and closes, so conn8 is where this
+shows; elsewhere the lines are a handful per run.
+
+{log_rows}
+
+## Chart
+
+![TCP ping-pong, messages per second against connections](chart.svg)
+
+`chart.svg` is drawn by `benches/report.py` from the pp1, pp50 and pp500 figures above.
+
+## All figures: medians, with the lowest and highest run against the median
+
+{spread_table(F, servers)}
+
+## CPU
+
+One more run per scenario (not interleaved) for c-epoll, tokio and switchboard, reading the
+CPU time (user + system, all threads) that the server and the load generator used, and how
+busy each of the two cores was as a whole (`/proc/stat`: every process, interrupts and
+softirqs). "Server CPU per op" is the server's own time over the operations of the run. A
+whole core well above its process's share is the kernel's packet work and other processes.
+
+{cpu_rows}
+
+## Profile
+
+Where the time goes, for the tuning of the event loop.
+
+{profile_section(profile)}
+## Files
+
+| file | what |
+| --- | --- |
+| `run.sh` | the one command: builds the yardstick and the release binary, measures, writes this page |
+| `measure.py` | the three passes (compare, CPU, profile); writes `results/` |
+| `report.py` | `results/` → `README.md` and `chart.svg` |
+| `switchboard-server.sh` | the switchboard servers besides the shared echo one: `bot20`, `log-devnull`, `log-rotated` (and `echo` for the profile) |
+| `bot20.toml`, `bot20-rules.toml` | the bot's config and its 20 rules (`switchboard check -c benches/bot20.toml`) |
+| `results/compare.txt` | compare.py's own table; `compare.json`: every run's figure |
+| `results/cpu.json`, `results/profile.json`, `results/strace-*.txt` | the CPU and profile passes, raw |
+| `results/machine.json` | machine, commit, load average, durations |
+"""
+    with open(os.path.join(HERE, "README.md"), "w") as f:
+        f.write(page)
+    print(f"wrote {os.path.join(HERE, 'README.md')} and chart.svg")
+    for scen, sc, tc, ok in summary:
+        s = fmt_num(sc) + " KiB" if scen == "idle10k" else fmt_ratio(sc)
+        t = fmt_num(tc) + " KiB" if scen == "idle10k" else fmt_ratio(tc)
+        print(f"{scen:8} switchboard {s:>10}  tokio {t:>10}  {verdict(ok)}")
+
+
+if __name__ == "__main__":
+    main()
