@@ -43,8 +43,14 @@ def load(results, name):
 
 
 class Figures:
+    """compare.py's figures. A ratio of two servers is the median of the ratios of their runs
+    in the same cycle: runs of one cycle are seconds apart, so a machine that gets busier or
+    quieter during the run (it is shared) moves both sides of each ratio alike."""
+
     def __init__(self, cmp):
         self.raw = cmp["results"]
+        self.repeats = cmp["repeats"]
+        self.unpaired = set()
 
     def vals(self, server, scen):
         return self.raw.get(server, {}).get(scen) or []
@@ -53,14 +59,36 @@ class Figures:
         v = self.vals(server, scen)
         return statistics.median(v) if v else None
 
-    def spread(self, server, scen):
-        """The farthest run from the median, in % of the median."""
-        v, m = self.vals(server, scen), self.med(server, scen)
-        return max(abs(x - m) for x in v) / m * 100 if v and m else None
+    def paired(self, a, b, scen):
+        """The per-cycle ratios, when every run of both servers gave a figure (compare.py
+        leaves failed runs out, which would put the cycles out of step)."""
+        va, vb = self.vals(a, scen), self.vals(b, scen)
+        if len(va) == len(vb) == self.repeats and all(vb):
+            return [x / y for x, y in zip(va, vb)]
+        return None
 
     def ratio(self, a, b, scen):
+        rs = self.paired(a, b, scen)
+        if rs:
+            return statistics.median(rs)
         x, y = self.med(a, scen), self.med(b, scen)
-        return x / y if x is not None and y else None
+        if x is None or not y:
+            return None
+        self.unpaired.add((a, b, scen))
+        return x / y
+
+    def ratio_cell(self, a, b, scen, threshold=None, bold=False):
+        """'0.93× (0.88–0.97)': the ratio and the lowest and highest per-cycle ratio."""
+        r = self.ratio(a, b, scen)
+        text = fmt_ratio(r, threshold)
+        if bold and r is not None:
+            text = f"**{text}**"
+        rs = self.paired(a, b, scen)
+        if rs and len(rs) > 1:
+            text += f" ({min(rs):.2f}–{max(rs):.2f})"
+        elif r is not None:
+            text += " †"
+        return text
 
 
 def fmt_ratio(r, threshold=None):
@@ -110,8 +138,10 @@ def main_table(F):
         if sc is not None:
             ok = sc >= need_c and (need_t is None or (st is not None and st >= need_t))
         rows.append(f"| {scen} | {what} | {fmt_num(F.med('c-epoll', scen))} {unit} "
-                    f"| {fmt_ratio(tc)} | **{fmt_ratio(sc, need_c)}** "
-                    f"| {fmt_ratio(st, need_t)} | {target} | {verdict(ok)} |")
+                    f"| {F.ratio_cell('tokio', 'c-epoll', scen)} "
+                    f"| {F.ratio_cell('switchboard', 'c-epoll', scen, need_c, bold=True)} "
+                    f"| {F.ratio_cell('switchboard', 'tokio', scen, need_t)} | {target} "
+                    f"| {verdict(ok)} |")
         summary.append((scen, sc, tc, ok))
     return "\n".join(rows), summary
 
@@ -130,8 +160,8 @@ def bot_table(F):
         else:
             r = F.ratio("bot20", "switchboard", scen)
             ok = None if r is None else r >= BOT_VS_ECHO
-            rows.append(f"| {scen} | **{fmt_ratio(r, BOT_VS_ECHO)}** "
-                        f"| {fmt_ratio(F.ratio('bot20', 'c-epoll', scen))} "
+            rows.append(f"| {scen} | {F.ratio_cell('bot20', 'switchboard', scen, BOT_VS_ECHO, True)} "
+                        f"| {F.ratio_cell('bot20', 'c-epoll', scen)} "
                         f"| ≥ {BOT_VS_ECHO:.2f}× echo | {verdict(ok)} |")
         if ok is False:
             missed.append(scen)
@@ -139,18 +169,16 @@ def bot_table(F):
 
 
 def log_table(F):
-    rows = ["| scenario | rotated file / /dev/null | target | met? | farthest run from the median: "
-            "/dev/null, rotated |", "| --- | ---: | --- | --- | --- |"]
+    rows = ["| scenario | rotated file / /dev/null | target | met? |", "| --- | ---: | --- | --- |"]
     missed = []
     for scen in SCENARIOS:
         if scen == "idle10k":
             continue
         r = F.ratio("log-rotated", "log-devnull", scen)
         ok = None if r is None else r >= ROTATED_VS_DEVNULL
-        sp = ", ".join("–" if x is None else f"±{x:.0f} %"
-                        for x in (F.spread("log-devnull", scen), F.spread("log-rotated", scen)))
-        rows.append(f"| {scen} | **{fmt_ratio(r, ROTATED_VS_DEVNULL)}** "
-                    f"| ≥ {ROTATED_VS_DEVNULL:.2f}× (at most 5 % below) | {verdict(ok)} | {sp} |")
+        rows.append(f"| {scen} "
+                    f"| {F.ratio_cell('log-rotated', 'log-devnull', scen, ROTATED_VS_DEVNULL, True)} "
+                    f"| ≥ {ROTATED_VS_DEVNULL:.2f}× (at most 5 % below) | {verdict(ok)} |")
         if ok is False:
             missed.append(scen)
     return "\n".join(rows), missed
@@ -178,12 +206,12 @@ def spread_table(F, servers):
 
 def cpu_table(cpu):
     names = ["c-epoll", "tokio", "switchboard"]
-    rows = ["| scenario | server CPU per op, µs: C / tokio / switchboard | switchboard / C "
-            "| core 0, server process / whole core: C · tokio · switchboard "
-            "| core 1, load generator / whole core: C · tokio · switchboard |",
+    rows = ["| scenario | server CPU per op: C / tokio / switchboard | switchboard / C "
+            "| core 0: server process / whole core, C · tokio · switchboard "
+            "| core 1: load generator / whole core, C · tokio · switchboard |",
             "| --- | --- | ---: | --- | --- |"]
     bound, idle = [], []
-    others, irqs = {0: [], 1: []}, {0: [], 1: []}
+    rest = {0: [], 1: []}
     pct = lambda x: "–" if x is None else f"{x * 100:.0f}"  # noqa: E731
     for scen in SCENARIOS:
         d = cpu.get(scen)
@@ -192,37 +220,32 @@ def cpu_table(cpu):
         per = "µs/" + PER_OP[WHAT[scen][1]]
         us = [d.get(n, {}).get("server_us_per_op") for n in names]
         ratio = us[2] / us[0] if us[0] and us[2] else None
-        cells = {0: [], 1: []}
-        whole = {0: [], 1: []}
+        cells, whole = {0: [], 1: []}, {0: [], 1: []}
         for n in names:
             v = d.get(n)
-            if not v:
-                cells[0].append("–")
-                cells[1].append("–")
-                continue
-            for core, own in ((0, v["server_busy"]), (1, v["loadgen_busy"])):
-                c = v.get(f"core{core}")
-                w = c["busy"] if c else None
+            for core, own_key in ((0, "server_busy"), (1, "loadgen_busy")):
+                if not v:
+                    cells[core].append("–")
+                    continue
+                own, w = v.get(own_key), v.get(f"core{core}_busy")
                 whole[core].append(w)
                 cells[core].append(f"{pct(own)}/{pct(w)} %")
-                if c:
-                    others[core].append(max(0.0, c["tasks"] - own))
-                    irqs[core].append(c["irq"])
+                if own is not None and w is not None:
+                    rest[core].append(max(0.0, w - own))
         rows.append(f"| {scen} | " + " / ".join("–" if u is None else f"{u:.2f}" for u in us)
                     + f" {per} | {fmt_ratio(ratio)} | " + " · ".join(cells[0]) + " | "
                     + " · ".join(cells[1]) + " |")
         if any(x is not None and x >= 0.9 for x in whole[1]):
             bound.append(scen)
-        elif all(x is not None and x < 0.7 for x in whole[0] + whole[1]):
+        elif whole[0] and all(x is not None and x < 0.7 for x in whole[0] + whole[1]):
             idle.append(scen)
-    if others[0] and others[1]:
+    if rest[0] and rest[1]:
         rows.append("")
-        rows.append("Averaged over these runs, other processes (the machine is shared, and they "
-                    f"are not pinned) took {statistics.mean(others[0]) * 100:.0f} % of core 0 and "
-                    f"{statistics.mean(others[1]) * 100:.0f} % of core 1, and interrupts and "
-                    f"softirqs (on loopback mostly packet delivery, not charged to any process) "
-                    f"{statistics.mean(irqs[0]) * 100:.0f} % and "
-                    f"{statistics.mean(irqs[1]) * 100:.0f} %, as far as /proc/stat tells.")
+        rows.append("Averaged over these runs, the rest of each core (busy, but not in the "
+                    "measured process: interrupts and softirqs, which on loopback are mostly "
+                    "packet delivery, and other processes, since the machine is shared and they "
+                    f"are not pinned) was {statistics.mean(rest[0]) * 100:.0f} % of core 0 and "
+                    f"{statistics.mean(rest[1]) * 100:.0f} % of core 1.")
     return "\n".join(rows), bound, idle
 
 
@@ -414,12 +437,17 @@ def main():
                      "other), so the server's CPU time per operation says more about its own cost "
                      "than the rate does.")
     verdicts = "\n".join(lines)
+    unpaired_note = ("; † marks a ratio of medians, where a failed run (see "
+                     "`results/compare-stderr.txt`) left the cycles out of step"
+                     if F.unpaired else "")
 
     rel = os.path.relpath(results, os.path.dirname(HERE))
     servers = list(cmp["servers"])
     argv = " ".join(a if " " not in a and "{" not in a else f"'{a}'" for a in cmp["argv"])
     dirty = " (with uncommitted changes in src/ or handlers/)" if m.get("source_dirty") else ""
 
+    total = meta.get("total_s")
+    build = minutes(total - meta.get("measure_s", 0)) if total else "?"
     page = f"""# Benchmarks: switchboard against a C epoll server and tokio
 
 <!-- Written by benches/report.py from {rel}/: change the scripts, not this file. -->
@@ -430,8 +458,11 @@ One command rebuilds everything, measures, and rewrites this page and `chart.svg
 benches/run.sh
 ```
 
-This run took **{minutes(meta.get('total_s'))}** in all (build {minutes((meta.get('total_s') or 0) - meta.get('measure_s', 0)) if meta.get('total_s') else '?'}, measuring {minutes(meta.get('measure_s'))}). `SECS` (seconds per run, default 2)
-and `REPEATS` (default 3) change the length; `BENCH_DIR` points at the shared yardstick
+This run took **{minutes(meta.get('total_s'))}** in all (build {build}, measuring {minutes(meta.get('measure_s'))}; a build from
+scratch adds a few minutes). `SECS` (seconds per run, default 1) and `REPEATS` (cycles,
+default 5) change the length: many short cycles rather than a few long ones, because the
+machine's load drifts, and the median of 5 paired ratios shrugs off 2 disturbed cycles.
+`BENCH_DIR` points at the shared yardstick
 (default `../shared/bench` beside the repository). It needs gcc, cargo (tokio comes from
 crates.io), python3, taskset, and for the profile valgrind and strace. Only the results of the
 last run are kept here; earlier ones are in git history.
@@ -455,9 +486,13 @@ last run are kept here; earlier ones are in git history.
 {verdicts}
 
 switchboard is `handlers = ["echo"]`, log_level info, logging to a file
-(`../shared/bench/switchboard-echo.sh`). Ratios are of medians; higher is better, except
-idle10k (KiB per connection, lower is better; the C server keeps no per-connection state in
-user space, so its figure is near 0 and a ratio to it means nothing).
+(`../shared/bench/switchboard-echo.sh`). compare.py runs the servers in cycles (one run of
+each, in turn) and a ratio here is the median, over the {cmp['repeats']} cycles, of the ratio of the two
+servers' runs in the same cycle; in brackets the lowest and highest of those {cmp['repeats']} ratios
+(runs of one cycle are seconds apart, so a machine that gets busier or quieter during the run
+moves both sides of a ratio alike){unpaired_note}. Higher is better, except idle10k (KiB per
+connection after 10,000 idle connections opened, lower is better; the C server keeps no
+per-connection state in user space, so its figure is near 0 and a ratio to it means nothing).
 
 {main_rows}
 
@@ -493,10 +528,10 @@ shows; elsewhere the lines are a handful per run.
 ## CPU
 
 One more run per scenario (not interleaved) for c-epoll, tokio and switchboard, reading the
-CPU time (user + system, all threads) that the server and the load generator used, and how
-busy each of the two cores was as a whole (`/proc/stat`: every process, interrupts and
-softirqs). "Server CPU per op" is the server's own time over the operations of the run. A
-whole core well above its process's share is the kernel's packet work and other processes.
+CPU time that the server (all its threads, from `/proc/PID/task/*/schedstat`) and the load
+generator (its rusage) used, and how busy each of the two cores was as a whole (1 − its idle
+share in `/proc/stat`). "Server CPU per op" is the server's own time over the operations of
+the run: the figure that tuning the event loop lowers, whatever the rate.
 
 {cpu_rows}
 

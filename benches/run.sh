@@ -5,7 +5,7 @@
 #   benches/run.sh
 #
 # Environment (all optional):
-#   SECS=2 REPEATS=3   seconds per run and runs per server and scenario
+#   SECS=1 REPEATS=5   seconds per run, and runs per server and scenario
 #   BENCH_DIR          the shared yardstick (compare.py, loadgen.c, ...); default ../shared/bench
 #                      beside the repository
 #   BENCH_BIN          where build.sh puts loadgen and the reference servers
@@ -43,6 +43,6 @@ export SWITCHBOARD="$target/release/switchboard"
 export RUN_STARTED="$started"
 
 python3 "$here/measure.py" --bench-dir "$bench_dir" --out "$here/results" \
-    --secs "${SECS:-2}" --repeats "${REPEATS:-3}" ${NO_PROFILE:+--no-profile}
+    --secs "${SECS:-1}" --repeats "${REPEATS:-5}" ${NO_PROFILE:+--no-profile}
 python3 "$here/report.py" "$here/results"
 echo "run.sh: done in $(( $(date +%s) - started )) s; see benches/README.md"
