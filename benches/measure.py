@@ -14,9 +14,10 @@ Three passes, all over 127.0.0.1, server on core 0 and load generator on core 1:
 
 1. compare: the shared compare.py over every scenario and every server below, interleaved
    (A B C ... A B C ...), in one invocation: the figures of the report all come from it.
-2. cpu: one run per scenario for c-epoll, tokio and switchboard, reading the CPU time the
-   server and the load generator used. A load generator near 100 % of its core means the
-   figure is its limit, not the server's; the server's CPU per message is what tuning lowers.
+2. cpu: three interleaved runs per scenario for c-epoll, tokio and switchboard, reading the
+   CPU time the server and the load generator used. A load generator near 100 % of its core
+   means the figure is its limit, not the server's; the server's CPU per message is what
+   tuning lowers.
 3. profile: pp50 under callgrind (user-space instructions per message, by function, with the
    start-up cost taken out by an unloaded run) and pp1/pp50 under `strace -c` (system calls
    per message).
@@ -44,6 +45,8 @@ LOADGEN = os.path.join(BIN, "loadgen")
 PROFILE_SECS = 3
 PROFILE_SCENARIO = "pp50"
 STRACE_SCENARIOS = ["pp1", "pp50"]
+# Cycles of the CPU pass: fewer than compare's, since CPU per operation varies less than rates.
+CPU_REPEATS = 3
 
 
 def servers(bench_dir):
@@ -192,40 +195,42 @@ def core_use(k0, k1, core, wall):
     return min(1.0, max(0.0, 1 - idle / (wall * os.sysconf("SC_CLK_TCK"))))
 
 
-def run_cpu(compare, bench_dir, secs):
+def run_cpu(compare, bench_dir, secs, repeats):
+    """Per scenario and server, a list of runs (cycles interleaved as in compare.py)."""
     srv = dict(servers(bench_dir))
     names = ["c-epoll", "tokio", "switchboard"]
     scens = [s for s in compare.SCENARIOS if compare.SCENARIOS[s][0] != "idle"]
-    out = {}
-    print("cpu: one run per scenario for " + ", ".join(names), flush=True)
+    out = {scen: {name: [] for name in names} for scen in scens}
+    print(f"cpu: {repeats} interleaved runs per scenario for " + ", ".join(names), flush=True)
     for scen in scens:
-        out[scen] = {}
-        for name in names:
-            s = compare.Server(srv[name])
-            try:
-                argv, key = loadgen_argv(compare, scen, s.port, secs)
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                c0, t0, k0 = proc_cpu_s(s.p.pid), time.monotonic(), core_ticks()
-                res = run_loadgen(argv, secs)
-                wall = time.monotonic() - t0
-                c1, k1 = proc_cpu_s(s.p.pid), core_ticks()
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            except Exception as e:  # one failed run leaves a gap, not a failed report
-                print(f"# cpu {name} {scen}: {e}", file=sys.stderr)
-                continue
-            finally:
-                s.stop()
-            lg = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            ops = operations(res)
-            out[scen][name] = {
-                "figure": res[key],
-                "server_busy": (c1 - c0) / wall,
-                "loadgen_busy": lg / wall,
-                "server_us_per_op": (c1 - c0) / ops * 1e6 if ops else None,
-                # Each core as a whole: its process, the kernel's work for it, other processes.
-                "core0_busy": core_use(k0, k1, "cpu0", wall),
-                "core1_busy": core_use(k0, k1, "cpu1", wall),
-            }
+        for _ in range(repeats):
+            for name in names:
+                s = compare.Server(srv[name])
+                try:
+                    argv, key = loadgen_argv(compare, scen, s.port, secs)
+                    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    c0, t0, k0 = proc_cpu_s(s.p.pid), time.monotonic(), core_ticks()
+                    res = run_loadgen(argv, secs)
+                    wall = time.monotonic() - t0
+                    c1, k1 = proc_cpu_s(s.p.pid), core_ticks()
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                except Exception as e:  # a failed run leaves a gap (None), not a failed report
+                    print(f"# cpu {name} {scen}: {e}", file=sys.stderr)
+                    out[scen][name].append(None)
+                    continue
+                finally:
+                    s.stop()
+                lg = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                ops = operations(res)
+                out[scen][name].append({
+                    "figure": res[key],
+                    "server_busy": (c1 - c0) / wall,
+                    "loadgen_busy": lg / wall,
+                    "server_us_per_op": (c1 - c0) / ops * 1e6 if ops else None,
+                    # Each core as a whole: its process, the kernel's work for it, others.
+                    "core0_busy": core_use(k0, k1, "cpu0", wall),
+                    "core1_busy": core_use(k0, k1, "cpu1", wall),
+                })
     return out
 
 
@@ -414,7 +419,7 @@ def main():
     cmp = run_compare(bench_dir, a.secs, a.repeats, a.out)
     with open(os.path.join(a.out, "compare.json"), "w") as f:
         json.dump(cmp, f, indent=1)
-    cpu = run_cpu(compare, bench_dir, a.secs)
+    cpu = run_cpu(compare, bench_dir, a.secs, CPU_REPEATS)
     with open(os.path.join(a.out, "cpu.json"), "w") as f:
         json.dump(cpu, f, indent=1)
     profile = {"scenario": PROFILE_SCENARIO, "secs": PROFILE_SECS}

@@ -204,6 +204,11 @@ def spread_table(F, servers):
     return "\n".join(rows)
 
 
+def cpu_med(runs, key):
+    v = [r[key] for r in runs or [] if r and r.get(key) is not None]
+    return statistics.median(v) if v else None
+
+
 def cpu_table(cpu):
     names = ["c-epoll", "tokio", "switchboard"]
     rows = ["| scenario | server CPU per op: C / tokio / switchboard | switchboard / C "
@@ -213,27 +218,30 @@ def cpu_table(cpu):
     bound, idle = [], []
     rest = {0: [], 1: []}
     pct = lambda x: "–" if x is None else f"{x * 100:.0f}"  # noqa: E731
+    repeats = 0
     for scen in SCENARIOS:
         d = cpu.get(scen)
         if not d:
             continue
+        repeats = max(repeats, *(len(v) for v in d.values()))
         per = "µs/" + PER_OP[WHAT[scen][1]]
-        us = [d.get(n, {}).get("server_us_per_op") for n in names]
-        ratio = us[2] / us[0] if us[0] and us[2] else None
+        us = [cpu_med(d.get(n), "server_us_per_op") for n in names]
+        pairs = [s["server_us_per_op"] / c["server_us_per_op"]
+                 for c, s in zip(d.get("c-epoll", []), d.get("switchboard", []))
+                 if c and s and c.get("server_us_per_op") and s.get("server_us_per_op")]
+        ratio = fmt_ratio(statistics.median(pairs)) if pairs else "–"
+        if len(pairs) > 1:
+            ratio += f" ({min(pairs):.2f}–{max(pairs):.2f})"
         cells, whole = {0: [], 1: []}, {0: [], 1: []}
         for n in names:
-            v = d.get(n)
             for core, own_key in ((0, "server_busy"), (1, "loadgen_busy")):
-                if not v:
-                    cells[core].append("–")
-                    continue
-                own, w = v.get(own_key), v.get(f"core{core}_busy")
+                own, w = cpu_med(d.get(n), own_key), cpu_med(d.get(n), f"core{core}_busy")
                 whole[core].append(w)
                 cells[core].append(f"{pct(own)}/{pct(w)} %")
                 if own is not None and w is not None:
                     rest[core].append(max(0.0, w - own))
         rows.append(f"| {scen} | " + " / ".join("–" if u is None else f"{u:.2f}" for u in us)
-                    + f" {per} | {fmt_ratio(ratio)} | " + " · ".join(cells[0]) + " | "
+                    + f" {per} | {ratio} | " + " · ".join(cells[0]) + " | "
                     + " · ".join(cells[1]) + " |")
         if any(x is not None and x >= 0.9 for x in whole[1]):
             bound.append(scen)
@@ -246,7 +254,7 @@ def cpu_table(cpu):
                     "packet delivery, and other processes, since the machine is shared and they "
                     f"are not pinned) was {statistics.mean(rest[0]) * 100:.0f} % of core 0 and "
                     f"{statistics.mean(rest[1]) * 100:.0f} % of core 1.")
-    return "\n".join(rows), bound, idle
+    return "\n".join(rows), bound, idle, repeats
 
 
 def profile_section(profile):
@@ -318,63 +326,105 @@ def profile_section(profile):
 # --- chart --------------------------------------------------------------------------------------
 
 def chart(F, meta, path):
+    """Left: messages per second, every run (dots) and the medians (lines). Right: the ratio to
+    C epoll, median of the per-cycle ratios (bars: lowest and highest), with the target."""
     series = [("c-epoll", "C epoll", "#444444"), ("tokio", "tokio", "#d95f02"),
               ("switchboard", "switchboard", "#1f6fd1")]
     conns = [(1, "pp1"), (50, "pp50"), (500, "pp500")]
-    W, H, L, R, T, B = 760, 460, 90, 170, 80, 56
-    pw, ph = W - L - R, H - T - B
+    W, H, T, B = 980, 470, 92, 60
+    panels = [(80, 390), (550, 300)]  # (left, width)
+    ph = H - T - B
+    lx0, lx1 = math.log10(0.6), math.log10(800)
+    m = meta.get("machine", {})
+    e = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+         f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         '<text x="20" y="24" font-size="15" font-weight="bold">TCP ping-pong, 64 B, against '
+         'the number of connections</text>',
+         f'<text x="20" y="44" fill="#555">{meta.get("repeats")} cycles of interleaved runs; '
+         'server on core 0, load generator on core 1. The machine is shared and its speed '
+         'drifts: compare within a cycle (right).</text>',
+         f'<text x="20" y="61" fill="#555">{esc(m.get("cpu_model"))}, {m.get("nproc")} CPUs, '
+         f'kernel {esc(m.get("kernel"))}; {esc(meta.get("started", ""))[:10]}, switchboard '
+         f'{esc(m.get("commit"))}; drawn by benches/report.py</text>']
+
+    def axes(left, width, ymin, ymax, step, fmt, title, ylabel):
+        x = lambda n: left + (math.log10(n) - lx0) / (lx1 - lx0) * width  # noqa: E731
+        y = lambda v: T + ph - (v - ymin) / (ymax - ymin) * ph  # noqa: E731
+        e.append(f'<text x="{left}" y="{T - 10}" font-weight="bold">{title}</text>')
+        v = ymin
+        while v <= ymax + 1e-9:
+            e.append(f'<line x1="{left}" x2="{left + width}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+                     'stroke="#e3e3e3"/>')
+            e.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{fmt(v)}</text>')
+            v += step
+        for n, _ in conns:
+            e.append(f'<text x="{x(n):.1f}" y="{T + ph + 18}" text-anchor="middle">{n}</text>')
+        e.append(f'<line x1="{left}" x2="{left + width}" y1="{T + ph}" y2="{T + ph}" '
+                 'stroke="#888"/>')
+        e.append(f'<line x1="{left}" x2="{left}" y1="{T}" y2="{T + ph}" stroke="#888"/>')
+        e.append(f'<text x="{left + width / 2}" y="{T + ph + 38}" text-anchor="middle">'
+                 'connections (log scale)</text>')
+        e.append(f'<text transform="translate({left - 62} {T + ph / 2}) rotate(-90)" '
+                 f'text-anchor="middle">{ylabel}</text>')
+        return x, y
+
+    # Left panel: rates.
+    left, width = panels[0]
     top = max((max(F.vals(s, c)) for s, _, _ in series for _, c in conns if F.vals(s, c)),
               default=1)
     step = nice_step(top / 5)
-    ymax = step * math.ceil(top * 1.08 / step)
-    lx0, lx1 = math.log10(0.6), math.log10(800)
-    x = lambda n: L + (math.log10(n) - lx0) / (lx1 - lx0) * pw  # noqa: E731
-    y = lambda v: T + ph - v / ymax * ph  # noqa: E731
-    e = []
-    e.append(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-             f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">')
-    e.append(f'<rect width="{W}" height="{H}" fill="white"/>')
-    e.append(f'<text x="{L}" y="24" font-size="15" font-weight="bold">TCP ping-pong, 64 B: '
-             'messages per second against connections</text>')
-    m = meta.get("machine", {})
-    reps = meta.get("repeats")
-    e.append(f'<text x="{L}" y="44" fill="#555">median of {reps} interleaved runs (bars: lowest '
-             'and highest run); server on core 0, load generator on core 1</text>')
-    e.append(f'<text x="{L}" y="61" fill="#555">{esc(m.get("cpu_model"))}, {m.get("nproc")} CPUs, '
-             f'kernel {esc(m.get("kernel"))}; {esc(meta.get("started", ""))[:10]}, switchboard '
-             f'{esc(m.get("commit"))}</text>')
-    v = 0.0
-    while v <= ymax + 1e-9:
-        e.append(f'<line x1="{L}" x2="{L + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
-                 f'stroke="#e3e3e3"/>')
-        e.append(f'<text x="{L - 8}" y="{y(v) + 4:.1f}" text-anchor="end">{v:,.0f}</text>')
-        v += step
-    for n, _ in conns:
-        e.append(f'<line x1="{x(n):.1f}" x2="{x(n):.1f}" y1="{T}" y2="{T + ph}" stroke="#f0f0f0"/>')
-        e.append(f'<text x="{x(n):.1f}" y="{T + ph + 18}" text-anchor="middle">{n}</text>')
-    e.append(f'<line x1="{L}" x2="{L + pw}" y1="{T + ph}" y2="{T + ph}" stroke="#888"/>')
-    e.append(f'<line x1="{L}" x2="{L}" y1="{T}" y2="{T + ph}" stroke="#888"/>')
-    e.append(f'<text x="{L + pw / 2}" y="{H - 12}" text-anchor="middle">connections '
-             '(log scale)</text>')
-    e.append(f'<text transform="translate(22 {T + ph / 2}) rotate(-90)" text-anchor="middle">'
-             'messages per second (round trips)</text>')
+    x, y = axes(left, width, 0, step * math.ceil(top * 1.05 / step), step,
+                lambda v: f"{v / 1000:,.0f}k" if v else "0", "messages per second",
+                "round trips per second")
     for i, (s, label, color) in enumerate(series):
-        dx = (i - 1) * 7  # keep the bars of the three servers apart
+        dx = (i - 1) * 8
         pts = [(x(n) + dx, F.med(s, c), F.vals(s, c)) for n, c in conns if F.vals(s, c)]
         if not pts:
             continue
         e.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
-                 + " ".join(f"{px:.1f},{y(m):.1f}" for px, m, _ in pts) + '"/>')
-        for px, med, vals in pts:
-            e.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{y(min(vals)):.1f}" '
-                     f'y2="{y(max(vals)):.1f}" stroke="{color}" stroke-width="1.5"/>')
-            e.append(f'<circle cx="{px:.1f}" cy="{y(med):.1f}" r="4" fill="{color}">'
-                     f'<title>{label}: {med:,.0f} msgs/s</title></circle>')
-        ly = T + 14 + i * 22
-        e.append(f'<line x1="{L + pw + 18}" x2="{L + pw + 42}" y1="{ly}" y2="{ly}" '
-                 f'stroke="{color}" stroke-width="2"/>')
-        e.append(f'<circle cx="{L + pw + 30}" cy="{ly}" r="4" fill="{color}"/>')
-        e.append(f'<text x="{L + pw + 50}" y="{ly + 4}">{label}</text>')
+                 + " ".join(f"{px:.1f},{y(md):.1f}" for px, md, _ in pts) + '"/>')
+        for px, md, vals in pts:
+            for v in vals:
+                e.append(f'<circle cx="{px:.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}" '
+                         'fill-opacity="0.35"/>')
+            e.append(f'<circle cx="{px:.1f}" cy="{y(md):.1f}" r="4.5" fill="{color}">'
+                     f'<title>{label}: median {md:,.0f} msgs/s</title></circle>')
+
+    # Right panel: ratios to C epoll.
+    left, width = panels[1]
+    rs_all = [r for s, _, _ in series[1:] for _, c in conns
+              for r in (F.paired(s, "c-epoll", c) or [F.ratio(s, "c-epoll", c) or 1.0])]
+    ymax = min(2.0, 0.1 * math.ceil(max(rs_all + [1.1]) * 1.02 / 0.1))
+    ymin = max(0.0, 0.1 * math.floor(min(rs_all + [0.9]) * 0.98 / 0.1))
+    x, y = axes(left, width, ymin, ymax, 0.1, lambda v: f"{v:.1f}×", "ratio to C epoll",
+                "median of the per-cycle ratios")
+    need = TARGET_VS_C["pp1"]
+    e.append(f'<line x1="{left}" x2="{left + width}" y1="{y(need):.1f}" y2="{y(need):.1f}" '
+             'stroke="#1f6fd1" stroke-dasharray="5 4"/>')
+    e.append(f'<text x="{left + width - 4}" y="{y(need) + 15:.1f}" text-anchor="end" '
+             f'fill="#1f6fd1">target {need:.2f}×</text>')
+    for i, (s, label, color) in enumerate(series):
+        dx = (i - 1) * 8
+        pts = []
+        for n, c in conns:
+            r, rs = F.ratio(s, "c-epoll", c), F.paired(s, "c-epoll", c)
+            if r is not None:
+                pts.append((x(n) + dx, r, rs or [r]))
+        if not pts:
+            continue
+        e.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+                 + " ".join(f"{px:.1f},{y(min(r, ymax)):.1f}" for px, r, _ in pts) + '"/>')
+        for px, r, rs in pts:
+            e.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{y(min(min(rs), ymax)):.1f}" '
+                     f'y2="{y(min(max(rs), ymax)):.1f}" stroke="{color}" stroke-width="1.5"/>')
+            e.append(f'<circle cx="{px:.1f}" cy="{y(min(r, ymax)):.1f}" r="4.5" fill="{color}">'
+                     f'<title>{label}: {r:.2f}× C</title></circle>')
+    # Legend, right of the panels.
+    for i, (_, label, color) in enumerate(series):
+        ly = T + 10 + i * 22
+        e.append(f'<circle cx="{left + width + 22}" cy="{ly}" r="4.5" fill="{color}"/>')
+        e.append(f'<text x="{left + width + 31}" y="{ly + 4}">{label}</text>')
     e.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(e) + "\n")
@@ -410,7 +460,7 @@ def main():
     main_rows, summary = main_table(F)
     bot_rows, bot_missed = bot_table(F)
     log_rows, log_missed = log_table(F)
-    cpu_rows, bound, unsaturated = cpu_table(cpu) if cpu else ("", [], [])
+    cpu_rows, bound, unsaturated, cpu_repeats = cpu_table(cpu) if cpu else ("", [], [], 0)
     chart(F, meta, os.path.join(HERE, "chart.svg"))
 
     missed = [s for s, _, _, ok in summary if ok is False]
@@ -519,7 +569,9 @@ shows; elsewhere the lines are a handful per run.
 
 ![TCP ping-pong, messages per second against connections](chart.svg)
 
-`chart.svg` is drawn by `benches/report.py` from the pp1, pp50 and pp500 figures above.
+`chart.svg` is drawn by `benches/report.py` from the pp1, pp50 and pp500 figures above: on
+the left every run (dots) and the medians (lines), on the right the ratios to C epoll as in
+the table (bars: lowest and highest per-cycle ratio).
 
 ## All figures: medians, with the lowest and highest run against the median
 
@@ -527,11 +579,12 @@ shows; elsewhere the lines are a handful per run.
 
 ## CPU
 
-One more run per scenario (not interleaved) for c-epoll, tokio and switchboard, reading the
+{cpu_repeats} more interleaved runs per scenario for c-epoll, tokio and switchboard (medians), reading the
 CPU time that the server (all its threads, from `/proc/PID/task/*/schedstat`) and the load
 generator (its rusage) used, and how busy each of the two cores was as a whole (1 − its idle
 share in `/proc/stat`). "Server CPU per op" is the server's own time over the operations of
-the run: the figure that tuning the event loop lowers, whatever the rate.
+the run: the figure that tuning the event loop lowers, whatever the rate; switchboard / C is
+the median of the per-cycle ratios, with their range.
 
 {cpu_rows}
 
