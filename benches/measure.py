@@ -92,6 +92,9 @@ def machine():
         "gcc": (sh("gcc", "--version") or "").splitlines()[0] if sh("gcc", "--version") else None,
         "commit": sh("git", "-C", REPO, "rev-parse", "--short", "HEAD"),
         "commit_subject": sh("git", "-C", REPO, "log", "-1", "--format=%s"),
+        # The last commit that changed what is measured (bench-only commits change nothing).
+        "source_commit": sh("git", "-C", REPO, "log", "-1", "--format=%h %s", "--", "src",
+                            "handlers", "Cargo.toml", "Cargo.lock"),
         # src/ and handlers/ are what is measured: say whether they differ from the commit.
         "source_dirty": bool(sh("git", "-C", REPO, "status", "--porcelain", "--", "src", "handlers",
                                 "Cargo.toml", "Cargo.lock")),
