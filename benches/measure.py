@@ -133,7 +133,7 @@ def run_compare(bench_dir, secs, repeats, out):
     }
 
 
-# --- helpers for the cpu and profile passes ----------------------------------------------------
+# --- shared by the cpu and profile passes ------------------------------------------------------
 
 def compare_module(bench_dir):
     sys.path.insert(0, bench_dir)
