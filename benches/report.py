@@ -1,0 +1,629 @@
+#!/usr/bin/env python3
+"""Turn the figures in a results folder (written by benches/measure.py) into benches/README.md
+and benches/chart.svg. Every number on that page comes from the results; nothing is typed in.
+
+  report.py [RESULTS_DIR]      (default: benches/results)
+"""
+import json
+import math
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SCENARIOS = ["pp1", "pp50", "pp500", "bulk1", "bulk10", "conn8", "udp1", "udp50", "idle10k"]
+WHAT = {
+    "pp1": ("TCP ping-pong 64 B, 1 connection", "msgs/s"),
+    "pp50": ("TCP ping-pong 64 B, 50 connections", "msgs/s"),
+    "pp500": ("TCP ping-pong 64 B, 500 connections", "msgs/s"),
+    "bulk1": ("TCP bulk 16 KiB blocks, 1 connection", "MB/s"),
+    "bulk10": ("TCP bulk 16 KiB blocks, 10 connections", "MB/s"),
+    "conn8": ("connect, echo 16 B, close; 8 at a time", "conns/s"),
+    "udp1": ("UDP 64 B, 1 peer", "dgrams/s"),
+    "udp50": ("UDP 64 B, 50 peers", "dgrams/s"),
+    "idle10k": ("memory per idle TCP connection, 10,000 open", "KiB/conn"),
+}
+PER_OP = {"msgs/s": "msg", "MB/s": "MB", "conns/s": "conn", "dgrams/s": "dgram"}
+# The issue's targets for switchboard (["echo"], log_level info) against C epoll (and tokio).
+TARGET_VS_C = {"pp1": 0.95, "pp50": 0.95, "pp500": 0.95, "bulk1": 0.95, "bulk10": 0.95,
+               "conn8": 0.90, "udp1": 1.00, "udp50": 1.00}
+TARGET_VS_TOKIO = {"pp1": 1.00, "pp50": 1.00, "pp500": 1.00}
+IDLE_KIB = 1.0
+BOT_VS_ECHO = 0.80
+ROTATED_VS_DEVNULL = 0.95
+
+
+def load(results, name):
+    path = os.path.join(results, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+class Figures:
+    """compare.py's figures. A ratio of two servers is the median of the ratios of their runs
+    in the same cycle: runs of one cycle are seconds apart, so a machine that gets busier or
+    quieter during the run (it is shared) moves both sides of each ratio alike."""
+
+    def __init__(self, cmp):
+        self.raw = cmp["results"]
+        self.repeats = cmp["repeats"]
+        self.unpaired = set()
+
+    def vals(self, server, scen):
+        return self.raw.get(server, {}).get(scen) or []
+
+    def med(self, server, scen):
+        v = self.vals(server, scen)
+        return statistics.median(v) if v else None
+
+    def paired(self, a, b, scen):
+        """The per-cycle ratios, when every run of both servers gave a figure (compare.py
+        leaves failed runs out, which would put the cycles out of step)."""
+        va, vb = self.vals(a, scen), self.vals(b, scen)
+        if len(va) == len(vb) == self.repeats and all(vb):
+            return [x / y for x, y in zip(va, vb)]
+        return None
+
+    def ratio(self, a, b, scen):
+        rs = self.paired(a, b, scen)
+        if rs:
+            return statistics.median(rs)
+        x, y = self.med(a, scen), self.med(b, scen)
+        if x is None or not y:
+            return None
+        self.unpaired.add((a, b, scen))
+        return x / y
+
+    def ratio_cell(self, a, b, scen, threshold=None, bold=False):
+        """'0.93× (0.88–0.97)': the ratio and the lowest and highest per-cycle ratio."""
+        r = self.ratio(a, b, scen)
+        text = fmt_ratio(r, threshold)
+        if bold and r is not None:
+            text = f"**{text}**"
+        rs = self.paired(a, b, scen)
+        if rs and len(rs) > 1:
+            text += f" ({min(rs):.2f}–{max(rs):.2f})"
+        elif r is not None:
+            text += " †"
+        return text
+
+
+def fmt_ratio(r, threshold=None):
+    """Two decimals, or three when two would round a miss up to the threshold."""
+    if r is None:
+        return "–"
+    s = f"{r:.2f}"
+    if threshold is not None and r < threshold and float(s) >= threshold:
+        s = f"{r:.3f}"
+    return s + "×"
+
+
+def fmt_num(x):
+    if x is None:
+        return "–"
+    if x >= 1000:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def verdict(ok):
+    return "–" if ok is None else ("met" if ok else "**MISSED**")
+
+
+def main_table(F):
+    rows = ["| scenario | what | C epoll, median | tokio / C | switchboard / C | switchboard / tokio "
+            "| target | met? |",
+            "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    summary = []
+    for scen in SCENARIOS:
+        what, unit = WHAT[scen]
+        if scen == "idle10k":
+            c, t, s = (F.med(n, scen) for n in ("c-epoll", "tokio", "switchboard"))
+            ok = None if s is None else s <= IDLE_KIB
+            rows.append(f"| {scen} | {what} | {fmt_num(c)} KiB | tokio {fmt_num(t)} KiB "
+                        f"| switchboard **{fmt_num(s)} KiB** | | ≤ {IDLE_KIB:g} KiB per connection "
+                        f"| {verdict(ok)} |")
+            summary.append((scen, s, t, ok, f"{fmt_num(s)} KiB per connection"))
+            continue
+        sc, tc = F.ratio("switchboard", "c-epoll", scen), F.ratio("tokio", "c-epoll", scen)
+        st = F.ratio("switchboard", "tokio", scen)
+        need_c, need_t = TARGET_VS_C[scen], TARGET_VS_TOKIO.get(scen)
+        target = f"≥ {need_c:.2f}× C" + (" and ≥ tokio" if need_t else "")
+        ok, why = None, []
+        if sc is not None:
+            ok = sc >= need_c and (need_t is None or (st is not None and st >= need_t))
+            if sc < need_c:
+                why.append(f"switchboard / C {fmt_ratio(sc, need_c)} < {need_c:.2f}×")
+            if need_t is not None and st is not None and st < need_t:
+                why.append(f"switchboard / tokio {fmt_ratio(st, need_t)} < {need_t:.2f}×")
+        rows.append(f"| {scen} | {what} | {fmt_num(F.med('c-epoll', scen))} {unit} "
+                    f"| {F.ratio_cell('tokio', 'c-epoll', scen)} "
+                    f"| {F.ratio_cell('switchboard', 'c-epoll', scen, need_c, bold=True)} "
+                    f"| {F.ratio_cell('switchboard', 'tokio', scen, need_t)} | {target} "
+                    f"| {verdict(ok)} |")
+        summary.append((scen, sc, tc, ok, "; ".join(why)))
+    return "\n".join(rows), summary
+
+
+def bot_table(F):
+    rows = ["| scenario | bot20 / echo | bot20 / C | target | met? |",
+            "| --- | ---: | ---: | --- | --- |"]
+    missed = []
+    for scen in SCENARIOS:
+        if scen == "idle10k":
+            b = F.med("bot20", scen)
+            ok = None if b is None else b <= IDLE_KIB
+            rows.append(f"| {scen} | {fmt_num(b)} KiB per connection (echo "
+                        f"{fmt_num(F.med('switchboard', scen))}) | | ≤ {IDLE_KIB:g} KiB "
+                        f"| {verdict(ok)} |")
+        else:
+            r = F.ratio("bot20", "switchboard", scen)
+            ok = None if r is None else r >= BOT_VS_ECHO
+            rows.append(f"| {scen} | {F.ratio_cell('bot20', 'switchboard', scen, BOT_VS_ECHO, True)} "
+                        f"| {F.ratio_cell('bot20', 'c-epoll', scen)} "
+                        f"| ≥ {BOT_VS_ECHO:.2f}× echo | {verdict(ok)} |")
+        if ok is False:
+            missed.append(f"{scen} ({fmt_ratio(F.ratio('bot20', 'switchboard', scen), BOT_VS_ECHO)})"
+                          if scen != "idle10k" else f"{scen} ({fmt_num(F.med('bot20', scen))} KiB)")
+    return "\n".join(rows), missed
+
+
+def log_table(F):
+    rows = ["| scenario | rotated file / /dev/null | target | met? |", "| --- | ---: | --- | --- |"]
+    missed = []
+    for scen in SCENARIOS:
+        if scen == "idle10k":
+            continue
+        r = F.ratio("log-rotated", "log-devnull", scen)
+        ok = None if r is None else r >= ROTATED_VS_DEVNULL
+        rows.append(f"| {scen} "
+                    f"| {F.ratio_cell('log-rotated', 'log-devnull', scen, ROTATED_VS_DEVNULL, True)} "
+                    f"| ≥ {ROTATED_VS_DEVNULL:.2f}× (at most 5 % below) | {verdict(ok)} |")
+        if ok is False:
+            missed.append(f"{scen} ({fmt_ratio(r, ROTATED_VS_DEVNULL)})")
+    return "\n".join(rows), missed
+
+
+def spread_table(F, servers):
+    head = "| scenario | unit | " + " | ".join(servers) + " |"
+    rows = [head, "| --- | --- |" + " ---: |" * len(servers)]
+    for scen in SCENARIOS:
+        cells = []
+        for s in servers:
+            v = F.vals(s, scen)
+            if not v:
+                cells.append("–")
+                continue
+            m = statistics.median(v)
+            if len(v) > 1 and m:
+                lo, hi = (min(v) - m) / m * 100, (max(v) - m) / m * 100
+                cells.append(f"{fmt_num(m)} ({lo:+.0f}/{hi:+.0f} %)")
+            else:
+                cells.append(fmt_num(m))
+        rows.append(f"| {scen} | {WHAT[scen][1]} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def cpu_med(runs, key):
+    v = [r[key] for r in runs or [] if r and r.get(key) is not None]
+    return statistics.median(v) if v else None
+
+
+def cpu_table(cpu):
+    names = ["c-epoll", "tokio", "switchboard"]
+    rows = ["| scenario | server CPU per op: C / tokio / switchboard | switchboard / C "
+            "| core 0: server process / whole core, C · tokio · switchboard "
+            "| core 1: load generator / whole core, C · tokio · switchboard |",
+            "| --- | --- | ---: | --- | --- |"]
+    bound, idle = [], []
+    rest = {0: [], 1: []}
+    pct = lambda x: "–" if x is None else f"{x * 100:.0f}"  # noqa: E731
+    repeats = 0
+    for scen in SCENARIOS:
+        d = cpu.get(scen)
+        if not d:
+            continue
+        repeats = max(repeats, *(len(v) for v in d.values()))
+        per = "µs/" + PER_OP[WHAT[scen][1]]
+        us = [cpu_med(d.get(n), "server_us_per_op") for n in names]
+        pairs = [s["server_us_per_op"] / c["server_us_per_op"]
+                 for c, s in zip(d.get("c-epoll", []), d.get("switchboard", []))
+                 if c and s and c.get("server_us_per_op") and s.get("server_us_per_op")]
+        ratio = fmt_ratio(statistics.median(pairs)) if pairs else "–"
+        if len(pairs) > 1:
+            ratio += f" ({min(pairs):.2f}–{max(pairs):.2f})"
+        cells, whole = {0: [], 1: []}, {0: [], 1: []}
+        for n in names:
+            for core, own_key in ((0, "server_busy"), (1, "loadgen_busy")):
+                own, w = cpu_med(d.get(n), own_key), cpu_med(d.get(n), f"core{core}_busy")
+                whole[core].append(w)
+                cells[core].append(f"{pct(own)}/{pct(w)} %")
+                if own is not None and w is not None:
+                    rest[core].append(max(0.0, w - own))
+        rows.append(f"| {scen} | " + " / ".join("–" if u is None else f"{u:.2f}" for u in us)
+                    + f" {per} | {ratio} | " + " · ".join(cells[0]) + " | "
+                    + " · ".join(cells[1]) + " |")
+        if any(x is not None and x >= 0.9 for x in whole[1]):
+            bound.append(scen)
+        elif whole[0] and all(x is not None and x < 0.7 for x in whole[0] + whole[1]):
+            idle.append(scen)
+    if rest[0] and rest[1]:
+        rows.append("")
+        rows.append("Averaged over these runs, the rest of each core (busy, but not in the "
+                    "measured process: interrupts and softirqs, which on loopback are mostly "
+                    "packet delivery, and other processes, since the machine is shared and they "
+                    f"are not pinned) was {statistics.mean(rest[0]) * 100:.0f} % of core 0 and "
+                    f"{statistics.mean(rest[1]) * 100:.0f} % of core 1.")
+    return "\n".join(rows), bound, idle, repeats
+
+
+def profile_section(profile):
+    if not profile or "skipped" in profile:
+        why = profile.get("skipped") if profile else "no profile.json"
+        return f"Not measured in this run ({why}).\n"
+    out = []
+    cg = profile.get("callgrind", {})
+    scen = profile["scenario"]
+    if cg:
+        out.append(f"User-space instructions per echoed message, {scen} "
+                   f"({WHAT[scen][0]}, {profile['secs']} s of load under `valgrind --tool=callgrind`, "
+                   "minus an unloaded run of the same server so that start-up is not counted):\n")
+        out.append("| server | instructions per message | / C |")
+        out.append("| --- | ---: | ---: |")
+        c = cg.get("c-epoll", {}).get("ir_per_msg")
+        for name in ("c-epoll", "tokio", "switchboard", "bot20"):
+            if name in cg:
+                ir = cg[name]["ir_per_msg"]
+                out.append(f"| {name} | {ir:,.0f} | {fmt_ratio(ir / c) if c else '–'} |")
+        out.append("")
+        for name, title in (("switchboard", "switchboard (echo)"), ("bot20", "bot20")):
+            if name not in cg:
+                continue
+            total = cg[name]["ir_per_msg"]
+            out.append(f"Top 10 functions of {title} by instructions per message (self cost; "
+                       "inlined code counts for the function it was inlined into):\n")
+            out.append("| # | instructions / msg | share | function | source |")
+            out.append("| ---: | ---: | ---: | --- | --- |")
+            for i, t in enumerate(cg[name]["top"][:10], 1):
+                fn = t["function"].replace("|", "\\|")
+                if len(fn) > 110:
+                    fn = fn[:107] + "..."
+                out.append(f"| {i} | {t['ir_per_msg']:.1f} | {t['ir_per_msg'] / total * 100:.1f} % "
+                           f"| `{fn}` | {t['file']} |")
+            out.append("")
+        fns = {t["function"] for t in cg.get("switchboard", {}).get("top", [])}
+        cancel = [t["ir_per_msg"] for t in cg.get("switchboard", {}).get("top", [])
+                  if "asynccancel" in t["function"]]
+        if cancel:
+            out.append(f"- `__pthread_enable_asynccancel`/`__pthread_disable_asynccancel` "
+                       f"({sum(cancel):.0f} instructions per message together): glibc takes the "
+                       "cancellation-point path around `recv`/`send` once a process has a "
+                       "second thread, and the log file's non-blocking writer is that thread. "
+                       "The C server, single-threaded, calls the same system calls without it.")
+        if "recv" in fns or "send" in fns:
+            out.append("- mio's `TcpStream` reads and writes through `recv`/`send`; the C "
+                       "server through `read`/`write`.")
+        if out[-1].startswith("- "):
+            out.append("")
+    st = profile.get("strace", {})
+    if st:
+        out.append("System calls per message under `strace -f -c` (2 s of load; strace slows "
+                   "every call alike, so compare the servers, not the rates):\n")
+        for scen, d in st.items():
+            out.append(f"{scen}:\n")
+            out.append("| server | system calls per message |")
+            out.append("| --- | --- |")
+            for name, v in d.items():
+                calls = ", ".join(
+                    f"{k} {c['calls']:.2f}" + (f" ({c['errors']:.2f} failed)" if c["errors"] >= 0.01 else "")
+                    for k, c in v["per_msg"].items())
+                total = sum(c["calls"] for c in v["per_msg"].values())
+                out.append(f"| {name} | **{total:.2f}**: {calls} |")
+            out.append("")
+    return "\n".join(out)
+
+
+# --- chart --------------------------------------------------------------------------------------
+
+def chart(F, meta, path):
+    """Left: messages per second, every run (dots) and the medians (lines). Right: the ratio to
+    C epoll, median of the per-cycle ratios (bars: lowest and highest), with the target."""
+    series = [("c-epoll", "C epoll", "#444444"), ("tokio", "tokio", "#d95f02"),
+              ("switchboard", "switchboard", "#1f6fd1")]
+    conns = [(1, "pp1"), (50, "pp50"), (500, "pp500")]
+    W, H, T, B = 980, 470, 92, 60
+    panels = [(80, 390), (550, 300)]  # (left, width)
+    ph = H - T - B
+    lx0, lx1 = math.log10(0.6), math.log10(800)
+    m = meta.get("machine", {})
+    e = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+         f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         '<text x="20" y="24" font-size="15" font-weight="bold">TCP ping-pong, 64 B, against '
+         'the number of connections</text>',
+         f'<text x="20" y="44" fill="#555">{meta.get("repeats")} cycles of interleaved runs; '
+         'server on core 0, load generator on core 1. The machine is shared and its speed '
+         'drifts: compare within a cycle (right).</text>',
+         f'<text x="20" y="61" fill="#555">{esc(m.get("cpu_model"))}, {m.get("nproc")} CPUs, '
+         f'kernel {esc(m.get("kernel"))}; {esc(meta.get("started", ""))[:10]}, switchboard '
+         f'{esc(m.get("commit"))}; drawn by benches/report.py</text>']
+
+    def axes(left, width, ymin, ymax, step, fmt, title, ylabel):
+        x = lambda n: left + (math.log10(n) - lx0) / (lx1 - lx0) * width  # noqa: E731
+        y = lambda v: T + ph - (v - ymin) / (ymax - ymin) * ph  # noqa: E731
+        e.append(f'<text x="{left}" y="{T - 10}" font-weight="bold">{title}</text>')
+        v = ymin
+        while v <= ymax + 1e-9:
+            e.append(f'<line x1="{left}" x2="{left + width}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+                     'stroke="#e3e3e3"/>')
+            e.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{fmt(v)}</text>')
+            v += step
+        for n, _ in conns:
+            e.append(f'<text x="{x(n):.1f}" y="{T + ph + 18}" text-anchor="middle">{n}</text>')
+        e.append(f'<line x1="{left}" x2="{left + width}" y1="{T + ph}" y2="{T + ph}" '
+                 'stroke="#888"/>')
+        e.append(f'<line x1="{left}" x2="{left}" y1="{T}" y2="{T + ph}" stroke="#888"/>')
+        e.append(f'<text x="{left + width / 2}" y="{T + ph + 38}" text-anchor="middle">'
+                 'connections (log scale)</text>')
+        e.append(f'<text transform="translate({left - 62} {T + ph / 2}) rotate(-90)" '
+                 f'text-anchor="middle">{ylabel}</text>')
+        return x, y
+
+    # Left panel: rates.
+    left, width = panels[0]
+    top = max((max(F.vals(s, c)) for s, _, _ in series for _, c in conns if F.vals(s, c)),
+              default=1)
+    step = nice_step(top / 5)
+    x, y = axes(left, width, 0, step * math.ceil(top * 1.05 / step), step,
+                lambda v: f"{v / 1000:,.0f}k" if v else "0", "messages per second",
+                "round trips per second")
+    for i, (s, label, color) in enumerate(series):
+        dx = (i - 1) * 8
+        pts = [(x(n) + dx, F.med(s, c), F.vals(s, c)) for n, c in conns if F.vals(s, c)]
+        if not pts:
+            continue
+        e.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+                 + " ".join(f"{px:.1f},{y(md):.1f}" for px, md, _ in pts) + '"/>')
+        for px, md, vals in pts:
+            for v in vals:
+                e.append(f'<circle cx="{px:.1f}" cy="{y(v):.1f}" r="2.5" fill="{color}" '
+                         'fill-opacity="0.35"/>')
+            e.append(f'<circle cx="{px:.1f}" cy="{y(md):.1f}" r="4.5" fill="{color}">'
+                     f'<title>{label}: median {md:,.0f} msgs/s</title></circle>')
+
+    # Right panel: ratios to C epoll.
+    left, width = panels[1]
+    rs_all = [r for s, _, _ in series[1:] for _, c in conns
+              for r in (F.paired(s, "c-epoll", c) or [F.ratio(s, "c-epoll", c) or 1.0])]
+    ymax = min(2.0, 0.1 * math.ceil(max(rs_all + [1.1]) * 1.02 / 0.1))
+    ymin = max(0.0, 0.1 * math.floor(min(rs_all + [0.9]) * 0.98 / 0.1))
+    x, y = axes(left, width, ymin, ymax, 0.1, lambda v: f"{v:.1f}×", "ratio to C epoll",
+                "median of the per-cycle ratios")
+    need = TARGET_VS_C["pp1"]
+    e.append(f'<line x1="{left}" x2="{left + width}" y1="{y(need):.1f}" y2="{y(need):.1f}" '
+             'stroke="#1f6fd1" stroke-dasharray="5 4"/>')
+    e.append(f'<text x="{left + width - 4}" y="{y(need) + 15:.1f}" text-anchor="end" '
+             f'fill="#1f6fd1">target {need:.2f}×</text>')
+    for i, (s, label, color) in enumerate(series):
+        dx = (i - 1) * 8
+        pts = []
+        for n, c in conns:
+            r, rs = F.ratio(s, "c-epoll", c), F.paired(s, "c-epoll", c)
+            if r is not None:
+                pts.append((x(n) + dx, r, rs or [r]))
+        if not pts:
+            continue
+        e.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+                 + " ".join(f"{px:.1f},{y(min(r, ymax)):.1f}" for px, r, _ in pts) + '"/>')
+        for px, r, rs in pts:
+            e.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{y(min(min(rs), ymax)):.1f}" '
+                     f'y2="{y(min(max(rs), ymax)):.1f}" stroke="{color}" stroke-width="1.5"/>')
+            e.append(f'<circle cx="{px:.1f}" cy="{y(min(r, ymax)):.1f}" r="4.5" fill="{color}">'
+                     f'<title>{label}: {r:.2f}× C</title></circle>')
+    # Legend, right of the panels.
+    for i, (_, label, color) in enumerate(series):
+        ly = T + 10 + i * 22
+        e.append(f'<circle cx="{left + width + 22}" cy="{ly}" r="4.5" fill="{color}"/>')
+        e.append(f'<text x="{left + width + 31}" y="{ly + 4}">{label}</text>')
+    e.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(e) + "\n")
+
+
+def nice_step(raw):
+    mag = 10 ** math.floor(math.log10(raw))
+    for k in (1, 2, 2.5, 5, 10):
+        if raw <= k * mag:
+            return k * mag
+    return 10 * mag
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def minutes(s):
+    if s is None:
+        return "?"
+    return f"{s // 60} min {s % 60:02d} s"
+
+
+def main():
+    results = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results"))
+    cmp, meta = load(results, "compare.json"), load(results, "machine.json")
+    if not cmp or not meta:
+        sys.exit(f"no compare.json/machine.json in {results}: run benches/run.sh")
+    cpu, profile = load(results, "cpu.json") or {}, load(results, "profile.json")
+    F = Figures(cmp)
+    meta["repeats"] = cmp["repeats"]
+    m = meta["machine"]
+    main_rows, summary = main_table(F)
+    bot_rows, bot_missed = bot_table(F)
+    log_rows, log_missed = log_table(F)
+    cpu_rows, bound, unsaturated, cpu_repeats = cpu_table(cpu) if cpu else ("", [], [], 0)
+    chart(F, meta, os.path.join(HERE, "chart.svg"))
+
+    missed = [f"{s} ({why})" for s, _, _, ok, why in summary if ok is False]
+    lines = []
+    if missed:
+        lines.append(f"- **Missed** against C epoll / tokio: {', '.join(missed)}.")
+    if bot_missed:
+        bulk = " The bulk scenarios send 16 KiB lines: the rules that are not anchored scan " \
+               "every byte of every line, so the bot's cost grows with the length of a " \
+               "message where echo's hardly does." if any(m.startswith("bulk") for m in bot_missed) else ""
+        lines.append(f"- **Missed** by the bot (bot20 < {BOT_VS_ECHO:.2f}× echo): "
+                     f"{', '.join(bot_missed)}.{bulk}")
+    if log_missed:
+        lines.append(f"- **Missed** by logging to a rotated file (more than 5 % below /dev/null): "
+                     f"{', '.join(log_missed)}.")
+    if not lines:
+        lines.append("- Every target was met in this run.")
+    if bound:
+        lines.append(f"- The load generator's core (core 1) was ≥ 90 % busy in {', '.join(bound)} "
+                     "(table \"CPU\" below): there the figures are partly the load generator's "
+                     "limit, and ratios near 1.0 say that the servers keep up rather than that "
+                     "they are equally fast. Server CPU per operation is the fairer comparison.")
+    if unsaturated:
+        lines.append(f"- In {', '.join(unsaturated)} neither core was 70 % busy "
+                     "(table \"CPU\" below): the rate is set by the round "
+                     "trips between server and load generator (each waits to be woken by the "
+                     "other), so the server's CPU time per operation says more about its own cost "
+                     "than the rate does.")
+    verdicts = "\n".join(lines)
+    unpaired_note = ("; † marks a ratio of medians, where a failed run (see "
+                     "`results/compare-stderr.txt`) left the cycles out of step"
+                     if F.unpaired else "")
+
+    rel = os.path.relpath(results, os.path.dirname(HERE))
+    servers = list(cmp["servers"])
+    argv = " ".join(a if " " not in a and "{" not in a else f"'{a}'" for a in cmp["argv"])
+    dirty = " (with uncommitted changes in src/ or handlers/)" if m.get("source_dirty") else ""
+    source = (f"; src/ and handlers/ as of `{m['source_commit'].split(' ', 1)[0]}` "
+              f"({m['source_commit'].split(' ', 1)[-1]})" if m.get("source_commit") else "")
+
+    total = meta.get("total_s")
+    build = minutes(total - meta.get("measure_s", 0)) if total else "?"
+    page = f"""# Benchmarks: switchboard against a C epoll server and tokio
+
+<!-- Written by benches/report.py from {rel}/: change the scripts, not this file. -->
+
+One command rebuilds everything, measures, and rewrites this page and `chart.svg`:
+
+```sh
+benches/run.sh
+```
+
+This run took **{minutes(meta.get('total_s'))}** in all (build {build}, measuring {minutes(meta.get('measure_s'))}; a build from
+scratch adds a few minutes). `SECS` (seconds per run, default 1) and `REPEATS` (cycles,
+default 5) change the length: many short cycles rather than a few long ones, because the
+machine's load drifts, and the median of 5 paired ratios shrugs off 2 disturbed cycles.
+`BENCH_DIR` points at the shared yardstick
+(default `../shared/bench` beside the repository). It needs gcc, cargo (tokio comes from
+crates.io), python3, taskset, and for the profile valgrind and strace. Only the results of the
+last run are kept here; earlier ones are in git history.
+
+## The run
+
+- **Machine**: {m.get('nproc')} CPUs (`nproc`), {m.get('cpu_model')} (`/proc/cpuinfo`), kernel
+  {m.get('kernel')} {m.get('arch')}, {(m.get('mem_total_kib') or 0) // 1024} MiB; load average {meta['loadavg_before'][0]:.2f} before,
+  {meta.get('loadavg_after', ['?'])[0]} after (a shared machine: only ratios between servers of the same run mean anything).
+- **Measured**: switchboard commit `{m.get('commit')}` ({m.get('commit_subject')}){dirty}{source}, {m.get('rustc')}, on {meta['started']}.
+- **How**: `{os.path.relpath(HERE, os.path.dirname(HERE))}/measure.py` runs the shared `compare.py` once over every scenario and server,
+  interleaved (A B C … A B C …), server pinned to core 0 and load generator to core 1,
+  {cmp['secs']:g} s per run, {cmp['repeats']} runs each (idle10k: 1), and reports medians. The call:
+
+  ```
+  {argv}
+  ```
+
+## Targets
+
+{verdicts}
+
+switchboard is `handlers = ["echo"]`, log_level info, logging to a file
+(`../shared/bench/switchboard-echo.sh`). compare.py runs the servers in cycles (one run of
+each, in turn) and a ratio here is the median, over the {cmp['repeats']} cycles, of the ratio of the two
+servers' runs in the same cycle; in brackets the lowest and highest of those {cmp['repeats']} ratios
+(runs of one cycle are seconds apart, so a machine that gets busier or quieter during the run
+moves both sides of a ratio alike){unpaired_note}. Higher is better, except idle10k (KiB per
+connection after 10,000 idle connections opened, lower is better; the C server keeps no
+per-connection state in user space, so its figure is near 0 and a ratio to it means nothing).
+
+{main_rows}
+
+### A support bot instead of echo
+
+`bot20`: the same listeners with `handlers = ["bye-close", "scripted-reply"]` and 20 regex
+rules (`benches/bot20.toml`, `benches/bot20-rules.toml`), none of which matches what the load
+generator sends, so every message is tested against all 20 and answered by the fallback
+`{{message}}`. TCP uses line framing (the bot's answer is an exact echo only when the daemon
+puts back the `\\n`), so this ratio also includes the cost of line framing over raw.
+
+{bot_rows}
+
+### Logging to a rotated file
+
+`log-rotated` (log_level info, `log_file` in a folder, `log_rotation = "daily"`) against
+`log-devnull` (the same, `log_file = "/dev/null"`): same writer, same format, only where the
+lines go differs. At info a session logs when it opens and closes, so conn8 is where this
+shows; elsewhere the lines are a handful per run.
+
+{log_rows}
+
+## Chart
+
+![TCP ping-pong, messages per second against connections](chart.svg)
+
+`chart.svg` is drawn by `benches/report.py` from the pp1, pp50 and pp500 figures above: on
+the left every run (dots) and the medians (lines), on the right the ratios to C epoll as in
+the table (bars: lowest and highest per-cycle ratio).
+
+## All figures: medians, with the lowest and highest run against the median
+
+{spread_table(F, servers)}
+
+## CPU
+
+{cpu_repeats} more interleaved runs per scenario for c-epoll, tokio and switchboard (medians), reading the
+CPU time that the server (all its threads, from `/proc/PID/task/*/schedstat`) and the load
+generator (its rusage) used, and how busy each of the two cores was as a whole (1 − its idle
+share in `/proc/stat`). "Server CPU per op" is the server's own time over the operations of
+the run: the figure that tuning the event loop lowers, whatever the rate; switchboard / C is
+the median of the per-cycle ratios, with their range.
+
+{cpu_rows}
+
+## Profile
+
+Where the time goes, for the tuning of the event loop.
+
+{profile_section(profile)}
+## Files
+
+| file | what |
+| --- | --- |
+| `run.sh` | the one command: builds the yardstick and the release binary, measures, writes this page |
+| `measure.py` | the three passes (compare, CPU, profile); writes `results/` |
+| `report.py` | `results/` → `README.md` and `chart.svg` |
+| `switchboard-server.sh` | the switchboard servers besides the shared echo one: `bot20`, `log-devnull`, `log-rotated` (and `echo` for the profile) |
+| `bot20.toml`, `bot20-rules.toml` | the bot's config and its 20 rules (`switchboard check -c benches/bot20.toml`) |
+| `results/compare.txt` | compare.py's own table; `compare.json`: every run's figure |
+| `results/cpu.json`, `results/profile.json`, `results/strace-*.txt` | the CPU and profile passes, raw |
+| `results/machine.json` | machine, commit, load average, durations |
+"""
+    with open(os.path.join(HERE, "README.md"), "w") as f:
+        f.write(page)
+    print(f"wrote {os.path.join(HERE, 'README.md')} and chart.svg")
+    for scen, sc, tc, ok, _ in summary:
+        s = fmt_num(sc) + " KiB" if scen == "idle10k" else fmt_ratio(sc)
+        t = fmt_num(tc) + " KiB" if scen == "idle10k" else fmt_ratio(tc)
+        print(f"{scen:8} switchboard {s:>10}  tokio {t:>10}  {verdict(ok)}")
+
+
+if __name__ == "__main__":
+    main()
