@@ -435,3 +435,16 @@ fn five_thousand_connections_leave_no_descriptor_behind() {
     );
     eprintln!("5000 connections in {:?}", start.elapsed());
 }
+
+/// The default `max_per_ip` (256) spares loopback peers: a local load tool or proxy is one
+/// address for many clients. A value written in the config holds for them too (above).
+#[test]
+fn default_max_per_ip_spares_loopback_peers() {
+    let d = Daemon::start(&tcp_listener("t", ECHO, ""));
+    let addr = d.addr("t");
+    let mut clients: Vec<TcpStream> = (0..300).map(|_| connect(addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let m = format!("{i:03}");
+        assert_eq!(ask(c, &m), m);
+    }
+}

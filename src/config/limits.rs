@@ -64,6 +64,10 @@ pub struct Limits {
     pub max_connections: Option<usize>,
     /// Most sessions open at once from one address; `None` for no limit.
     pub max_per_ip: Option<usize>,
+    /// Whether `max_per_ip` also holds for loopback peers: the default does not (a local
+    /// load tool or proxy is one address for many clients); a value written in the config
+    /// holds for every peer.
+    pub max_per_ip_loopback: bool,
     /// New sessions per second; `None` (the default) for no limit.
     pub accept_rate: Option<Rate>,
     /// TCP: written to a connection refused for a limit before it is closed.
@@ -90,6 +94,7 @@ impl Default for Limits {
             acl: Acl::default(),
             max_connections: Some(DEFAULT_MAX_CONNECTIONS),
             max_per_ip: Some(DEFAULT_MAX_PER_IP),
+            max_per_ip_loopback: false,
             accept_rate: None,
             busy_message: None,
             too_long_reply: None,
@@ -140,6 +145,7 @@ impl Validator<'_> {
         limits.acl = acl;
         limits.max_connections = count(&l.max_connections, DEFAULT_MAX_CONNECTIONS);
         limits.max_per_ip = count(&l.max_per_ip, DEFAULT_MAX_PER_IP);
+        limits.max_per_ip_loopback = l.max_per_ip.is_some();
         limits.accept_rate = self.rate(&l.accept_rate, &l.accept_burst, None, label, "accept");
         limits.reply_rate = self.rate(
             &l.reply_rate,

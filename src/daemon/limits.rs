@@ -271,6 +271,7 @@ impl State {
             return Some(Refusal::MaxConnections(max));
         }
         if let Some(max) = l.max_per_ip
+            && (l.max_per_ip_loopback || !canonical(peer.ip()).is_loopback())
             && self.sessions_from(peer.ip()) >= max
         {
             return Some(Refusal::MaxPerIp(max));
