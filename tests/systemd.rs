@@ -154,7 +154,7 @@ fn seen_event(d: &Daemon, message: &str) -> Option<Value> {
 }
 
 #[test]
-fn notify_socket_gets_ready_with_a_status_then_stopping_on_sigterm() {
+fn notify_socket_gets_ready_reloading_and_stopping() {
     let n = NotifySocket::at_path();
     let mut d = Daemon::start_command(&tcp_listener("t", ECHO, ""), |config| {
         let mut cmd = switchboard(config);
@@ -167,6 +167,18 @@ fn notify_socket_gets_ready_with_a_status_then_stopping_on_sigterm() {
         "{ready:?}"
     );
     assert_eq!(ask(&mut connect(d.addr("t")), "still here"), "still here");
+    // A reload is announced, with the monotonic clock systemd 253 and later need, then ready.
+    d.signal(libc::SIGHUP);
+    let reloading = n.wait_line("RELOADING=1");
+    assert!(
+        reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading:?}"
+    );
+    let ready = n.wait_line("READY=1");
+    assert!(
+        ready.lines().any(|l| l == "STATUS=serving 1 listener"),
+        "{ready:?}"
+    );
     d.signal(libc::SIGTERM);
     let stopping = n.wait_line("STOPPING=1");
     assert!(

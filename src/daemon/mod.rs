@@ -174,6 +174,9 @@ pub struct Daemon {
     /// Sources whose drain hit the per-event cap, served again before the next wait.
     pending: Vec<Token>,
     next_session: u64,
+    /// Whether debug events are on, so that per-message logging costs one test of a bool.
+    /// Set at start and after each reload (the level can only change then).
+    debug: bool,
     operators: operators::Operators,
     state: RunState,
     drain_timeout: Duration,
@@ -228,6 +231,7 @@ impl Daemon {
             scratch: Vec::new(),
             pending: Vec::new(),
             next_session: 1,
+            debug: tracing::enabled!(tracing::Level::DEBUG),
             operators: operators::Operators::default(),
             state: RunState::Running,
             drain_timeout: config.daemon.drain_timeout,
@@ -354,6 +358,7 @@ impl Daemon {
     /// ended or the drain deadline passed.
     pub fn run(mut self, logging: crate::logging::Logging) -> io::Result<()> {
         self.logging = Some(logging);
+        self.debug = tracing::enabled!(tracing::Level::DEBUG);
         while self.state != RunState::Exit {
             let timeout = if self.pending.is_empty() {
                 self.timers
@@ -524,10 +529,11 @@ impl Daemon {
         key
     }
 
-    /// Give one message to a session's chain; the answers accumulate in `self.out`.
-    fn deliver(conn: &mut Conn, msg: &[u8], out: &mut Outbox) {
+    /// Give one message to a session's chain; the answers accumulate in `self.out`. `debug`
+    /// is [`Daemon::debug`], read once rather than asking the subscriber per message.
+    fn deliver(conn: &mut Conn, msg: &[u8], out: &mut Outbox, debug: bool) {
         conn.counts.msgs_in += 1;
-        if tracing::enabled!(tracing::Level::DEBUG) {
+        if debug {
             const SHOWN: usize = 256;
             let text = escape(&msg[..msg.len().min(SHOWN)]);
             let cut = if msg.len() > SHOWN { "..." } else { "" };

@@ -126,12 +126,17 @@ impl Notifier {
         if self.target.is_none() {
             return;
         }
-        let plural = if listeners == 1 { "" } else { "s" };
-        self.ready(&format!("serving {listeners} listener{plural}"));
+        self.serving(listeners);
         if let Some(interval) = self.watchdog_interval() {
             info!(interval = ?interval, "systemd watchdog on; pinging at half the interval");
             timers.push(now + interval / 2, Timer::Watchdog);
         }
+    }
+
+    /// READY=1 with the number of listeners serving, at start and after a reload.
+    pub(crate) fn serving(&self, listeners: usize) {
+        let plural = if listeners == 1 { "" } else { "s" };
+        self.ready(&format!("serving {listeners} listener{plural}"));
     }
 
     /// [`Timer::Watchdog`] fired: ping, and arm the next one at half the interval.

@@ -65,7 +65,7 @@ impl Daemon {
             .iter()
             .filter(|l| l.socket.is_some() && !l.retiring)
             .count();
-        self.notify.ready(&format!("serving {serving} listener(s)"));
+        self.notify.serving(serving);
         result
     }
 
@@ -150,6 +150,7 @@ impl Daemon {
             warn!(error = %e, "cannot apply the new log settings; keeping the old ones");
         }
         self.daemon_cfg = new.daemon;
+        self.debug = tracing::enabled!(tracing::Level::DEBUG);
         Ok(summary)
     }
 

@@ -286,34 +286,35 @@ impl Daemon {
     /// `n` fresh bytes in `self.buf` for session `key`.
     fn on_bytes(&mut self, key: usize, n: usize) {
         let conn = &mut self.sessions[key];
-        let cfg = conn.cfg.clone();
+        let (framing, max_message) = (conn.cfg.framing, conn.cfg.max_message);
         conn.last_active = self.now;
         conn.session.now = self.wall;
         conn.session.operators = self.operators.attached();
         conn.counts.bytes_in += n as u64;
         let data = &self.buf[..n];
+        let debug = self.debug;
         self.out.clear();
         let mut too_long = false;
-        match cfg.framing {
+        match framing {
             Framing::Raw => {
-                for msg in data.chunks(cfg.max_message) {
-                    Daemon::deliver(conn, msg, &mut self.out);
+                for msg in data.chunks(max_message) {
+                    Daemon::deliver(conn, msg, &mut self.out, debug);
                 }
             }
             Framing::Line => {
                 let io = conn.tcp.as_mut().expect("TCP session");
                 let mut partial = std::mem::take(&mut io.partial);
                 let out = &mut self.out;
-                let result = split_lines(&mut partial, data, cfg.max_message, |line| {
-                    Daemon::deliver(conn, line, out)
+                let result = split_lines(&mut partial, data, max_message, |line| {
+                    Daemon::deliver(conn, line, out, debug)
                 });
                 conn.tcp.as_mut().expect("TCP session").partial = partial;
                 too_long = result.is_err();
             }
         }
         if too_long {
-            warn!(parent: &conn.span, max_message = cfg.max_message, "line longer than max_message; closing the session");
-            if let Some(reply) = &cfg.limits.too_long_reply {
+            warn!(parent: &conn.span, max_message, "line longer than max_message; closing the session");
+            if let Some(reply) = &conn.cfg.limits.too_long_reply {
                 self.out.send(reply.as_bytes());
             }
             conn.closing.get_or_insert(CloseReason::TooLong);
@@ -331,7 +332,7 @@ impl Daemon {
         self.out.clear();
         if !last.is_empty() {
             let line = last.strip_suffix(b"\r").unwrap_or(&last);
-            Daemon::deliver(conn, line, &mut self.out);
+            Daemon::deliver(conn, line, &mut self.out, self.debug);
         }
         conn.closing.get_or_insert(CloseReason::PeerClosed);
         self.apply_outbox(key);

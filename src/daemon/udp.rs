@@ -170,7 +170,7 @@ impl Daemon {
         conn.session.operators = self.operators.attached();
         conn.counts.bytes_in += n as u64;
         self.out.clear();
-        Daemon::deliver(conn, &self.buf[..n], &mut self.out);
+        Daemon::deliver(conn, &self.buf[..n], &mut self.out, self.debug);
         self.apply_outbox(key);
     }
 
