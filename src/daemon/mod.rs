@@ -10,6 +10,7 @@ mod activation;
 mod bind;
 mod limits;
 mod metrics;
+mod mmsg;
 mod notify;
 mod operators;
 mod reload;
@@ -167,6 +168,8 @@ pub struct Daemon {
     timers: Timers,
     /// The one read buffer every socket reads into.
     buf: Vec<u8>,
+    /// The datagram batch of UDP listeners (`recvmmsg`), made on first use.
+    batch: Option<Box<mmsg::Batch>>,
     /// The one outbox every handler call writes into.
     out: Outbox,
     /// Reused when line framing adds newlines to replies.
@@ -227,6 +230,7 @@ impl Daemon {
             sessions: Slab::new(),
             timers: Timers::default(),
             buf: vec![0; READ_BUF],
+            batch: None,
             out: Outbox::new(),
             scratch: Vec::new(),
             pending: Vec::new(),

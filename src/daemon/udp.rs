@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
@@ -10,7 +11,7 @@ use tracing::{debug, warn};
 use std::time::Instant;
 
 use super::limits::Event;
-use super::{Daemon, LISTENER_BASE, Listener, MAX_OPS_PER_EVENT, RunState, Timer, Timers};
+use super::{Daemon, LISTENER_BASE, Listener, MAX_OPS_PER_EVENT, RunState, Timer, Timers, mmsg};
 use crate::daemon::bind::Bound;
 
 /// Datagrams kept per listener while the kernel's send buffer is full.
@@ -116,30 +117,53 @@ pub(super) fn flush_now(listener: &mut Listener, socket: &mut UdpSocket) -> bool
 impl Daemon {
     /// Receive datagrams until `WouldBlock` (capped per event).
     pub(super) fn udp_read(&mut self, idx: usize) {
+        // The batch leaves `self` while its datagrams are handled, and comes back after.
+        let mut batch = self.batch.take().unwrap_or_default();
+        let drained = self.udp_read_batches(idx, &mut batch);
+        self.batch = Some(batch);
+        if !drained {
+            self.pending.push(Token(LISTENER_BASE + idx));
+        }
+    }
+
+    /// Receive and handle batches until the queue is empty (true) or the per-event cap.
+    fn udp_read_batches(&mut self, idx: usize, batch: &mut mmsg::Batch) -> bool {
         for _ in 0..MAX_OPS_PER_EVENT {
             if self.state != RunState::Running {
-                return;
+                return true;
             }
             let listener = &mut self.listeners[idx];
             let Some(Bound::Udp(socket)) = &listener.socket else {
-                return;
+                return true;
             };
-            match socket.recv_from(&mut self.buf) {
-                Ok((n, peer)) => self.on_datagram(idx, n, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            match batch.recv(socket.as_raw_fd()) {
+                Ok(n) => {
+                    for i in 0..n {
+                        if let Some((data, peer, truncated)) = batch.get(i) {
+                            self.on_datagram(idx, data, peer, truncated);
+                        }
+                    }
+                    // Short of a full batch: the queue is empty, and the next datagram
+                    // brings a new edge.
+                    if n < mmsg::BATCH {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    debug!(listener = %listener.cfg.name, error = %e, "recv_from failed");
-                    return;
+                    debug!(listener = %listener.cfg.name, error = %e, "recvmmsg failed");
+                    return true;
                 }
             }
         }
-        self.pending.push(Token(LISTENER_BASE + idx));
+        false
     }
 
-    fn on_datagram(&mut self, idx: usize, n: usize, peer: SocketAddr) {
+    fn on_datagram(&mut self, idx: usize, data: &[u8], peer: SocketAddr, truncated: bool) {
+        let n = data.len();
         let max = self.listeners[idx].cfg.max_message;
-        if n > max {
+        if n > max || truncated {
             let listener = &mut self.listeners[idx];
             if let Some(suppressed) = listener.may_log(peer.ip(), Event::TooLarge, self.now) {
                 warn!(listener = %listener.cfg.name, %peer, bytes = n, max_message = max, suppressed, "datagram larger than max_message; dropped");
@@ -170,7 +194,7 @@ impl Daemon {
         conn.session.operators = self.operators.attached();
         conn.counts.bytes_in += n as u64;
         self.out.clear();
-        Daemon::deliver(conn, &self.buf[..n], &mut self.out, self.debug);
+        Daemon::deliver(conn, data, &mut self.out, self.debug);
         self.apply_outbox(key);
     }
 

@@ -1,0 +1,205 @@
+//! Receiving a batch of datagrams with one `recvmmsg(2)` call.
+//!
+//! Besides taking several datagrams per system call when peers are busy, a batch that comes
+//! back short of its size means the socket's queue is empty: the next datagram brings a new
+//! edge, so the loop need not make the extra `recvfrom` that would only say `EAGAIN`.
+
+use std::io;
+use std::mem::{MaybeUninit, size_of, zeroed};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+/// Datagrams taken per call.
+pub(super) const BATCH: usize = 16;
+/// Room for the largest UDP payload (65,507 bytes over IPv4), plus one byte to see truncation.
+const SLOT: usize = 65_536;
+
+/// Buffers and headers for one `recvmmsg` call, allocated once and reused.
+pub(super) struct Batch {
+    data: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+    received: usize,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch {
+            data: vec![0; BATCH * SLOT],
+            // SAFETY: sockaddr_storage is plain old data; all zero bytes is a valid value.
+            addrs: vec![unsafe { zeroed() }; BATCH],
+            iovecs: Vec::with_capacity(BATCH),
+            headers: Vec::with_capacity(BATCH),
+            received: 0,
+        }
+    }
+}
+
+impl Batch {
+    /// Receive up to [`BATCH`] datagrams from the non-blocking socket `fd`; returns how many.
+    pub(super) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.iovecs.clear();
+        self.headers.clear();
+        for (i, chunk) in self.data.chunks_mut(SLOT).enumerate() {
+            self.iovecs.push(libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: chunk.len(),
+            });
+            // SAFETY: msghdr is plain old data; zero is valid for every field.
+            let mut hdr: libc::msghdr = unsafe { zeroed() };
+            hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            self.headers.push(libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            });
+        }
+        // The iovec pointers are set once the vector no longer moves.
+        for (hdr, iov) in self.headers.iter_mut().zip(self.iovecs.iter_mut()) {
+            hdr.msg_hdr.msg_iov = iov;
+            hdr.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `headers` holds BATCH valid mmsghdr entries whose name and iovec pointers
+        // point into `addrs` and `data`, which are owned by `self`, sized as declared, and
+        // neither moved nor read while the call runs. MSG_DONTWAIT keeps it from blocking.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            self.received = 0;
+            return Err(io::Error::last_os_error());
+        }
+        self.received = n as usize;
+        Ok(self.received)
+    }
+
+    /// Datagram `i` of the last call: its bytes (cut to the slot when it was larger, which
+    /// `truncated` tells) and its sender.
+    pub(super) fn get(&self, i: usize) -> Option<(&[u8], SocketAddr, bool)> {
+        if i >= self.received {
+            return None;
+        }
+        let h = &self.headers[i];
+        let len = (h.msg_len as usize).min(SLOT);
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        let peer = to_socket_addr(&self.addrs[i])?;
+        Some((&self.data[i * SLOT..i * SLOT + len], peer, truncated))
+    }
+}
+
+fn to_socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match s.ss_family as libc::c_int {
+        libc::AF_INET => {
+            let mut a = MaybeUninit::<libc::sockaddr_in>::uninit();
+            // SAFETY: the family says the storage holds a sockaddr_in, which is smaller than
+            // sockaddr_storage; the copy reads only its own size.
+            let a = unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (s as *const libc::sockaddr_storage).cast::<u8>(),
+                    a.as_mut_ptr().cast::<u8>(),
+                    size_of::<libc::sockaddr_in>(),
+                );
+                a.assume_init()
+            };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                u32::from_be(a.sin_addr.s_addr).into(),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            let mut a = MaybeUninit::<libc::sockaddr_in6>::uninit();
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (s as *const libc::sockaddr_storage).cast::<u8>(),
+                    a.as_mut_ptr().cast::<u8>(),
+                    size_of::<libc::sockaddr_in6>(),
+                );
+                a.assume_init()
+            };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                a.sin6_addr.s6_addr.into(),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn receives_queued_datagrams_in_one_call_with_their_senders() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = server.local_addr().unwrap();
+        a.send_to(b"one", to).unwrap();
+        b.send_to(b"", to).unwrap();
+        a.send_to(&[7u8; 3000], to).unwrap();
+        let mut batch = Batch::default();
+        let mut got = Vec::new();
+        // Loopback delivery is synchronous, but read until all three arrived to be safe.
+        while got.len() < 3 {
+            match batch.recv(server.as_raw_fd()) {
+                Ok(n) => {
+                    for i in 0..n {
+                        let (d, peer, trunc) = batch.get(i).unwrap();
+                        got.push((d.to_vec(), peer, trunc));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got[0], (b"one".to_vec(), a.local_addr().unwrap(), false));
+        assert_eq!(got[1], (Vec::new(), b.local_addr().unwrap(), false));
+        assert_eq!(got[2].0.len(), 3000);
+        assert!(batch.get(3).is_none());
+        assert_eq!(
+            batch.recv(server.as_raw_fd()).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
+
+    #[test]
+    fn ipv6_senders_are_decoded() {
+        let Ok(server) = UdpSocket::bind("[::1]:0") else {
+            eprintln!("skipped: no IPv6 loopback");
+            return;
+        };
+        let c = UdpSocket::bind("[::1]:0").unwrap();
+        c.send_to(b"v6", server.local_addr().unwrap()).unwrap();
+        let mut batch = Batch::default();
+        let n = loop {
+            match batch.recv(server.as_raw_fd()) {
+                Ok(n) => break n,
+                Err(_) => std::thread::yield_now(),
+            }
+        };
+        assert_eq!(n, 1);
+        let (d, peer, _) = batch.get(0).unwrap();
+        assert_eq!((d, peer), (&b"v6"[..], c.local_addr().unwrap()));
+    }
+}
