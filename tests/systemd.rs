@@ -17,16 +17,6 @@ use crate::util::*;
 
 const ECHO: &str = "[\"echo\"]";
 
-/// Variables through which systemd talks to a service.
-const SYSTEMD_VARS: [&str; 6] = [
-    "NOTIFY_SOCKET",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-    "LISTEN_PID",
-    "LISTEN_FDS",
-    "LISTEN_FDNAMES",
-];
-
 /// The notification socket systemd would listen on.
 struct NotifySocket {
     socket: UnixDatagram,
@@ -88,9 +78,7 @@ impl NotifySocket {
 fn switchboard(config: &Path) -> Command {
     let mut cmd = Command::new(bin());
     cmd.args(["run", "-c"]).arg(config);
-    for var in SYSTEMD_VARS {
-        cmd.env_remove(var);
-    }
+    without_service_manager(&mut cmd);
     cmd
 }
 
@@ -103,9 +91,7 @@ fn switchboard_with_own_pid_in(var: &str, config: &Path) -> Command {
         .arg(bin())
         .args(["run", "-c"])
         .arg(config);
-    for var in SYSTEMD_VARS {
-        cmd.env_remove(var);
-    }
+    without_service_manager(&mut cmd);
     cmd
 }
 

@@ -16,6 +16,19 @@ use wait_timeout::ChildExt;
 /// How long any single wait in a test may take before the test fails.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
+/// Clear what the service manager that may be running these tests put in the environment,
+/// so the daemon under test does not think it runs under systemd.
+pub(crate) fn without_service_manager(cmd: &mut Command) {
+    for var in [
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_PID",
+    ] {
+        cmd.env_remove(var);
+    }
+}
+
 /// Path of the built `switchboard` binary.
 pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_switchboard"))
@@ -115,15 +128,7 @@ impl Daemon {
         Daemon::spawn_command(config, prepare, |path| {
             let mut cmd = Command::new(bin());
             cmd.args(["run", "-c"]).arg(path);
-            // Not under the service manager that may be running these tests.
-            for var in [
-                "NOTIFY_SOCKET",
-                "WATCHDOG_USEC",
-                "WATCHDOG_PID",
-                "LISTEN_PID",
-            ] {
-                cmd.env_remove(var);
-            }
+            without_service_manager(&mut cmd);
             cmd
         })
     }
@@ -493,14 +498,7 @@ impl Daemon {
                 .arg(format!("ulimit -n {n} && exec \"$0\" run -c \"$1\""))
                 .arg(bin())
                 .arg(path);
-            for var in [
-                "NOTIFY_SOCKET",
-                "WATCHDOG_USEC",
-                "WATCHDOG_PID",
-                "LISTEN_PID",
-            ] {
-                cmd.env_remove(var);
-            }
+            without_service_manager(&mut cmd);
             cmd
         })
     }
