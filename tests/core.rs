@@ -234,7 +234,7 @@ fn second_signal_stops_at_once() {
     });
     d.wait_msg("the peer is not reading fast enough; output buffered");
     d.signal(libc::SIGINT);
-    d.wait_msg("waiting for output to flush");
+    d.wait_msg("waiting for output to flush (and closed connections to finish)");
     d.signal(libc::SIGINT);
     assert!(d.wait_exit().success());
     drop(c);

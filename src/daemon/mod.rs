@@ -859,7 +859,14 @@ impl Daemon {
             self.finish_if_flushed(key);
         }
         if !self.sessions.is_empty() {
-            info!(sessions = self.sessions.len(), timeout = ?self.drain_timeout, "waiting for output to flush");
+            let flushing = self.sessions.iter().filter(|(_, c)| !c.ended).count();
+            let lingering = self.sessions.len() - flushing;
+            info!(
+                sessions = flushing,
+                lingering,
+                timeout = ?self.drain_timeout,
+                "waiting for output to flush (and closed connections to finish)"
+            );
             self.timers
                 .push(self.now + self.drain_timeout, Timer::Drain);
         }
