@@ -93,6 +93,17 @@ fn switchboard(args: &[&str], stdin: &str) -> Run {
     }
 }
 
+/// The run failed with the one-line refusal for `127.0.0.1:PORT/PROTO`.
+fn assert_refused(run: &Run, port: u16, proto: &str) {
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "switchboard: error: connection refused: nothing listens on 127.0.0.1:{port}/{proto}\n"
+        )
+    );
+}
+
 /// A port on 127.0.0.1 where nothing listens (bound, then released).
 fn free_port(udp: bool) -> u16 {
     if udp {
@@ -263,13 +274,7 @@ client_socket.recv(1024)
 fn send_refused_names_what_does_not_listen() {
     let port = free_port(false);
     let run = switchboard(&["send", &format!("127.0.0.1:{port}"), "hi"], "");
-    assert_eq!(run.code, Some(1), "{run:?}");
-    assert_eq!(
-        run.stderr,
-        format!(
-            "switchboard: error: connection refused: nothing listens on 127.0.0.1:{port}/tcp\n"
-        )
-    );
+    assert_refused(&run, port, "tcp");
 }
 
 #[test]
@@ -339,13 +344,7 @@ recv_socket.recvfrom(1024)
 fn send_udp_refused_names_what_does_not_listen() {
     let port = free_port(true);
     let run = switchboard(&["send", "--udp", &format!("127.0.0.1:{port}"), "hi"], "");
-    assert_eq!(run.code, Some(1), "{run:?}");
-    assert_eq!(
-        run.stderr,
-        format!(
-            "switchboard: error: connection refused: nothing listens on 127.0.0.1:{port}/udp\n"
-        )
-    );
+    assert_refused(&run, port, "udp");
 }
 
 /// The multi-turn TCP server (p168), answering `got ...` after a moment's thought where the
@@ -518,13 +517,7 @@ client_socket.close()
 fn chat_refused_names_what_does_not_listen() {
     let port = free_port(false);
     let run = switchboard(&["chat", &format!("127.0.0.1:{port}")], "hello\n");
-    assert_eq!(run.code, Some(1), "{run:?}");
-    assert_eq!(
-        run.stderr,
-        format!(
-            "switchboard: error: connection refused: nothing listens on 127.0.0.1:{port}/tcp\n"
-        )
-    );
+    assert_refused(&run, port, "tcp");
 }
 
 /// The customer-service server (客服, p171), answering where the tutorial asks `input()`.

@@ -5,8 +5,8 @@
 //! edge, so the loop need not make the extra `recvfrom` that would only say `EAGAIN`.
 
 use std::io;
-use std::mem::{MaybeUninit, size_of, zeroed};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::mem::{size_of, zeroed};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
 /// Datagrams taken per call.
@@ -97,50 +97,21 @@ impl Batch {
         let h = &self.headers[i];
         let len = (h.msg_len as usize).min(SLOT);
         let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        let peer = to_socket_addr(&self.addrs[i])?;
+        let peer = to_socket_addr(&self.addrs[i], h.msg_hdr.msg_namelen)?;
         Some((&self.data[i * SLOT..i * SLOT + len], peer, truncated))
     }
 }
 
-fn to_socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match s.ss_family as libc::c_int {
-        libc::AF_INET => {
-            let mut a = MaybeUninit::<libc::sockaddr_in>::uninit();
-            // SAFETY: the family says the storage holds a sockaddr_in, which is smaller than
-            // sockaddr_storage; the copy reads only its own size.
-            let a = unsafe {
-                std::ptr::copy_nonoverlapping(
-                    (s as *const libc::sockaddr_storage).cast::<u8>(),
-                    a.as_mut_ptr().cast::<u8>(),
-                    size_of::<libc::sockaddr_in>(),
-                );
-                a.assume_init()
-            };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                u32::from_be(a.sin_addr.s_addr).into(),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            let mut a = MaybeUninit::<libc::sockaddr_in6>::uninit();
-            // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe {
-                std::ptr::copy_nonoverlapping(
-                    (s as *const libc::sockaddr_storage).cast::<u8>(),
-                    a.as_mut_ptr().cast::<u8>(),
-                    size_of::<libc::sockaddr_in6>(),
-                );
-                a.assume_init()
-            };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                a.sin6_addr.s6_addr.into(),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
+/// The sender's address as the kernel wrote it, read by socket2 (IPv4 or IPv6).
+fn to_socket_addr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let mut storage = socket2::SockAddrStorage::zeroed();
+    // SAFETY: `SockAddrStorage` wraps a `sockaddr_storage`, so viewing it as one fits; `len`
+    // is the length recvmmsg reported for the address it wrote into `s`.
+    let addr = unsafe {
+        *storage.view_as::<libc::sockaddr_storage>() = *s;
+        socket2::SockAddr::new(storage, len)
+    };
+    addr.as_socket()
 }
 
 #[cfg(test)]
