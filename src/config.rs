@@ -105,6 +105,9 @@ pub struct ListenerConfig {
     pub handler_names: Vec<String>,
     /// The chain's factories, in order.
     pub handlers: Vec<Arc<dyn HandlerFactory>>,
+    /// What the factories were built from, so that two configs compare by value: each
+    /// handler's settings table as canonical TOML, and the files they read.
+    pub handler_sources: Vec<String>,
     /// End a session after this long without traffic.
     pub idle_timeout: Option<Duration>,
     /// Largest message (line or datagram) accepted.
@@ -138,6 +141,58 @@ impl Faults {
     /// Whether any fault is configured.
     pub fn any(&self) -> bool {
         self.loss > 0.0 || self.duplicate > 0.0 || self.delay.is_some()
+    }
+}
+
+/// Two listeners are equal when every setting is, the handlers' included (compared by what
+/// they were built from).
+impl PartialEq for ListenerConfig {
+    fn eq(&self, o: &ListenerConfig) -> bool {
+        let ListenerConfig {
+            name,
+            proto,
+            addr,
+            backlog,
+            framing,
+            handler_names,
+            handlers: _,
+            handler_sources,
+            idle_timeout,
+            max_message,
+            max_output,
+            reuse_port,
+            once,
+            faults,
+            limits,
+        } = self;
+        (
+            name,
+            proto,
+            addr,
+            backlog,
+            framing,
+            handler_names,
+            handler_sources,
+            idle_timeout,
+            max_message,
+            max_output,
+            reuse_port,
+            once,
+        ) == (
+            &o.name,
+            &o.proto,
+            &o.addr,
+            &o.backlog,
+            &o.framing,
+            &o.handler_names,
+            &o.handler_sources,
+            &o.idle_timeout,
+            &o.max_message,
+            &o.max_output,
+            &o.reuse_port,
+            &o.once,
+        ) && *faults == o.faults
+            && *limits == o.limits
     }
 }
 
@@ -286,6 +341,37 @@ impl BuildEnv for FilesBeside<'_> {
             })
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
     }
+}
+
+/// A [`BuildEnv`] that remembers what it read, for [`ListenerConfig::handler_sources`].
+struct Recording<'a> {
+    inner: &'a dyn BuildEnv,
+    read: std::cell::RefCell<Vec<Arc<SourceFile>>>,
+}
+
+impl BuildEnv for Recording<'_> {
+    fn read_file(&self, name: &str) -> Result<Arc<SourceFile>, String> {
+        let file = self.inner.read_file(name)?;
+        self.read.borrow_mut().push(file.clone());
+        Ok(file)
+    }
+}
+
+/// A handler's settings table as canonical TOML (key order and layout do not matter),
+/// followed by the files its factory read.
+fn handler_source(table: Option<&Spanned<DeValue<'_>>>, files: &[Arc<SourceFile>]) -> String {
+    let mut text = match table {
+        Some(t) => toml::Value::deserialize(toml::de::ValueDeserializer::from(t.clone()))
+            .map_or_else(|e| e.to_string(), |v| v.to_string()),
+        None => String::new(),
+    };
+    for f in files {
+        text.push_str("\n# file ");
+        text.push_str(&f.path.to_string_lossy());
+        text.push('\n');
+        text.push_str(&f.text);
+    }
+    text
 }
 
 /// Read and validate the config at `path`, or the embedded default when `None`.
@@ -623,6 +709,7 @@ impl Validator<'_> {
             );
         }
         let mut tables = tables;
+        let mut sources = Vec::new();
         for h in l.handlers.get_ref() {
             let name = h.get_ref();
             if !registry.contains(name) {
@@ -648,8 +735,19 @@ impl Validator<'_> {
                 .iter()
                 .position(|(n, _)| n == name)
                 .map(|i| tables.swap_remove(i).1);
-            match registry.build(name, Settings::new(table), env) {
-                Some(Ok(f)) => handlers.push(f),
+            let recording = Recording {
+                inner: env,
+                read: Default::default(),
+            };
+            let source_table = table.clone();
+            match registry.build(name, Settings::new(table), &recording) {
+                Some(Ok(f)) => {
+                    handlers.push(f);
+                    sources.push(handler_source(
+                        source_table.as_ref(),
+                        &recording.read.borrow(),
+                    ));
+                }
                 Some(Err(e)) => {
                     let k = key(name);
                     match &e.file {
@@ -678,6 +776,7 @@ impl Validator<'_> {
             framing: l.framing.map_or(Framing::Raw, |f| f.into_inner()),
             handler_names: names,
             handlers,
+            handler_sources: sources,
             idle_timeout,
             max_message: l
                 .max_message

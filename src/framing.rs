@@ -1,5 +1,12 @@
-//! Cutting a TCP byte stream into messages. Pure functions over buffers, so they are tested
-//! (and fuzzed) without sockets.
+//! Messages on the wire: [`Framer`] cuts a session's input into messages and shapes its
+//! output the same way (line framing's `\n` is added where it is taken off). Pure functions
+//! over buffers, so they are tested (and fuzzed) without sockets.
+
+use std::ops::Range;
+
+use switchboard_handlers::Outbox;
+
+use crate::config::Framing;
 
 /// A line grew past the listener's `max_message` without a newline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +71,102 @@ pub fn split_lines(
         *partial = Vec::new();
     }
     Ok(())
+}
+
+/// One session's framing, both ways: [`decode`](Framer::decode) cuts input into messages,
+/// [`encode`](Framer::encode) turns the messages handlers sent into the bytes that go out.
+#[derive(Debug)]
+pub enum Framer {
+    /// Each read is one message (cut at `max` bytes), like the tutorial's `recv(1024)`;
+    /// replies go out as they are.
+    Raw {
+        /// Largest message.
+        max: usize,
+    },
+    /// Newline-delimited; a message excludes `\n` and a `\r` before it; a reply gets a `\n`
+    /// when it lacks one.
+    Line {
+        /// Largest line, terminator excluded.
+        max: usize,
+        /// The unfinished line, held only while one is unfinished.
+        partial: Vec<u8>,
+    },
+    /// Each datagram is one message; each reply one datagram.
+    Datagram {
+        /// Largest datagram.
+        max: usize,
+    },
+}
+
+impl Framer {
+    /// The framer of a stream listener.
+    pub fn stream(framing: Framing, max: usize) -> Framer {
+        match framing {
+            Framing::Raw => Framer::Raw { max },
+            Framing::Line => Framer::Line {
+                max,
+                partial: Vec::new(),
+            },
+        }
+    }
+
+    /// Cut fresh input into messages, calling `each` for every complete one. A line longer
+    /// than the maximum is an error; the lines before it have been delivered.
+    pub fn decode(&mut self, data: &[u8], mut each: impl FnMut(&[u8])) -> Result<(), TooLong> {
+        match self {
+            Framer::Raw { max } => {
+                for msg in data.chunks((*max).max(1)) {
+                    each(msg);
+                }
+                Ok(())
+            }
+            Framer::Line { max, partial } => split_lines(partial, data, *max, each),
+            Framer::Datagram { max } if data.len() > *max => Err(TooLong),
+            Framer::Datagram { .. } => {
+                each(data);
+                Ok(())
+            }
+        }
+    }
+
+    /// The input ended: a last unterminated line is still a message.
+    pub fn finish(&mut self, mut each: impl FnMut(&[u8])) {
+        if let Framer::Line { partial, .. } = self
+            && !partial.is_empty()
+        {
+            let last = std::mem::take(partial);
+            each(last.strip_suffix(b"\r").unwrap_or(&last));
+        }
+    }
+
+    /// The bytes for what the handlers sent, as one stream: the outbox's own bytes when
+    /// nothing is added, else built in `scratch`. (Datagrams are sent one message each, see
+    /// [`Framer::messages`].)
+    pub fn encode<'a>(&self, out: &'a Outbox, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        match self {
+            Framer::Line { .. } => {
+                scratch.clear();
+                for m in out.messages() {
+                    scratch.extend_from_slice(m);
+                    if m.last() != Some(&b'\n') {
+                        scratch.push(b'\n');
+                    }
+                }
+                scratch
+            }
+            Framer::Raw { .. } | Framer::Datagram { .. } => out.data(),
+        }
+    }
+
+    /// Where each message of `out` lies in [`Outbox::data`]: one datagram each.
+    pub fn messages(out: &Outbox) -> impl Iterator<Item = Range<usize>> + '_ {
+        let mut start = 0;
+        out.messages().map(move |m| {
+            let r = start..start + m.len();
+            start = r.end;
+            r
+        })
+    }
 }
 
 #[cfg(test)]

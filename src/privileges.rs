@@ -50,7 +50,10 @@ pub fn drop_to(
             bail!("privileges were not dropped: setuid(0) still succeeds");
         }
     }
-    info!(user, uid, gid, "dropped root privileges");
+    info!(
+        event = "privileges_dropped",
+        user, uid, gid, "dropped root privileges"
+    );
     Ok(())
 }
 

@@ -23,7 +23,7 @@ fn console_daemon(extra: &str) -> (Daemon, std::path::PathBuf) {
 /// Close the daemon's stdin so that only attached operators remain, and wait for it.
 fn detach_stdin(d: &mut Daemon) {
     d.stdin.take();
-    d.wait_msg("operator detached");
+    d.wait_event("operator_detached");
 }
 
 #[test]
@@ -193,7 +193,7 @@ fn attach_from_another_user_is_refused() {
         .unwrap();
     let mut op = Attach::as_user(&sock, Some((65534, 65534)));
     op.out.wait(&["refused"]);
-    let ev = d.wait_msg("control socket: refused a client of another user");
+    let ev = d.wait_event("control_refused");
     assert_eq!(field(&ev, "uid"), "65534");
 }
 

@@ -7,6 +7,8 @@ use crate::util::*;
 
 const ECHO: &str = "[\"echo\"]";
 const BYE_ECHO: &str = "[\"bye-close\", \"echo\"]";
+/// The daemon's own debug events (a session opening, output piling up).
+const DEBUG: &str = "[daemon]\nlog_level = \"info,switchboard::daemon=debug\"\n";
 
 #[test]
 fn tcp_echo_answers_a_send_without_newline_like_the_tutorial_client() {
@@ -70,7 +72,7 @@ fn tutorial_multi_turn_client_then_bye_gets_bye_and_close() {
     }
     assert_eq!(ask(&mut c, "bye"), "bye");
     assert!(closed(&mut c), "the server closes after bye");
-    let ev = d.wait_msg("session closed");
+    let ev = d.wait_event("session_closed");
     assert_eq!(field(&ev, "reason"), "handler");
     assert_eq!(field(&ev, "messages_in"), "4");
     // Other clients are still served.
@@ -79,15 +81,15 @@ fn tutorial_multi_turn_client_then_bye_gets_bye_and_close() {
 
 #[test]
 fn bye_close_on_udp_replies_and_forgets_the_peer() {
-    let mut d = Daemon::start(&udp_listener("u", BYE_ECHO, ""));
+    let mut d = Daemon::start(&format!("{DEBUG}{}", udp_listener("u", BYE_ECHO, "")));
     let c = udp_client();
     assert_eq!(udp_ask(&c, d.addr("u"), "hi"), "hi");
     assert_eq!(udp_ask(&c, d.addr("u"), "bye"), "bye");
-    let ev = d.wait_msg("session closed");
+    let ev = d.wait_event("session_closed");
     assert_eq!(field(&ev, "reason"), "handler");
     // The same peer speaking again opens a new session.
     assert_eq!(udp_ask(&c, d.addr("u"), "back"), "back");
-    let ev = d.wait_msg("session opened");
+    let ev = d.wait_event("session_opened");
     assert_eq!(field(&ev, "session"), "2");
 }
 
@@ -103,7 +105,7 @@ fn bye_scope_listener_is_the_one_shot_server() {
     let mut c = connect(addr);
     assert_eq!(ask(&mut c, "bye"), "bye");
     assert!(closed(&mut c));
-    d.wait_msg("listener stopped");
+    d.wait_event("listener_stopped");
     assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
     assert!(d.wait_exit().success(), "nothing left to serve: exit 0");
 }
@@ -163,17 +165,20 @@ fn idle_sessions_are_closed_after_idle_timeout() {
     let mut c = connect(d.addr("t"));
     assert_eq!(ask(&mut c, "ping"), "ping");
     assert!(closed(&mut c), "closed for idleness");
-    let ev = d.wait_for(|v| msg(v) == "session closed").unwrap();
-    assert_eq!(field(&ev, "reason"), "idle timeout");
+    let ev = d.wait_for(|v| event(v) == "session_closed").unwrap();
+    assert_eq!(field(&ev, "reason"), "idle_timeout");
     let u = udp_client();
     assert_eq!(udp_ask(&u, d.addr("u"), "x"), "x");
-    let ev = d.wait_for(|v| msg(v) == "session closed").unwrap();
-    assert_eq!(field(&ev, "reason"), "idle timeout");
+    let ev = d.wait_for(|v| event(v) == "session_closed").unwrap();
+    assert_eq!(field(&ev, "reason"), "idle_timeout");
 }
 
 #[test]
 fn sigterm_flushes_pending_replies_then_exits_zero() {
-    let mut d = Daemon::start(&tcp_listener("t", ECHO, "max_output = 16777216"));
+    let mut d = Daemon::start(&format!(
+        "{DEBUG}{}",
+        tcp_listener("t", ECHO, "max_output = 16777216")
+    ));
     let mut c = connect(d.addr("t"));
     let idle = connect(d.addr("t"));
     // Send 2 MiB without reading: the echo piles up in the daemon's output buffer.
@@ -186,14 +191,14 @@ fn sigterm_flushes_pending_replies_then_exits_zero() {
             }
         }
     });
-    d.wait_for(|v| msg(v) == "session opened" && field(v, "session") == "2")
+    d.wait_for(|v| event(v) == "session_opened" && field(v, "session") == "2")
         .expect("second session");
     // Wait until the daemon has read a good part of it (its reads are logged at debug only,
     // so watch the socket instead: the echo starts arriving).
     let mut first = [0u8; 1];
     c.read_exact(&mut first).unwrap();
     d.signal(libc::SIGTERM);
-    d.wait_msg("stop requested; finishing sessions (send again to stop at once)");
+    d.wait_event("stop_requested");
     let mut got = Vec::new();
     c.read_to_end(&mut got).unwrap();
     let _ = sender.join();
@@ -205,7 +210,7 @@ fn sigterm_flushes_pending_replies_then_exits_zero() {
         .seen
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v| msg(v) == "session closed")
+        .filter(|v| event(v) == "session_closed")
         .collect();
     let busy = closes
         .iter()
@@ -222,7 +227,7 @@ fn sigterm_flushes_pending_replies_then_exits_zero() {
 #[test]
 fn second_signal_stops_at_once() {
     let mut d = Daemon::start(&format!(
-        "[daemon]\ndrain_timeout = \"1h\"\nlog_level = \"info,switchboard::daemon::tcp=debug\"\n{}",
+        "[daemon]\ndrain_timeout = \"1h\"\nlog_level = \"info,switchboard::daemon=debug\"\n{}",
         tcp_listener("t", ECHO, "max_output = 67108864")
     ));
     let c = connect(d.addr("t"));
@@ -232,9 +237,9 @@ fn second_signal_stops_at_once() {
     let sender = std::thread::spawn(move || {
         let _ = writer.write_all(&block);
     });
-    d.wait_msg("the peer is not reading fast enough; output buffered");
+    d.wait_event("output_buffered");
     d.signal(libc::SIGINT);
-    d.wait_msg("waiting for output to flush (and closed connections to finish)");
+    d.wait_event("draining");
     d.signal(libc::SIGINT);
     assert!(d.wait_exit().success());
     drop(c);

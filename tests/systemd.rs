@@ -132,11 +132,8 @@ fn socket_activated(config: &Path, fds: &[RawFd], names: Option<&str>) -> Comman
 }
 
 /// A log event seen before the daemon became ready.
-fn seen_event(d: &Daemon, message: &str) -> Option<Value> {
-    d.seen
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| msg(v) == message)
+fn seen_event(d: &Daemon, name: &str) -> Option<Value> {
+    d.events(name).next()
 }
 
 #[test]
@@ -212,7 +209,7 @@ fn socket_activation_serves_the_passed_tcp_socket_matched_by_address() {
     // the daemon's copy is left.
     drop(passed);
     assert_eq!(d.addr("echo"), addr);
-    let ev = seen_event(&d, "using the socket passed by systemd")
+    let ev = seen_event(&d, "socket_inherited")
         .unwrap_or_else(|| panic!("no log of the inherited socket:\n{}", d.seen.join("\n")));
     assert_eq!(field(&ev, "listener"), "echo");
     assert_eq!(field(&ev, "matched_by"), "address");
@@ -237,13 +234,13 @@ fn socket_activation_matches_by_name_and_closes_a_socket_no_listener_takes() {
         )
     });
     assert_eq!(d.addr("web"), passed.local_addr().unwrap());
-    let used = seen_event(&d, "using the socket passed by systemd").expect("used event");
+    let used = seen_event(&d, "socket_inherited").expect("used event");
     assert_eq!(field(&used, "matched_by"), "name");
     let unused = d
         .seen
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| msg(v).contains("no listener matches this socket"))
+        .find(|v| event(v) == "socket_unused")
         .unwrap_or_else(|| panic!("no warning for the stray socket:\n{}", d.seen.join("\n")));
     assert_eq!(field(&unused, "level"), "WARN");
     assert_eq!(field(&unused, "name"), "stray");

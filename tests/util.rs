@@ -100,7 +100,7 @@ impl Daemon {
 
     /// Wait for the `ready` event and learn the listeners' addresses.
     fn until_ready(mut self) -> Daemon {
-        let ready = self.wait_for(|v| msg(v) == "ready");
+        let ready = self.wait_for(|v| event(v) == "ready");
         assert!(
             ready.is_some(),
             "daemon never became ready; stderr:\n{}",
@@ -110,7 +110,7 @@ impl Daemon {
             .seen
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| msg(v) == "listening")
+            .filter(|v| event(v) == "listening")
             .map(|v| {
                 (
                     field(&v, "listener"),
@@ -205,10 +205,18 @@ impl Daemon {
         }
     }
 
-    /// Wait for an event with this message.
-    pub(crate) fn wait_msg(&mut self, message: &str) -> Value {
-        self.wait_for(|v| msg(v) == message)
-            .unwrap_or_else(|| panic!("no {message:?} event; stderr:\n{}", self.seen.join("\n")))
+    /// Wait for a log event whose `event` field is `name`.
+    pub(crate) fn wait_event(&mut self, name: &str) -> Value {
+        self.wait_for(|v| event(v) == name)
+            .unwrap_or_else(|| panic!("no event={name} line; stderr:\n{}", self.seen.join("\n")))
+    }
+
+    /// The log events with `event` = `name` read so far.
+    pub(crate) fn events<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Value> + 'a {
+        self.seen
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(move |v| event(v) == name)
     }
 
     /// Everything on stderr until the process closes it.
@@ -245,14 +253,19 @@ impl Drop for Daemon {
     }
 }
 
-/// The `message` of a JSON log event.
-pub(crate) fn msg(v: &Value) -> &str {
-    v["message"].as_str().unwrap_or("")
+/// The `event` field of a JSON log line: what happened, as a stable name.
+pub(crate) fn event(v: &Value) -> &str {
+    v["event"].as_str().unwrap_or("")
 }
 
-/// A field of a JSON log event as text.
+/// A field of a JSON log event as text: the event's own, else its span's (`listener`,
+/// `proto`), empty when neither has it.
 pub(crate) fn field(v: &Value, name: &str) -> String {
-    match &v[name] {
+    let value = match &v[name] {
+        Value::Null => &v["span"][name],
+        own => own,
+    };
+    match value {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         other => other.to_string(),

@@ -137,7 +137,12 @@ mod tests {
         let mut h = chain("");
         let out = h.message(b"bye");
         assert_eq!(out.data(), b"bye");
-        assert_eq!(out.actions(), &[Action::Close(Scope::Session)]);
+        assert_eq!(
+            out.actions(),
+            &[Action::Close {
+                scope: Scope::Session
+            }]
+        );
         assert!(h.chain.is_closing());
     }
 
@@ -161,7 +166,12 @@ mod tests {
             chain("word = \"quit\"\nignore_case = true\nreply = \"see you\"\nscope = \"listener\"");
         let out = h.message(b"QUIT\n");
         assert_eq!(out.data(), b"see you");
-        assert_eq!(out.actions(), &[Action::Close(Scope::Listener)]);
+        assert_eq!(
+            out.actions(),
+            &[Action::Close {
+                scope: Scope::Listener
+            }]
+        );
     }
 
     #[test]
@@ -169,7 +179,12 @@ mod tests {
         let mut h = chain("reply = \"\"\nscope = \"daemon\"");
         let out = h.message(b"bye");
         assert!(out.data().is_empty());
-        assert_eq!(out.actions(), &[Action::Close(Scope::Daemon)]);
+        assert_eq!(
+            out.actions(),
+            &[Action::Close {
+                scope: Scope::Daemon
+            }]
+        );
     }
 
     #[test]
@@ -184,7 +199,12 @@ mod tests {
         let mut h = chain("");
         let out = h.operator("bye");
         assert_eq!(out.data(), b"bye");
-        assert_eq!(out.actions(), &[Action::Close(Scope::Session)]);
+        assert_eq!(
+            out.actions(),
+            &[Action::Close {
+                scope: Scope::Session
+            }]
+        );
         assert_eq!(h.flow(), Some(Flow::Handled));
         let mut h = chain("");
         h.operator("hello");

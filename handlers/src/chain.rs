@@ -33,7 +33,7 @@ impl Chain {
     fn note(&mut self, out: &Outbox, from: usize) {
         if out.actions()[from..]
             .iter()
-            .any(|a| matches!(a, Action::Close(_)))
+            .any(|a| matches!(a, Action::Close { .. }))
         {
             self.closing = true;
         }

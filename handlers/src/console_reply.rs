@@ -109,7 +109,12 @@ mod tests {
     fn messages_go_to_the_operator_and_lines_come_back() {
         let mut h = harness("");
         let out = h.message(b"\xe4\xbd\xa0\xe5\xa5\xbd\r\n");
-        assert_eq!(out.actions(), &[Action::ToOperator("你好".into())]);
+        assert_eq!(
+            out.actions(),
+            &[Action::ToOperator {
+                text: "你好".into()
+            }]
+        );
         assert!(!out.has_messages(), "no automatic answer while attended");
         assert_eq!(h.operator("hello there").data(), b"hello there");
     }
@@ -119,7 +124,12 @@ mod tests {
         let mut h = harness("");
         let out = h.operator("bye");
         assert_eq!(out.data(), b"bye");
-        assert_eq!(out.actions(), &[Action::Close(Scope::Session)]);
+        assert_eq!(
+            out.actions(),
+            &[Action::Close {
+                scope: Scope::Session
+            }]
+        );
     }
 
     #[test]
@@ -128,7 +138,7 @@ mod tests {
         h.session.operators = 0;
         let out = h.message(b"hello?");
         assert!(
-            matches!(out.actions()[0], Action::ToOperator(_)),
+            matches!(out.actions()[0], Action::ToOperator { .. }),
             "still kept for the operator"
         );
         assert_eq!(h.sent(), vec!["an agent will be with you shortly"]);
@@ -141,14 +151,24 @@ mod tests {
     fn invalid_utf8_is_shown_replaced_not_dropped() {
         let mut h = harness("");
         let out = h.message(b"ok\xff");
-        assert_eq!(out.actions(), &[Action::ToOperator("ok\u{fffd}".into())]);
+        assert_eq!(
+            out.actions(),
+            &[Action::ToOperator {
+                text: "ok\u{fffd}".into()
+            }]
+        );
     }
 
     #[test]
     fn close_after_reply_ends_the_session_after_one_answer() {
         let mut h = harness("close_after_reply = true");
         let out = h.operator("ok");
-        assert_eq!(out.actions(), &[Action::Close(Scope::Session)]);
+        assert_eq!(
+            out.actions(),
+            &[Action::Close {
+                scope: Scope::Session
+            }]
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod bye_close;
 mod chain;
 pub mod console_reply;
 pub mod echo;
+pub mod rand;
 pub mod registry;
 pub mod scripted_reply;
 pub mod settings;
@@ -100,11 +101,13 @@ pub enum Scope {
     Daemon,
 }
 
-/// Why a session ends; given to [`Handler::on_close`] and logged.
+/// Why a session ends; given to [`Handler::on_close`] and logged as `reason=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The peer closed its side (TCP).
+    /// The peer closed its side (TCP FIN).
     PeerClosed,
+    /// The peer reset the connection (TCP RST).
+    PeerReset,
     /// A handler asked for the end (for example on `bye`).
     Handler,
     /// The operator closed the session.
@@ -113,7 +116,7 @@ pub enum CloseReason {
     IdleTimeout,
     /// The daemon is stopping.
     Shutdown,
-    /// A socket error or a peer that broke a limit.
+    /// A socket error.
     Error,
     /// A message longer than the listener's `max_message` (TCP line framing).
     TooLong,
@@ -123,17 +126,18 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    /// Short name for logs.
+    /// Stable name for logs and metrics (`reason=peer_closed`).
     pub fn as_str(self) -> &'static str {
         match self {
-            CloseReason::PeerClosed => "peer closed",
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::PeerReset => "peer_reset",
             CloseReason::Handler => "handler",
             CloseReason::Operator => "operator",
-            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Error => "error",
-            CloseReason::TooLong => "message too long",
-            CloseReason::WriteTimeout => "write timeout",
+            CloseReason::TooLong => "too_long",
+            CloseReason::WriteTimeout => "write_timeout",
         }
     }
 }
@@ -144,13 +148,22 @@ impl fmt::Display for CloseReason {
     }
 }
 
-/// Something a handler asks the loop to do, other than sending bytes.
+/// Something a handler asked the loop to do, other than sending bytes.
+///
+/// Handlers ask through [`Outbox`]'s methods, which fill in the chain link; the variants
+/// cannot be built outside this crate, so no handler can start, cancel or forge a timer of
+/// another link. The loop and tests read them with [`Outbox::actions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// End the session once everything sent before is flushed, with this reach.
-    Close(Scope),
-    /// Call [`Handler::on_timer`] of chain link `link` with `id` after the delay. Handlers
-    /// ask for it with [`Outbox::timer`], which fills in the link.
+    #[non_exhaustive]
+    Close {
+        /// How far the end reaches.
+        scope: Scope,
+    },
+    /// Call [`Handler::on_timer`] of chain link `link` with `id` after the delay. A timer of
+    /// the same link and id that is still pending is replaced.
+    #[non_exhaustive]
     Timer {
         /// Index of the link in the chain.
         link: usize,
@@ -159,9 +172,21 @@ pub enum Action {
         /// How long from now.
         after: Duration,
     },
+    /// Forget the pending timer `id` of chain link `link`, if there is one.
+    #[non_exhaustive]
+    CancelTimer {
+        /// Index of the link in the chain.
+        link: usize,
+        /// The handler's own timer number.
+        id: TimerId,
+    },
     /// Show this text to the operator, tagged with the session. The text is raw peer text;
     /// the console escapes it.
-    ToOperator(String),
+    #[non_exhaustive]
+    ToOperator {
+        /// The text.
+        text: String,
+    },
 }
 
 /// Where a handler puts its answers. The loop owns one outbox and reuses it for every call,
@@ -188,25 +213,31 @@ impl Outbox {
         self.ends.push(self.data.len());
     }
 
-    /// Ask for an action.
-    pub fn push(&mut self, action: Action) {
+    fn push(&mut self, action: Action) {
         self.actions.push(action);
     }
 
-    /// Start a timer: [`Handler::on_timer`] is called with `id` after `after`.
+    /// Start a timer: [`Handler::on_timer`] is called with `id` after `after`. Starting a
+    /// timer whose `id` is still pending restarts it.
     pub fn timer(&mut self, id: TimerId, after: Duration) {
         let link = self.link;
         self.push(Action::Timer { link, id, after });
     }
 
+    /// Cancel the pending timer `id`; nothing happens if it already fired or never started.
+    pub fn cancel_timer(&mut self, id: TimerId) {
+        let link = self.link;
+        self.push(Action::CancelTimer { link, id });
+    }
+
     /// Show text to the operator.
     pub fn to_operator(&mut self, text: impl Into<String>) {
-        self.push(Action::ToOperator(text.into()));
+        self.push(Action::ToOperator { text: text.into() });
     }
 
     /// End the session (after flushing) with this reach.
     pub fn close(&mut self, scope: Scope) {
-        self.push(Action::Close(scope));
+        self.push(Action::Close { scope });
     }
 
     /// Whether nothing was sent or asked for.
@@ -255,15 +286,24 @@ impl Outbox {
 /// One link of a listener's chain, for one session.
 ///
 /// Calling contract, for each session:
-/// 1. [`on_open`](Handler::on_open) once, when the session opens (TCP: on accept; UDP: on the
-///    peer's first datagram, before that datagram's `on_message`), for every link in order.
-/// 2. Then, in any order, [`on_message`](Handler::on_message) for each complete message that
-///    reaches this link, [`on_operator`](Handler::on_operator) for each operator line aimed at
-///    the session, and [`on_timer`](Handler::on_timer) for each timer this instance started.
+/// 1. [`on_open`](Handler::on_open) once, when the session opens (TCP: once the connection is
+///    accepted and any handshake in front of it is done; UDP: on the peer's first datagram,
+///    before that datagram's `on_message`), for every link in order.
+/// 2. Then, while the session is open, in any order: [`on_message`](Handler::on_message) for
+///    each complete message that reaches this link, [`on_operator`](Handler::on_operator) for
+///    each operator line aimed at the session, and [`on_timer`](Handler::on_timer) for each
+///    timer this instance started and did not cancel.
 /// 3. [`on_close`](Handler::on_close) once, last, for every link. Nothing sent from it reaches
 ///    the peer.
 ///
-/// After a handler pushes [`Action::Close`] no further messages are delivered to the session.
+/// Between 2 and 3 the session may drain, waiting for its output to be flushed:
+/// - after a handler asked to close ([`Outbox::close`]): no further messages, operator lines or
+///   timers reach the chain; the pending timers are forgotten;
+/// - after the peer ended its input, or while the daemon stops gracefully: no further messages
+///   or operator lines, but timers already started still fire, so that replies already decided
+///   (a delayed answer) go out, until the daemon's `drain_timeout` passes.
+///
+/// Every call gets the [`Session`] with `now` and `operators` as of that event.
 pub trait Handler: fmt::Debug {
     /// The session opened.
     fn on_open(&mut self, _s: &Session, _out: &mut Outbox) {}

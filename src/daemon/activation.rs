@@ -131,12 +131,12 @@ impl Inherited {
     /// listener took.
     pub(crate) fn close_unused(&mut self) {
         for p in self.problems.drain(..) {
-            warn!(problem = %p, "socket activation: ignoring the passed sockets");
+            warn!(event = "activation_ignored", problem = %p, "socket activation: ignoring the passed sockets");
         }
         for s in self.sockets.drain(..) {
             let addr = s.addr.map(|a| a.to_string()).unwrap_or_default();
             let proto = s.proto.map_or("not TCP or UDP", Proto::as_str);
-            warn!(fd = s.number, name = %s.name, addr = %addr, proto, "socket activation: no listener matches this socket (by name or protocol and address); closing it");
+            warn!(event = "socket_unused", fd = s.number, name = %s.name, addr = %addr, proto, "socket activation: no listener matches this socket (by name or protocol and address); closing it");
         }
     }
 }
@@ -166,9 +166,9 @@ pub(crate) fn take(
     };
     let s = inherited.sockets.remove(pos);
     let addr = s.addr?;
-    info!(listener = %cfg.name, proto = %cfg.proto, fd = s.number, name = %s.name, addr = %addr, matched_by = by, "using the socket passed by systemd");
+    info!(event = "socket_inherited", listener = %cfg.name, proto = %cfg.proto, fd = s.number, name = %s.name, addr = %addr, matched_by = by, "using the socket passed by systemd");
     if addr != cfg.addr {
-        info!(listener = %cfg.name, configured = %cfg.addr, addr = %addr, "the passed socket's address replaces the configured one");
+        info!(event = "socket_address", listener = %cfg.name, configured = %cfg.addr, addr = %addr, "the passed socket's address replaces the configured one");
     }
     Some(ready(s.fd, cfg).map(|b| (b, addr)))
 }
@@ -240,6 +240,7 @@ mod tests {
             framing: Framing::Raw,
             handler_names: Vec::new(),
             handlers: Vec::new(),
+            handler_sources: Vec::new(),
             idle_timeout: None::<Duration>,
             max_message: 1024,
             max_output: 1024,

@@ -1,13 +1,19 @@
-//! Receiving a batch of datagrams with one `recvmmsg(2)` call.
+//! Datagrams in batches: received with one `recvmmsg(2)` call, sent with one `sendmmsg(2)`.
 //!
-//! Besides taking several datagrams per system call when peers are busy, a batch that comes
-//! back short of its size means the socket's queue is empty: the next datagram brings a new
-//! edge, so the loop need not make the extra `recvfrom` that would only say `EAGAIN`.
+//! Besides taking several datagrams per system call when peers are busy, a receive batch that
+//! comes back short of its size means the socket's queue is empty: the next datagram brings a
+//! new edge, so the loop need not make the extra `recvfrom` that would only say `EAGAIN`.
+//!
+//! Sending goes through rustix, which wraps `sendmmsg` safely. rustix has no `recvmmsg` yet,
+//! so receiving is the one `unsafe` call here, over buffers this module owns.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::mem::{size_of, zeroed};
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, RawFd};
+
+use rustix::net::addr::SocketAddrArg;
+use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 
 /// Datagrams taken per call.
 pub(super) const BATCH: usize = 16;
@@ -102,6 +108,35 @@ impl Batch {
     }
 }
 
+/// Most datagrams handed to one `sendmmsg` call.
+pub(super) const SEND_BATCH: usize = 64;
+
+/// Send `msgs` (destination, bytes) in order with as few `sendmmsg` calls as it takes, up to
+/// [`SEND_BATCH`] at once. Returns how many went; stops at the first error, which is returned
+/// when nothing went (`WouldBlock` when the send buffer is full).
+pub(super) fn send(socket: impl AsFd, msgs: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+    let msgs = &msgs[..msgs.len().min(SEND_BATCH)];
+    let addrs: Vec<SocketAddrAny> = msgs.iter().map(|(a, _)| a.as_any()).collect();
+    let iovs: Vec<[IoSlice<'_>; 1]> = msgs.iter().map(|(_, m)| [IoSlice::new(m)]).collect();
+    let mut control: Vec<SendAncillaryBuffer<'_, '_, '_>> = msgs
+        .iter()
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut headers: Vec<MMsgHdr<'_>> = addrs
+        .iter()
+        .zip(&iovs)
+        .zip(control.iter_mut())
+        .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
+        .collect();
+    loop {
+        match rustix::net::sendmmsg(&socket, &mut headers, SendFlags::DONTWAIT) {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// The sender's address as the kernel wrote it, read by socket2 (IPv4 or IPv6).
 fn to_socket_addr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     let mut storage = socket2::SockAddrStorage::zeroed();
@@ -152,6 +187,23 @@ mod tests {
             batch.recv(server.as_raw_fd()).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
+    }
+
+    #[test]
+    fn sends_a_batch_to_several_peers_in_one_call() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (pa, pb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let sent = send(&server, &[(pa, b"one"), (pb, b""), (pa, b"two")]).unwrap();
+        assert_eq!(sent, 3);
+        let mut buf = [0; 16];
+        let from = server.local_addr().unwrap();
+        assert_eq!(a.recv_from(&mut buf).unwrap(), (3, from));
+        assert_eq!(&buf[..3], b"one");
+        assert_eq!(b.recv_from(&mut buf).unwrap(), (0, from));
+        assert_eq!(a.recv_from(&mut buf).unwrap(), (3, from));
+        assert_eq!(&buf[..3], b"two");
     }
 
     #[test]

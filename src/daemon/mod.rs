@@ -1,24 +1,32 @@
-//! The event loop: one thread, one `mio::Poll`, every listener and session.
+//! The event loop's shell: one thread, one `mio::Poll`, every socket.
 //!
-//! Tokens: a session's token is its key in the `sessions` slab; listeners and the signal pipe
-//! have tokens in a reserved range above (see `Source`). Sockets are edge-triggered: reads
-//! drain until `WouldBlock` (or a short read, which on Linux means drained: new data brings a
-//! new edge), capped per event so one busy peer cannot starve the rest; writes go out at once
-//! and only what the kernel did not take is buffered, with WRITABLE interest while it lasts.
+//! The shell owns the sockets and routes each readiness event to the part that owns its
+//! token (`tokens.rs`): a listener (`tcp.rs`, `udp.rs`), a session's connection (`tcp.rs`,
+//! `transport.rs`), the control socket and the stdin console (`control.rs`), the metrics
+//! endpoint (`http.rs`), the signals. Everything that decides what happens lives in the
+//! I/O-free core (`core/`): the shell tells it what arrived and applies the effects it
+//! answers with (`Daemon::settle`). ARCHITECTURE.md draws the whole path.
+//!
+//! Sockets are edge-triggered: reads drain until `WouldBlock` (or a short read, which on
+//! Linux means drained: new data brings a new edge), capped per event so one busy peer cannot
+//! starve the rest; writes go out at once and only what the kernel did not take is kept, with
+//! WRITABLE interest while it lasts.
 
 mod activation;
 mod bind;
-mod limits;
-mod metrics;
+mod control;
+pub(crate) mod core;
+mod http;
 mod mmsg;
 mod notify;
-mod operators;
 mod reload;
+mod rlimit;
 mod tcp;
-mod timers;
+pub(crate) mod timers;
+mod tokens;
+mod transport;
 mod udp;
 
-use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -28,180 +36,79 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
-use slab::Slab;
-use switchboard_handlers::text::escape;
-use switchboard_handlers::{Action, Chain, CloseReason, Flow, Outbox, Proto, Scope, Session};
-use tracing::{Span, debug, info, info_span, warn};
+use switchboard_handlers::Proto;
+use tracing::{info, warn};
 
 pub use activation::Inherited;
 pub use bind::BindError;
 use bind::Bound;
+use core::{Core, Effect, ListenerId, RunState, SessionKey};
 use notify::Notifier;
-use timers::{Timer, Timers};
+use timers::Timers;
+use tokens::{Owner, Tokens};
 
-use crate::config::{Config, Framing, ListenerConfig};
+use crate::config::Config;
 
 /// Largest single read; also the largest datagram.
 const READ_BUF: usize = 64 * 1024;
-/// Reads (or accepts, or datagrams) per readiness event before others get a turn.
+/// Reads (or accepts, or datagram batches) per readiness event before others get a turn.
 const MAX_OPS_PER_EVENT: usize = 32;
-/// How long a closed connection keeps draining what the peer still sends, so that closing
-/// with unread input does not reset the connection and destroy replies in flight.
-const LINGER: Duration = Duration::from_secs(2);
-/// Pause before accepting again after running out of file descriptors.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-const LISTENER_BASE: usize = 1 << 40;
-const SIGNALS: Token = Token(usize::MAX - 1);
-
-/// What a token stands for.
-enum Source {
-    Session(usize),
-    Listener(usize),
-    Signals,
-    Stdin,
-    Control,
-    Operator(usize),
-    Metrics,
-    Scraper(usize),
+/// What a shell deadline is for (the core has its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ShellDue {
+    /// Try accepting again after running out of file descriptors.
+    ResumeAccept(ListenerId),
+    /// Drop a metrics scraper that has not finished by now (its key and when it came).
+    Scraper(usize, Instant),
+    /// Tell systemd's watchdog the loop is alive.
+    Watchdog,
 }
 
-fn source(token: Token) -> Option<Source> {
-    match token {
-        SIGNALS => Some(Source::Signals),
-        operators::STDIN => Some(Source::Stdin),
-        operators::CONTROL => Some(Source::Control),
-        metrics::METRICS => Some(Source::Metrics),
-        Token(t) if (metrics::METRICS_BASE..metrics::METRICS_BASE * 2).contains(&t) => {
-            Some(Source::Scraper(t - metrics::METRICS_BASE))
-        }
-        Token(t) if (operators::OPERATOR_BASE..operators::OPERATOR_BASE * 2).contains(&t) => {
-            Some(Source::Operator(t - operators::OPERATOR_BASE))
-        }
-        Token(t) if (LISTENER_BASE..LISTENER_BASE * 2).contains(&t) => {
-            Some(Source::Listener(t - LISTENER_BASE))
-        }
-        Token(t) if t < LISTENER_BASE => Some(Source::Session(t)),
-        _ => None,
-    }
-}
-
-/// Per-session traffic counts, logged when it closes.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    bytes_in: u64,
-    bytes_out: u64,
-    msgs_in: u64,
-    msgs_out: u64,
-}
-
-/// A session: a TCP connection or a UDP peer.
+/// A listener's socket.
 #[derive(Debug)]
-struct Conn {
-    session: Session,
-    listener: usize,
-    /// The listener's settings when the session opened: a reload changes them for new
-    /// sessions only.
-    cfg: Rc<ListenerConfig>,
-    chain: Chain,
-    /// The connection, for TCP; UDP sessions send through their listener's socket.
-    tcp: Option<tcp::TcpIo>,
-    opened: Instant,
-    last_active: Instant,
-    counts: Counts,
-    /// Set when the session is to end once its output is flushed.
-    closing: Option<CloseReason>,
-    /// The session has ended (chain closed, logged); only its socket lingers.
-    ended: bool,
-    /// Messages shown to the operator since the last operator reply.
-    unanswered: u32,
-    span: Span,
-}
-
-/// A bound listener.
-#[derive(Debug)]
-struct Listener {
-    /// Position in `Daemon::listeners`, for its token.
-    index: usize,
-    cfg: Rc<ListenerConfig>,
-    /// `None` once the listener has stopped.
-    socket: Option<Bound>,
-    local: SocketAddr,
-    /// UDP: the session of each peer.
-    peers: HashMap<SocketAddr, usize>,
-    /// UDP: datagrams the kernel would not take yet.
-    udp_queue: VecDeque<(SocketAddr, Vec<u8>)>,
-    udp_writable: bool,
-    /// Sessions open on this listener.
-    active: usize,
-    /// Accepting paused after EMFILE; a timer resumes it.
-    accept_paused: bool,
-    /// Counters, with the traffic of ended sessions.
-    stats: metrics::Stats,
-    /// Removed by a reload: no new sessions; stops when its last session ends (UDP keeps
-    /// its socket until then, for the peers it still serves).
-    retiring: bool,
-    /// Per-address session counts, rate buckets, rate-limited logs.
-    limits: limits::State,
-    /// UDP faults: the random draws, and replies held back by `delay`.
-    rng: u64,
-    delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
-    span: Span,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RunState {
-    Running,
-    /// Stop requested: listeners closed, sessions flushing until they end or the deadline.
-    Draining,
-    /// Done: `run` returns.
-    Exit,
+enum ListenerIo {
+    Tcp(tcp::TcpIo),
+    Udp(udp::UdpIo),
 }
 
 /// The daemon: bound listeners and the loop that serves them.
 pub struct Daemon {
     poll: Poll,
     events: Option<Events>,
+    tokens: Tokens,
     signals: Signals,
-    listeners: Vec<Listener>,
-    sessions: Slab<Conn>,
-    timers: Timers,
+    core: Core,
+    /// Each session's connection, at its session key (TCP; UDP sessions have none).
+    conns: Vec<Option<tcp::Conn>>,
+    /// Each listener's socket, at its listener id.
+    sockets: Vec<Option<ListenerIo>>,
+    control: control::Control,
+    /// The stdin console's operator id, while it is attached.
+    stdin_op: Option<core::OpId>,
+    metrics: Option<http::Metrics>,
+    timers: Timers<ShellDue>,
     /// The one read buffer every socket reads into.
     buf: Vec<u8>,
     /// The datagram batch of UDP listeners (`recvmmsg`), made on first use.
     batch: Option<Box<mmsg::Batch>>,
-    /// The one outbox every handler call writes into.
-    out: Outbox,
-    /// Reused when line framing adds newlines to replies.
-    scratch: Vec<u8>,
-    /// Sources whose drain hit the per-event cap, served again before the next wait.
+    /// Tokens whose drain hit the per-event cap, served again before the next wait.
     pending: Vec<Token>,
-    next_session: u64,
-    /// Whether debug events are on, so that per-message logging costs one test of a bool.
-    /// Set at start and after each reload (the level can only change then).
-    debug: bool,
-    operators: operators::Operators,
-    state: RunState,
-    drain_timeout: Duration,
     /// The config file, re-read on reload (`None`: the embedded default).
     config_file: Option<std::path::PathBuf>,
     /// The `[daemon]` settings in force.
     daemon_cfg: crate::config::DaemonConfig,
-    /// The Prometheus endpoint, when `[daemon] metrics` is set.
-    metrics: Option<metrics::MetricsServer>,
     /// The logger, once `run` has it: reload and SIGUSR2 change it.
     logging: Option<crate::logging::Logging>,
     now: Instant,
-    wall: SystemTime,
     notify: Notifier,
 }
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
-            .field("listeners", &self.listeners.len())
-            .field("sessions", &self.sessions.len())
-            .field("state", &self.state)
+            .field("core", &self.core.state())
+            .field("sessions", &self.core.session_count())
             .finish_non_exhaustive()
     }
 }
@@ -219,142 +126,136 @@ impl Daemon {
     /// [`bind`](Daemon::bind), taking the sockets systemd passed where they fit.
     pub fn bind_with(config: &Config, mut inherited: Inherited) -> anyhow::Result<Daemon> {
         let poll = Poll::new()?;
+        let mut tokens = Tokens::default();
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
+        let token = tokens.add(Owner::Signals);
         poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            .register(&mut signals, token, Interest::READABLE)?;
+        let now = Instant::now();
         let mut daemon = Daemon {
             poll,
             events: Some(Events::with_capacity(1024)),
+            tokens,
             signals,
-            listeners: Vec::new(),
-            sessions: Slab::new(),
+            core: Core::new(config.daemon.drain_timeout, now, SystemTime::now()),
+            conns: Vec::new(),
+            sockets: Vec::new(),
+            control: control::Control::default(),
+            stdin_op: None,
+            metrics: None,
             timers: Timers::default(),
             buf: vec![0; READ_BUF],
             batch: None,
-            out: Outbox::new(),
-            scratch: Vec::new(),
             pending: Vec::new(),
-            next_session: 1,
-            debug: tracing::enabled!(tracing::Level::DEBUG),
-            operators: operators::Operators::default(),
-            state: RunState::Running,
-            drain_timeout: config.daemon.drain_timeout,
             config_file: config.file.clone(),
             daemon_cfg: config.daemon.clone(),
             logging: None,
-            metrics: None,
-            now: Instant::now(),
-            wall: SystemTime::now(),
+            now,
             notify: Notifier::from_env(),
         };
-        // The control socket (attach, status, reload). A configured one must work; the
-        // default one is skipped with a warning when another daemon of the same config name
-        // already holds it.
-        let console = config.listeners.iter().any(|l| l.takes_operator());
-        match &config.daemon.control_socket {
-            Some(path) => daemon
-                .operators
-                .open_control(path, daemon.poll.registry())?,
-            None => {
-                let path = crate::console::default_socket(config.file.as_deref());
-                if let Err(e) = daemon.operators.open_control(&path, daemon.poll.registry()) {
-                    warn!("{e:#}; running without a control socket (set [daemon] control_socket)");
-                }
-            }
-        }
+        daemon.open_control(config)?;
         if let Some(addr) = config.daemon.metrics {
-            daemon.metrics = Some(metrics::MetricsServer::bind(addr, daemon.poll.registry())?);
+            daemon.metrics = Some(http::Metrics::bind(
+                addr,
+                daemon.poll.registry(),
+                &mut daemon.tokens,
+            )?);
         }
         inherited.reserve(&config.listeners);
         for cfg in &config.listeners {
-            daemon.add_listener(Rc::new(cfg.clone()), &mut inherited)?;
+            let (socket, local) = bind::bind(cfg, &mut inherited)?;
+            let id = daemon.core.add_listener(Rc::new(cfg.clone()), local);
+            daemon.install_socket(id, socket)?;
         }
-        if console {
-            daemon.operators.open_stdin(daemon.poll.registry());
-            if config.daemon.log_file.is_none()
-                && std::io::IsTerminal::is_terminal(&std::io::stdin())
-                && std::io::IsTerminal::is_terminal(&std::io::stderr())
-            {
-                warn!(
-                    "the operator console and the log share this terminal; set [daemon] log_file to keep log lines out of the conversation"
-                );
-            }
+        if config.listeners.iter().any(|l| l.takes_operator()) {
+            daemon.open_stdin_console(config);
         }
         inherited.close_unused();
-        let mut owned: Vec<&std::path::Path> =
-            daemon.operators.control_path().into_iter().collect();
+        let mut owned: Vec<&std::path::Path> = daemon.control.socket_path().into_iter().collect();
         owned.extend(config.daemon.log_file.as_deref().filter(|p| p.exists()));
         crate::privileges::drop_to(
             config.daemon.user.as_deref(),
             config.daemon.group.as_deref(),
             &owned,
         )?;
-        limits::check_open_files(&config.listeners);
-        info!(listeners = daemon.listeners.len(), "ready");
+        rlimit::check_open_files(&config.listeners);
+        info!(event = "ready", listeners = config.listeners.len(), "ready");
         daemon
             .notify
-            .started(daemon.listeners.len(), &mut daemon.timers, daemon.now);
+            .started(config.listeners.len(), &mut daemon.timers, now);
         Ok(daemon)
     }
 
-    fn add_listener(
-        &mut self,
-        cfg: Rc<ListenerConfig>,
-        inherited: &mut Inherited,
-    ) -> Result<(), BindError> {
-        let (socket, local) = bind::bind(&cfg, inherited)?;
-        self.install_listener(cfg, socket, local)
+    /// The control socket (attach, status, reload). A configured one must work; the default
+    /// one is skipped with a warning when another daemon of the same config name holds it.
+    fn open_control(&mut self, config: &Config) -> anyhow::Result<()> {
+        let registry = self.poll.registry();
+        match &config.daemon.control_socket {
+            Some(path) => self.control.open_socket(path, registry, &mut self.tokens),
+            None => {
+                let path = crate::console::default_socket(config.file.as_deref());
+                if let Err(e) = self.control.open_socket(&path, registry, &mut self.tokens) {
+                    warn!("{e:#}; running without a control socket (set [daemon] control_socket)");
+                }
+                Ok(())
+            }
+        }
     }
 
-    /// Register a bound socket with the loop as a new listener.
-    fn install_listener(
-        &mut self,
-        cfg: Rc<ListenerConfig>,
-        mut socket: Bound,
-        local: SocketAddr,
-    ) -> Result<(), BindError> {
-        let idx = self.listeners.len();
-        let token = Token(LISTENER_BASE + idx);
-        let registry = self.poll.registry();
-        let registered = match &mut socket {
-            Bound::Tcp(l) => registry.register(l, token, Interest::READABLE),
-            Bound::Udp(s) => registry.register(s, token, Interest::READABLE),
+    /// The daemon's stdin as an operator console, when a listener takes operator lines.
+    fn open_stdin_console(&mut self, config: &Config) {
+        let Some(op) = self
+            .control
+            .open_stdin(self.poll.registry(), &mut self.tokens)
+        else {
+            return;
         };
-        registered.map_err(|source| BindError::Other {
-            listener: cfg.name.to_string(),
-            endpoint: cfg.endpoint(),
-            source,
+        self.core.attach_operator(op, "console".into(), false);
+        self.stdin_op = Some(op);
+        if config.daemon.log_file.is_none()
+            && std::io::IsTerminal::is_terminal(&std::io::stdin())
+            && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        {
+            warn!(
+                event = "console_shares_terminal",
+                "the operator console and the log share this terminal; set [daemon] log_file to keep log lines out of the conversation"
+            );
+        }
+    }
+
+    /// Register a bound listener socket under listener `id`.
+    fn install_socket(&mut self, id: ListenerId, socket: Bound) -> Result<(), BindError> {
+        let token = self.tokens.add(Owner::Listener(id));
+        let registry = self.poll.registry();
+        let io = match socket {
+            Bound::Tcp(mut l) => registry
+                .register(&mut l, token, Interest::READABLE)
+                .map(|()| ListenerIo::Tcp(tcp::TcpIo::new(l, token))),
+            Bound::Udp(mut s) => registry
+                .register(&mut s, token, Interest::READABLE)
+                .map(|()| ListenerIo::Udp(udp::UdpIo::new(s, token))),
+        };
+        let io = io.map_err(|source| {
+            self.tokens.remove(token);
+            let cfg = &self.core.listener(id).expect("just added").cfg;
+            BindError::Other {
+                listener: cfg.name.to_string(),
+                endpoint: cfg.endpoint(),
+                source,
+            }
         })?;
-        let span = info_span!("listener", listener = %cfg.name, proto = %cfg.proto);
-        span.in_scope(|| {
-            info!(listener = %cfg.name, proto = %cfg.proto, addr = %local, handlers = ?cfg.handler_names, "listening")
-        });
-        let rng = cfg.faults.seed;
-        self.listeners.push(Listener {
-            index: idx,
-            cfg,
-            socket: Some(socket),
-            local,
-            peers: HashMap::new(),
-            udp_queue: VecDeque::new(),
-            udp_writable: false,
-            active: 0,
-            accept_paused: false,
-            stats: metrics::Stats::default(),
-            retiring: false,
-            limits: limits::State::default(),
-            rng,
-            delayed: VecDeque::new(),
-            span,
-        });
+        if self.sockets.len() <= id.0 {
+            self.sockets.resize_with(id.0 + 1, || None);
+        }
+        self.sockets[id.0] = Some(io);
         Ok(())
     }
 
     /// The bound address of every listener (port 0 resolved).
     pub fn local_addrs(&self) -> LocalAddrs {
-        self.listeners
-            .iter()
-            .map(|l| (l.cfg.name.clone(), l.cfg.proto, l.local))
+        self.core
+            .listeners()
+            .map(|(_, l)| (l.cfg.name.clone(), l.cfg.proto, l.local))
             .collect()
     }
 
@@ -362,11 +263,13 @@ impl Daemon {
     /// ended or the drain deadline passed.
     pub fn run(mut self, logging: crate::logging::Logging) -> io::Result<()> {
         self.logging = Some(logging);
-        self.debug = tracing::enabled!(tracing::Level::DEBUG);
-        while self.state != RunState::Exit {
+        self.core.refresh_debug();
+        while !self.core.is_done() {
             let timeout = if self.pending.is_empty() {
-                self.timers
-                    .next_deadline()
+                [self.core.next_deadline(), self.timers.next_deadline()]
+                    .into_iter()
+                    .flatten()
+                    .min()
                     .map(|d| d.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
@@ -381,7 +284,7 @@ impl Daemon {
                 Err(e) => return Err(e),
             }
             self.now = Instant::now();
-            self.wall = SystemTime::now();
+            self.core.set_clock(self.now, SystemTime::now());
             for event in events.iter() {
                 self.dispatch(event);
             }
@@ -389,59 +292,114 @@ impl Daemon {
             for token in std::mem::take(&mut self.pending) {
                 self.serve(token, true, false);
             }
-            while let Some(timer) = self.timers.pop_due(self.now) {
-                self.fire(timer);
+            self.core.handle_timeout();
+            self.settle();
+            while let Some(due) = self.timers.pop_due(self.now) {
+                self.fire(due);
             }
-            self.check_done();
         }
-        info!("stopped");
+        info!(event = "stopped", "stopped");
         Ok(())
     }
 
     fn dispatch(&mut self, event: &mio::event::Event) {
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         if (event.is_read_closed() || event.is_error())
-            && let Some(Source::Session(key)) = source(event.token())
-            && let Some(io) = self.sessions.get_mut(key).and_then(|c| c.tcp.as_mut())
+            && let Some(Owner::Session(key)) = self.tokens.owner(event.token())
+            && let Some(Some(c)) = self.conns.get_mut(key)
         {
-            io.peer_done = true;
+            c.peer_done = true;
         }
         self.serve(event.token(), readable, event.is_writable());
     }
 
     fn serve(&mut self, token: Token, readable: bool, writable: bool) {
-        match source(token) {
-            Some(Source::Session(key)) => {
-                if writable {
-                    self.tcp_flush(key);
-                }
-                if readable {
-                    self.tcp_read(key);
-                }
-            }
-            Some(Source::Listener(idx)) => match self.listeners.get(idx).map(|l| l.cfg.proto) {
-                Some(Proto::Tcp) => self.accept(idx),
-                Some(Proto::Udp) => {
-                    if writable {
-                        self.udp_flush(idx);
+        match self.tokens.owner(token) {
+            Some(Owner::Session(key)) => self.session_ready(key, readable, writable),
+            Some(Owner::Listener(id)) => match self.sockets.get(id.0) {
+                Some(Some(ListenerIo::Tcp(_))) => self.accept(id),
+                Some(Some(ListenerIo::Udp(_))) => {
+                    if writable && let Some(Some(ListenerIo::Udp(io))) = self.sockets.get_mut(id.0)
+                    {
+                        let name = self.core.listener(id).map_or("", |l| l.name());
+                        io.flush(name, self.poll.registry());
                     }
                     if readable {
-                        self.udp_read(idx);
+                        self.udp_read(id);
                     }
                 }
-                None => warn!(?token, "event for an unknown listener"),
+                _ => warn!(?token, "event for a listener that is gone"),
             },
-            Some(Source::Signals) => self.on_signals(),
-            Some(Source::Control) => self.accept_operators(),
-            Some(Source::Stdin) => {
-                if let Some(key) = self.operators.stdin_key() {
-                    self.operator_ready(key, readable, false);
+            Some(Owner::Signals) => self.on_signals(),
+            Some(Owner::Control) => self.control.accept(self.poll.registry(), &mut self.tokens),
+            Some(Owner::ControlClient(op)) => self.control_ready(op, readable, writable),
+            Some(Owner::Stdin) => {
+                if let Some(op) = self.stdin_op {
+                    self.control_ready(op, readable, false);
                 }
             }
-            Some(Source::Operator(key)) => self.operator_ready(key, readable, writable),
-            Some(Source::Metrics) => self.metrics_accept(),
-            Some(Source::Scraper(key)) => self.metrics_ready(key),
+            Some(Owner::Metrics) => self.metrics_accept(),
+            Some(Owner::Scraper(key)) => self.scraper_ready(key),
             None => warn!(?token, "event for an unknown token"),
+        }
+        self.settle();
+    }
+
+    /// Apply the effects the core queued, until there are none.
+    pub(crate) fn settle(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
+            match effect {
+                Effect::Transmit(key) => self.transmit(key),
+                Effect::Resume(key) => self.resume(key),
+                Effect::Close(key) => self.close_session(key),
+                Effect::Release(key) => self.release_session(key),
+                Effect::StopListener(id) => self.stop_listener(id),
+                Effect::Tell(op, line) => self.tell(op, &line),
+                Effect::Datagrams => self.send_datagrams(),
+            }
+        }
+    }
+
+    /// Reading from a session may resume: serve it again before the next wait.
+    fn resume(&mut self, key: SessionKey) {
+        if let Some(Some(c)) = self.conns.get(key) {
+            self.pending.push(c.token);
+        }
+    }
+
+    /// Close a listener's socket (a UDP one after sending what is waiting for it).
+    fn stop_listener(&mut self, id: ListenerId) {
+        if !self.core.datagrams().is_empty() {
+            self.send_datagrams();
+        }
+        let Some(io) = self.sockets.get_mut(id.0).and_then(Option::take) else {
+            return;
+        };
+        let registry = self.poll.registry();
+        let token = match io {
+            ListenerIo::Tcp(mut t) => {
+                let _ = registry.deregister(&mut t.socket);
+                t.token
+            }
+            ListenerIo::Udp(mut u) => {
+                let name = self.core.listener(id).map_or("", |l| l.name());
+                u.flush(name, registry);
+                let _ = registry.deregister(&mut u.socket);
+                u.token
+            }
+        };
+        self.tokens.remove(token);
+    }
+
+    fn fire(&mut self, due: ShellDue) {
+        match due {
+            ShellDue::ResumeAccept(id) => self.resume_accepting(id),
+            ShellDue::Scraper(key, since) => {
+                if let Some(m) = self.metrics.as_mut() {
+                    m.expire(key, since, self.poll.registry(), &mut self.tokens);
+                }
+            }
+            ShellDue::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
         }
     }
 
@@ -455,444 +413,137 @@ impl Daemon {
                     } else {
                         "SIGTERM"
                     };
-                    if self.state == RunState::Running {
+                    if self.core.state() == RunState::Running {
                         info!(
+                            event = "stop_requested",
                             signal = name,
                             "stop requested; finishing sessions (send again to stop at once)"
                         );
-                        self.begin_drain();
+                        self.notify.stopping(self.core.session_count());
+                        self.core.stop();
                     } else {
                         warn!(
+                            event = "hard_stop",
                             signal = name,
-                            sessions = self.sessions.len(),
+                            sessions = self.core.session_count(),
                             "second stop signal: stopping now"
                         );
-                        self.close_all(CloseReason::Shutdown);
-                        self.state = RunState::Exit;
+                        self.core.halt();
                     }
                 }
                 SIGHUP => {
                     let _ = self.reload();
                 }
-                SIGUSR1 => self.log_status(),
+                SIGUSR1 => self.core.log_status(),
                 SIGUSR2 => match self.logging.as_mut().map(|l| l.reopen()) {
                     Some(Err(e)) => warn!(error = %e, "SIGUSR2: cannot reopen the log file"),
-                    _ => info!("SIGUSR2: log file reopened"),
+                    _ => info!(event = "log_reopened", "SIGUSR2: log file reopened"),
                 },
                 _ => {}
             }
         }
+        self.settle();
     }
 
-    /// A new session on listener `idx`: slab entry, span, log, and the chain's `on_open`.
-    fn open_session(&mut self, idx: usize, peer: SocketAddr, io: Option<tcp::TcpIo>) -> usize {
-        let listener = &mut self.listeners[idx];
-        listener.active += 1;
-        listener.stats.opened += 1;
-        listener.limits.opened(peer);
-        let id = self.next_session;
-        self.next_session += 1;
-        let cfg = listener.cfg.clone();
-        let span = info_span!(parent: &listener.span, "session", session = id, peer = %peer);
-        span.in_scope(|| info!(listener = %cfg.name, proto = %cfg.proto, peer = %peer, session = id, "session opened"));
-        let entry = self.sessions.vacant_entry();
-        let key = entry.key();
-        let session = Session {
-            id,
-            listener: cfg.name.clone(),
-            proto: cfg.proto,
-            peer,
-            now: self.wall,
-            operators: self.operators.attached(),
-        };
-        entry.insert(Conn {
-            session,
-            listener: idx,
-            cfg: cfg.clone(),
-            chain: Chain::new(&cfg.handlers),
-            tcp: io,
-            opened: self.now,
-            last_active: self.now,
-            counts: Counts::default(),
-            closing: None,
-            ended: false,
-            unanswered: 0,
-            span,
-        });
-        if let Some(idle) = cfg.idle_timeout {
-            self.timers
-                .push(self.now + idle, Timer::Idle { key, session: id });
-        }
-        if cfg.once && cfg.proto == Proto::Tcp {
-            self.stop_listener(idx, "once = true: its one session is open");
-        }
-        self.out.clear();
-        let conn = &mut self.sessions[key];
-        conn.chain.open(&conn.session, &mut self.out);
-        self.apply_outbox(key);
-        key
-    }
-
-    /// Give one message to a session's chain; the answers accumulate in `self.out`. `debug`
-    /// is [`Daemon::debug`], read once rather than asking the subscriber per message.
-    fn deliver(conn: &mut Conn, msg: &[u8], out: &mut Outbox, debug: bool) {
-        conn.counts.msgs_in += 1;
-        if debug {
-            const SHOWN: usize = 256;
-            let text = escape(&msg[..msg.len().min(SHOWN)]);
-            let cut = if msg.len() > SHOWN { "..." } else { "" };
-            debug!(parent: &conn.span, bytes = msg.len(), text = %format_args!("{text}{cut}"), "message");
-        }
-        if conn.chain.message(msg, &conn.session, out) == Flow::Pass {
-            debug!(parent: &conn.span, "no handler took the message; dropped");
-        }
-    }
-
-    /// Turn what the handlers put in `self.out` into writes, timers and closes.
-    fn apply_outbox(&mut self, key: usize) {
-        let Some(conn) = self.sessions.get_mut(key) else {
-            return;
-        };
-        let listener = &mut self.listeners[conn.listener];
-        let mut failed = None;
-        if self.out.has_messages() {
-            let count = self.out.messages().count() as u64;
-            conn.counts.msgs_out += count;
-            match &mut conn.tcp {
-                Some(io) => {
-                    let bytes = if conn.cfg.framing == Framing::Line {
-                        self.scratch.clear();
-                        for m in self.out.messages() {
-                            self.scratch.extend_from_slice(m);
-                            if m.last() != Some(&b'\n') {
-                                self.scratch.push(b'\n');
-                            }
-                        }
-                        &self.scratch[..]
-                    } else {
-                        self.out.data()
-                    };
-                    conn.counts.bytes_out += bytes.len() as u64;
-                    match io.send(bytes, self.poll.registry(), Token(key), conn.cfg.max_output) {
-                        Ok(()) => io.arm_write_timeout(
-                            &conn.cfg,
-                            &mut self.timers,
-                            self.now,
-                            key,
-                            conn.session.id,
-                        ),
-                        Err(e) => failed = Some(e),
+    /// A control client is ready.
+    fn control_ready(&mut self, op: core::OpId, readable: bool, writable: bool) {
+        let mut lines = Vec::new();
+        let gone = self.control.ready(
+            op,
+            readable,
+            writable,
+            &mut self.buf,
+            self.poll.registry(),
+            &mut lines,
+        );
+        for line in lines {
+            match line {
+                control::Line::Operator(op, text) => {
+                    if self.control.is_attached(op) {
+                        self.core.operator_line(op, &text);
+                        self.settle();
                     }
                 }
-                None => {
-                    conn.counts.bytes_out += self.out.data().len() as u64;
-                    for m in self.out.messages() {
-                        udp::send_faulty(
-                            listener,
-                            conn.session.peer,
-                            m,
-                            self.poll.registry(),
-                            &mut self.timers,
-                            self.now,
-                        );
+                control::Line::Request(op, text) => {
+                    if !self.control_request(op, &text) {
+                        return;
                     }
                 }
             }
         }
-        if let Some(e) = failed {
-            debug!(parent: &conn.span, error = %e, "write failed");
-            self.out.clear();
-            self.close(key, CloseReason::Error);
-            return;
+        if let Some(why) = gone {
+            self.drop_client(op, why);
         }
-        if self.out.actions().is_empty() {
-            return;
-        }
-        let session_id = conn.session.id;
-        for action in self.out.take_actions() {
-            match action {
-                Action::Close(scope) => {
-                    if let Some(conn) = self.sessions.get_mut(key) {
-                        conn.closing.get_or_insert(CloseReason::Handler);
-                        let idx = conn.listener;
-                        match scope {
-                            Scope::Session => {}
-                            Scope::Listener => {
-                                self.stop_listener(idx, "a handler ended it (scope = \"listener\")")
-                            }
-                            Scope::Daemon => {
-                                if self.state == RunState::Running {
-                                    info!(
-                                        "a handler asked the daemon to stop (scope = \"daemon\")"
-                                    );
-                                    self.begin_drain();
-                                }
-                            }
-                        }
-                    }
-                }
-                Action::Timer { link, id, after } => self.timers.push(
-                    self.now + after,
-                    Timer::Handler {
-                        key,
-                        session: session_id,
-                        link,
-                        id,
-                    },
-                ),
-                Action::ToOperator(text) => self.show_to_operators(key, &text),
-            }
-        }
-        self.finish_if_flushed(key);
     }
 
-    /// Close a session that asked to close once nothing is left to write.
-    fn finish_if_flushed(&mut self, key: usize) {
-        if let Some(conn) = self.sessions.get(key)
-            && !conn.ended
-            && let Some(reason) = conn.closing
-            && conn.tcp.as_ref().is_none_or(|io| io.flushed())
+    /// The first line of a control client. Returns whether it stays connected.
+    fn control_request(&mut self, op: core::OpId, line: &str) -> bool {
+        let reply: Vec<String> = match line.trim() {
+            "attach" => {
+                if let Some(name) = self.control.attach(op) {
+                    self.core.attach_operator(op, name, true);
+                    self.settle();
+                }
+                return true;
+            }
+            "status" => self.core.status_lines(),
+            "reload" => vec![match self.reload() {
+                Ok(summary) => format!("reloaded: {summary}"),
+                Err(e) => format!("reload refused: {e}"),
+            }],
+            other => vec![format!(
+                "(!) unknown request {other:?}: expected attach, status or reload"
+            )],
+        };
+        for l in reply {
+            self.control.tell(op, &l, self.poll.registry());
+        }
+        self.drop_client(op, "request answered");
+        false
+    }
+
+    /// A line for an operator.
+    fn tell(&mut self, op: core::OpId, line: &str) {
+        if let Some(why) = self.control.tell(op, line, self.poll.registry()) {
+            self.drop_client(op, why);
+        }
+    }
+
+    fn drop_client(&mut self, op: core::OpId, why: &str) {
+        if self
+            .control
+            .remove(op, why, self.poll.registry(), &mut self.tokens)
         {
-            self.close(key, reason);
+            self.core.detach_operator(op, why);
+            if self.stdin_op == Some(op) {
+                self.stdin_op = None;
+            }
         }
     }
 
-    /// End a session now: its chain's `on_close`, the log line, and the socket closed after
-    /// a short linger (TCP) or the peer forgotten (UDP).
-    fn close(&mut self, key: usize, reason: CloseReason) {
-        self.end_session(key, reason);
-        let Some(conn) = self.sessions.get_mut(key) else {
+    fn metrics_accept(&mut self) {
+        let Some(m) = self.metrics.as_mut() else {
             return;
         };
-        let linger = match conn.tcp.as_mut() {
-            // A peer that broke the connection or stopped reading gets no linger.
-            Some(io)
-                if !matches!(reason, CloseReason::Error | CloseReason::WriteTimeout)
-                    && self.state != RunState::Exit =>
-            {
-                io.linger()
-            }
-            _ => false,
-        };
-        if linger {
-            let session = conn.session.id;
-            self.timers
-                .push(self.now + LINGER, Timer::Linger { key, session });
-        } else {
-            self.release(key);
-        }
-    }
-
-    /// The logical end of a session (idempotent).
-    fn end_session(&mut self, key: usize, reason: CloseReason) {
-        let Some(conn) = self.sessions.get_mut(key) else {
-            return;
-        };
-        if conn.ended {
-            return;
-        }
-        self.console_closed(key, reason);
-        let conn = &mut self.sessions[key];
-        conn.ended = true;
-        conn.chain.close(&conn.session, reason);
-        let listener = &mut self.listeners[conn.listener];
-        listener.active -= 1;
-        listener.stats.closed += 1;
-        listener.stats.add(&conn.counts);
-        if reason == CloseReason::Error {
-            listener.stats.errors += 1;
-        }
-        listener.limits.closed(conn.session.peer);
-        if conn.tcp.is_none() {
-            listener.peers.remove(&conn.session.peer);
-        }
-        let once_udp = listener.cfg.once && listener.cfg.proto == Proto::Udp;
-        let idx = conn.listener;
-        let c = conn.counts;
-        conn.span.in_scope(|| {
-            info!(
-                session = conn.session.id,
-                reason = %reason,
-                bytes_in = c.bytes_in,
-                bytes_out = c.bytes_out,
-                messages_in = c.msgs_in,
-                messages_out = c.msgs_out,
-                duration = ?self.now.saturating_duration_since(conn.opened),
-                "session closed"
-            )
-        });
-        if once_udp {
-            self.stop_listener(idx, "once = true: its one session ended");
-        } else if self.listeners[idx].retiring && self.listeners[idx].active == 0 {
-            self.stop_listener(idx, "removed from the config; its last session ended");
-        }
-    }
-
-    /// Drop a session's entry and socket.
-    fn release(&mut self, key: usize) {
-        if let Some(mut conn) = self.sessions.try_remove(key)
-            && let Some(io) = conn.tcp.as_mut()
-        {
-            io.deregister(self.poll.registry());
-        }
-    }
-
-    fn fire(&mut self, timer: Timer) {
-        match timer {
-            Timer::Linger { key, session } => {
-                if self
-                    .sessions
-                    .get(key)
-                    .is_some_and(|c| c.session.id == session && c.ended)
-                {
-                    self.release(key);
-                }
-            }
-            Timer::Idle { key, session } => {
-                let Some(conn) = self
-                    .sessions
-                    .get(key)
-                    .filter(|c| c.session.id == session && !c.ended)
-                else {
-                    return;
-                };
-                let Some(idle) = conn.cfg.idle_timeout else {
-                    return;
-                };
-                let deadline = conn.last_active + idle;
-                if deadline <= self.now {
-                    self.close(key, CloseReason::IdleTimeout);
-                } else {
-                    self.timers.push(deadline, Timer::Idle { key, session });
-                }
-            }
-            Timer::Handler {
-                key,
-                session,
-                link,
-                id,
-            } => {
-                let Some(conn) = self
-                    .sessions
-                    .get_mut(key)
-                    .filter(|c| c.session.id == session)
-                else {
-                    return;
-                };
-                self.out.clear();
-                conn.session.now = self.wall;
-                conn.chain.timer(link, id, &conn.session, &mut self.out);
-                self.apply_outbox(key);
-            }
-            Timer::WriteTimeout { key, session } => self.write_timeout_due(key, session),
-            Timer::ResumeAccept { listener } => {
-                if let Some(l) = self.listeners.get_mut(listener) {
-                    l.accept_paused = false;
-                    self.accept(listener);
-                }
-            }
-            Timer::Delayed { listener } => self.send_delayed(listener),
-            Timer::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
-            Timer::Retire { listener } => {
-                if self.listeners[listener].retiring {
-                    self.stop_listener(listener, "removed from the config; drain_timeout passed");
-                }
-            }
-            Timer::Drain => {
-                if self.state == RunState::Draining && !self.sessions.is_empty() {
-                    warn!(
-                        sessions = self.sessions.len(),
-                        "drain timeout: closing sessions with output still pending"
-                    );
-                    self.close_all(CloseReason::Shutdown);
-                }
-            }
-        }
-    }
-
-    /// Stop accepting on a listener; its sessions go on (UDP ones end, as they share its
-    /// socket).
-    fn stop_listener(&mut self, idx: usize, why: &str) {
-        let listener = &mut self.listeners[idx];
-        let Some(mut socket) = listener.socket.take() else {
-            return;
-        };
-        let registry = self.poll.registry();
-        let _ = match &mut socket {
-            Bound::Tcp(l) => registry.deregister(l),
-            Bound::Udp(s) => {
-                udp::flush_now(listener, s);
-                registry.deregister(s)
-            }
-        };
-        listener
-            .span
-            .in_scope(|| info!(listener = %listener.cfg.name, why, "listener stopped"));
-        if listener.cfg.proto == Proto::Udp {
-            let keys: Vec<usize> = listener.peers.values().copied().collect();
-            for key in keys {
-                let reason = self
-                    .sessions
-                    .get(key)
-                    .and_then(|c| c.closing)
-                    .unwrap_or(CloseReason::Shutdown);
-                self.close(key, reason);
-            }
-        }
-    }
-
-    /// Soft stop: no new sessions, no more reading; sessions end as soon as their output is
-    /// flushed, or at the drain deadline.
-    fn begin_drain(&mut self) {
-        self.state = RunState::Draining;
-        self.notify.stopping(self.sessions.len());
-        for idx in 0..self.listeners.len() {
-            self.stop_listener(idx, "shutting down");
-        }
-        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            let conn = &mut self.sessions[key];
-            if conn.ended {
-                continue;
-            }
-            conn.closing.get_or_insert(CloseReason::Shutdown);
-            self.finish_if_flushed(key);
-        }
-        if !self.sessions.is_empty() {
-            let flushing = self.sessions.iter().filter(|(_, c)| !c.ended).count();
-            let lingering = self.sessions.len() - flushing;
-            info!(
-                sessions = flushing,
-                lingering,
-                timeout = ?self.drain_timeout,
-                "waiting for output to flush (and closed connections to finish)"
+        let new = m.accept(self.poll.registry(), &mut self.tokens, self.now);
+        for key in new {
+            self.timers.push(
+                self.now + http::SCRAPE_TIMEOUT,
+                ShellDue::Scraper(key, self.now),
             );
-            self.timers
-                .push(self.now + self.drain_timeout, Timer::Drain);
+            self.scraper_ready(key);
         }
     }
 
-    /// End every session and drop its socket at once, without lingering.
-    fn close_all(&mut self, reason: CloseReason) {
-        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.end_session(key, reason);
-            self.release(key);
-        }
-    }
-
-    /// Decide whether the loop is done.
-    fn check_done(&mut self) {
-        match self.state {
-            RunState::Draining if self.sessions.is_empty() => self.state = RunState::Exit,
-            RunState::Running
-                if self.sessions.is_empty()
-                    && self.listeners.iter().all(|l| l.socket.is_none()) =>
-            {
-                info!("no listener left and no session open");
-                self.state = RunState::Exit;
+    fn scraper_ready(&mut self, key: usize) {
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        if m.ready(key, self.poll.registry(), &mut self.tokens) == http::Step::WantsMetrics {
+            let body = self.core.prometheus();
+            if let Some(m) = self.metrics.as_mut() {
+                m.respond(key, &body, self.poll.registry(), &mut self.tokens);
             }
-            _ => {}
         }
     }
 }

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::timers::{Timer, Timers};
+use super::ShellDue;
+use super::timers::Timers;
 
 /// Where notifications go, and how often the watchdog wants to hear from us.
 #[derive(Debug, Default)]
@@ -101,11 +102,7 @@ impl Notifier {
         ));
     }
 
-    /// A free-form status line, shown by `systemctl status`.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "for config reload on SIGHUP, not built yet")
-    )]
+    /// A free-form status line, shown by `systemctl status` (after a refused reload, say).
     pub(crate) fn status(&self, text: &str) {
         self.send(&format!("STATUS={}\n", one_line(text)));
     }
@@ -122,14 +119,14 @@ impl Notifier {
     }
 
     /// Every listener is bound: report ready and start the watchdog pings.
-    pub(crate) fn started(&self, listeners: usize, timers: &mut Timers, now: Instant) {
+    pub(crate) fn started(&self, listeners: usize, timers: &mut Timers<ShellDue>, now: Instant) {
         if self.target.is_none() {
             return;
         }
         self.serving(listeners);
         if let Some(interval) = self.watchdog_interval() {
             info!(interval = ?interval, "systemd watchdog on; pinging at half the interval");
-            timers.push(now + interval / 2, Timer::Watchdog);
+            timers.push(now + interval / 2, ShellDue::Watchdog);
         }
     }
 
@@ -139,11 +136,11 @@ impl Notifier {
         self.ready(&format!("serving {listeners} listener{plural}"));
     }
 
-    /// [`Timer::Watchdog`] fired: ping, and arm the next one at half the interval.
-    pub(crate) fn on_watchdog_timer(&self, timers: &mut Timers, now: Instant) {
+    /// [`ShellDue::Watchdog`] fired: ping, and arm the next one at half the interval.
+    pub(crate) fn on_watchdog_timer(&self, timers: &mut Timers<ShellDue>, now: Instant) {
         if let Some(interval) = self.watchdog_interval() {
             self.watchdog();
-            timers.push(now + interval / 2, Timer::Watchdog);
+            timers.push(now + interval / 2, ShellDue::Watchdog);
         }
     }
 
@@ -197,12 +194,7 @@ fn one_line(text: &str) -> String {
 
 /// `CLOCK_MONOTONIC` in microseconds, the clock systemd compares `MONOTONIC_USEC` with.
 fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec it is given, which lives on this stack.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
 }
 

@@ -1,151 +1,56 @@
-//! TCP: accept, read and frame, write with buffering only on short writes.
+//! TCP sockets: accept, and each session's connection: read until drained (capped per event)
+//! and hand the bytes to the core; write what the core has for it at once, asking for
+//! WRITABLE only while some is left; FIN and lingering when the core ends a session.
 
-use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
-use switchboard_handlers::CloseReason;
-use tracing::{debug, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+use tracing::{debug, info, warn};
 
-use super::{ACCEPT_RETRY, Daemon, LISTENER_BASE, MAX_OPS_PER_EVENT, RunState, Timer};
-use crate::config::Framing;
-use crate::daemon::bind::Bound;
-use crate::framing::split_lines;
+use super::core::{ListenerId, ReadMode, Refusal, RunState, SessionKey};
+use super::tokens::Owner;
+use super::transport::{Readout, Transport, failure};
+use super::{Daemon, MAX_OPS_PER_EVENT, ShellDue};
 
-/// A TCP session's socket and the buffers it needs only while a frame is partial or output
-/// is pending: an idle connection holds no buffer.
+/// Pause before accepting again after running out of file descriptors.
+pub(super) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// A TCP listener's socket.
 #[derive(Debug)]
-pub(super) struct TcpIo {
-    stream: TcpStream,
-    /// Unfinished line (line framing).
-    partial: Vec<u8>,
-    /// Output the kernel has not taken yet; `out[out_pos..]` is pending.
-    out: Vec<u8>,
-    out_pos: usize,
-    /// WRITABLE interest is registered (only while output is pending).
-    want_write: bool,
-    /// Reading paused because `out` reached `max_output` (backpressure).
-    read_paused: bool,
-    /// The peer closed its writing side.
-    read_eof: bool,
-    /// The poller reported the peer's FIN (or an error): read on to the end even after a
-    /// short read, since no further edge will come.
-    pub(super) peer_done: bool,
-    /// The session ended; input is read and discarded until EOF or the linger timer.
-    lingering: bool,
-    /// A `write_timeout` timer is pending for this connection.
-    pub(super) write_timer: bool,
-    /// When the kernel last took output, or output started to pile up.
-    pub(super) write_progress: Instant,
+pub(crate) struct TcpIo {
+    pub(crate) socket: TcpListener,
+    pub(crate) token: Token,
+    /// Accepting waits for the retry timer (after running out of file descriptors).
+    paused: bool,
+    /// An out-of-descriptors episode: since when, and how many retries failed.
+    out_of_fds: Option<(Instant, u64)>,
 }
 
 impl TcpIo {
-    pub(super) fn flushed(&self) -> bool {
-        self.out_pos >= self.out.len()
-    }
-
-    fn interest(&self) -> Interest {
-        if self.want_write {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
+    pub(crate) fn new(socket: TcpListener, token: Token) -> TcpIo {
+        TcpIo {
+            socket,
+            token,
+            paused: false,
+            out_of_fds: None,
         }
     }
+}
 
-    /// Write `bytes` now; buffer what the kernel does not take and ask for WRITABLE.
-    pub(super) fn send(
-        &mut self,
-        bytes: &[u8],
-        registry: &Registry,
-        token: Token,
-        max_output: usize,
-    ) -> io::Result<()> {
-        let mut written = 0;
-        if self.flushed() {
-            while written < bytes.len() {
-                match self.stream.write(&bytes[written..]) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        if written < bytes.len() {
-            if self.flushed() {
-                debug!(
-                    pending = bytes.len() - written,
-                    "the peer is not reading fast enough; output buffered"
-                );
-            }
-            self.out.extend_from_slice(&bytes[written..]);
-            if self.pending() >= max_output && !self.read_paused {
-                self.read_paused = true;
-                debug!(
-                    pending = self.pending(),
-                    max_output, "reading paused: max_output bytes are pending for the peer"
-                );
-            }
-            if !self.want_write {
-                self.want_write = true;
-                let interest = self.interest();
-                registry.reregister(&mut self.stream, token, interest)?;
-            }
-        }
-        Ok(())
-    }
-
-    pub(super) fn pending(&self) -> usize {
-        self.out.len() - self.out_pos
-    }
-
-    /// Write buffered output. Returns whether reading was paused and may resume.
-    fn flush(&mut self, registry: &Registry, token: Token, now: Instant) -> io::Result<bool> {
-        while !self.flushed() {
-            match self.stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.out_pos += n;
-                    self.write_progress = now;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.out_pos > self.out.len() / 2 {
-                        self.out.drain(..self.out_pos);
-                        self.out_pos = 0;
-                    }
-                    return Ok(false);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // Everything went out: release the buffer and stop asking for WRITABLE.
-        self.out = Vec::new();
-        self.out_pos = 0;
-        if self.want_write {
-            self.want_write = false;
-            let interest = self.interest();
-            registry.reregister(&mut self.stream, token, interest)?;
-        }
-        Ok(std::mem::take(&mut self.read_paused))
-    }
-
-    /// Start a lingering close: send FIN now, keep reading (and discarding) what the peer
-    /// still sends. Returns false when there is nothing to wait for.
-    pub(super) fn linger(&mut self) -> bool {
-        if self.read_eof || self.stream.shutdown(std::net::Shutdown::Write).is_err() {
-            return false;
-        }
-        self.lingering = true;
-        self.read_paused = false;
-        true
-    }
-
-    pub(super) fn deregister(&mut self, registry: &Registry) {
-        let _ = registry.deregister(&mut self.stream);
-    }
+/// A session's connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) token: Token,
+    pub(crate) transport: Transport,
+    /// WRITABLE interest is registered (only while output is pending).
+    writable: bool,
+    /// The poller reported the peer's FIN (or an error): read on to the end even after a
+    /// short read, since no further edge will come.
+    pub(crate) peer_done: bool,
+    /// The peer's EOF was read.
+    read_eof: bool,
 }
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {
@@ -156,209 +61,260 @@ fn is_fd_exhaustion(e: &io::Error) -> bool {
 }
 
 impl Daemon {
+    fn tcp_io(&mut self, lid: ListenerId) -> Option<&mut TcpIo> {
+        match self.sockets.get_mut(lid.0) {
+            Some(Some(super::ListenerIo::Tcp(t))) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Accept until `WouldBlock` (capped per event).
-    pub(super) fn accept(&mut self, idx: usize) {
+    pub(super) fn accept(&mut self, lid: ListenerId) {
+        let mut token = None;
         for _ in 0..MAX_OPS_PER_EVENT {
-            let listener = &mut self.listeners[idx];
-            if listener.accept_paused || self.state != RunState::Running {
+            if self.core.state() != RunState::Running {
                 return;
             }
-            let Some(Bound::Tcp(socket)) = &listener.socket else {
+            let now = self.now;
+            let Some(t) = self.tcp_io(lid) else {
                 return;
             };
-            match socket.accept() {
+            if t.paused {
+                return;
+            }
+            token = Some(t.token);
+            match t.socket.accept() {
                 Ok((stream, peer)) => {
-                    self.accept_resumed(idx);
-                    if !self.admit_tcp(idx, peer, &stream) {
-                        continue;
+                    if let Some((since, retries)) = t.out_of_fds.take() {
+                        info!(event = "accept_resumed", retries,
+                            paused_for = ?now.saturating_duration_since(since),
+                            "accepting resumed: file descriptors are available again");
                     }
-                    if let Err(e) = stream.set_nodelay(true) {
-                        debug!(error = %e, "cannot set TCP_NODELAY");
+                    match self.core.admit(lid, peer) {
+                        Ok(key) => self.install_session(key, stream),
+                        Err(refusal) => self.refuse(lid, refusal, stream),
                     }
-                    let io = TcpIo {
-                        stream,
-                        partial: Vec::new(),
-                        out: Vec::new(),
-                        out_pos: 0,
-                        want_write: false,
-                        read_paused: false,
-                        read_eof: false,
-                        peer_done: false,
-                        lingering: false,
-                        write_timer: false,
-                        write_progress: self.now,
-                    };
-                    let key = self.sessions.vacant_key();
-                    let Some(io) = self.register_conn(io, key) else {
-                        continue;
-                    };
-                    self.open_session(idx, peer, Some(io));
-                    self.tcp_read(key);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_fd_exhaustion(&e) => {
-                    listener.accept_paused = true;
-                    self.accept_out_of_fds(idx, &e, ACCEPT_RETRY);
-                    self.timers.push(
-                        self.now + ACCEPT_RETRY,
-                        Timer::ResumeAccept { listener: idx },
-                    );
+                    let active = self.core.session_count();
+                    let t = self.tcp_io(lid).expect("checked above");
+                    match &mut t.out_of_fds {
+                        Some((_, retries)) => {
+                            *retries += 1;
+                            debug!(
+                                event = "accept_paused",
+                                retries = *retries,
+                                "still out of file descriptors; accepts stay paused"
+                            );
+                        }
+                        None => {
+                            t.out_of_fds = Some((now, 0));
+                            warn!(event = "accept_paused", error = %e, sessions = active,
+                                retry_every = ?ACCEPT_RETRY,
+                                "cannot accept: out of file descriptors; pausing accepts (raise `ulimit -n` or LimitNOFILE=, or lower max_connections)");
+                        }
+                    }
+                    t.paused = true;
+                    self.timers
+                        .push(now + ACCEPT_RETRY, ShellDue::ResumeAccept(lid));
                     return;
                 }
-                Err(e) => debug!(listener = %listener.cfg.name, error = %e, "accept failed"),
+                Err(e) => debug!(error = %e, "accept failed"),
             }
         }
-        self.pending.push(Token(LISTENER_BASE + idx));
+        if let Some(token) = token {
+            self.pending.push(token);
+        }
     }
 
-    fn register_conn(&mut self, mut io: TcpIo, key: usize) -> Option<TcpIo> {
-        match self
+    /// The retry timer of a paused listener: accept again.
+    pub(super) fn resume_accepting(&mut self, lid: ListenerId) {
+        if let Some(t) = self.tcp_io(lid) {
+            t.paused = false;
+        }
+        self.accept(lid);
+    }
+
+    /// A connection the limits refused: the `busy_message` (when over a limit, not when the
+    /// rules refuse it), written once without blocking; closed when dropped.
+    fn refuse(&mut self, lid: ListenerId, refusal: Refusal, stream: TcpStream) {
+        if matches!(refusal, Refusal::Rules(_)) {
+            return;
+        }
+        let Some(msg) = self
+            .core
+            .listener(lid)
+            .and_then(|l| l.cfg.limits.busy_message.clone())
+        else {
+            return;
+        };
+        let mut s = stream;
+        if let Err(e) = super::transport::write_some(&mut s, &msg) {
+            debug!(error = %e, "busy_message not written");
+        }
+        // Read what the peer already sent, so that closing sends FIN, not a reset that could
+        // destroy the message in flight.
+        for _ in 0..4 {
+            if !matches!(s.read(&mut self.buf), Ok(1..)) {
+                break;
+            }
+        }
+    }
+
+    /// Register a new session's connection, open the session, and read what already came.
+    fn install_session(&mut self, key: SessionKey, mut stream: TcpStream) {
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let token = self.tokens.add(Owner::Session(key));
+        if let Err(e) = self
             .poll
             .registry()
-            .register(&mut io.stream, Token(key), Interest::READABLE)
+            .register(&mut stream, token, Interest::READABLE)
         {
-            Ok(()) => Some(io),
-            Err(e) => {
-                warn!(error = %e, "cannot register a new connection; closed");
-                None
-            }
+            warn!(error = %e, "cannot register a new connection; closed");
+            self.tokens.remove(token);
+            self.core.abort(key);
+            return;
+        }
+        if self.conns.len() <= key {
+            self.conns.resize_with(key + 1, || None);
+        }
+        self.conns[key] = Some(Conn {
+            token,
+            transport: Transport::Plain(stream),
+            writable: false,
+            peer_done: false,
+            read_eof: false,
+        });
+        self.core.open(key);
+        self.settle();
+        self.session_read(key);
+    }
+
+    /// A session's connection is ready.
+    pub(super) fn session_ready(&mut self, key: SessionKey, readable: bool, writable: bool) {
+        if writable {
+            self.transmit(key);
+        }
+        if readable {
+            self.session_read(key);
         }
     }
 
-    /// Read until `WouldBlock`, a short read, or the per-event cap; frame and deliver.
-    pub(super) fn tcp_read(&mut self, key: usize) {
+    /// Read until `WouldBlock`, a short read, or the per-event cap; hand the bytes over.
+    pub(super) fn session_read(&mut self, key: SessionKey) {
         for _ in 0..MAX_OPS_PER_EVENT {
-            let Some(conn) = self.sessions.get_mut(key) else {
+            let Some(mode) = self.core.read_mode(key) else {
                 return;
             };
-            let Some(io) = conn.tcp.as_mut() else {
+            let Some(Some(c)) = self.conns.get_mut(key) else {
                 return;
             };
-            if io.lingering {
-                return self.discard_input(key);
+            match mode {
+                ReadMode::Paused => return,
+                ReadMode::Discard => return self.discard(key),
+                ReadMode::Read => {}
             }
-            if io.read_paused || io.read_eof || conn.closing.is_some() {
-                return;
-            }
-            match io.stream.read(&mut self.buf) {
-                Ok(0) => {
-                    io.read_eof = true;
-                    self.on_eof(key);
-                    return;
-                }
-                Ok(n) => {
+            match c.transport.read(&mut self.buf) {
+                Readout::Data(n) => {
                     // A short read means drained: on Linux new data brings a new edge. This
                     // saves the read that would only return WouldBlock.
-                    let drained = n < self.buf.len() && !io.peer_done;
-                    self.on_bytes(key, n);
+                    let drained = n < self.buf.len() && !c.peer_done;
+                    self.core.input(key, &self.buf[..n]);
+                    self.settle();
                     if drained {
                         return;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    debug!(parent: &conn.span, error = %e, "read failed");
-                    self.close(key, CloseReason::Error);
+                Readout::Eof => {
+                    c.read_eof = true;
+                    self.core.end_of_input(key);
+                    self.settle();
+                    return;
+                }
+                Readout::WouldBlock => return,
+                Readout::Failed(reason, e) => {
+                    debug!(error = %e, "read failed");
+                    self.core.failed(key, reason);
+                    self.settle();
                     return;
                 }
             }
         }
-        self.pending.push(Token(key));
+        if let Some(Some(c)) = self.conns.get(key) {
+            self.pending.push(c.token);
+        }
     }
 
-    /// A lingering connection: read and drop input; release it at EOF or on error.
-    fn discard_input(&mut self, key: usize) {
-        let io = self.sessions[key].tcp.as_mut().expect("TCP session");
+    /// A lingering connection: read and drop input; at EOF or on error it is done.
+    fn discard(&mut self, key: SessionKey) {
+        let Some(Some(c)) = self.conns.get_mut(key) else {
+            return;
+        };
         for _ in 0..MAX_OPS_PER_EVENT {
-            match io.stream.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => break,
+            match c.transport.read(&mut self.buf) {
+                Readout::Data(_) => {}
+                Readout::WouldBlock => return,
+                Readout::Eof | Readout::Failed(..) => break,
             }
         }
-        self.release(key);
+        self.core.lingered(key);
+        self.settle();
     }
 
-    /// `n` fresh bytes in `self.buf` for session `key`.
-    fn on_bytes(&mut self, key: usize, n: usize) {
-        let conn = &mut self.sessions[key];
-        let (framing, max_message) = (conn.cfg.framing, conn.cfg.max_message);
-        conn.last_active = self.now;
-        conn.session.now = self.wall;
-        conn.session.operators = self.operators.attached();
-        conn.counts.bytes_in += n as u64;
-        let data = &self.buf[..n];
-        let debug = self.debug;
-        self.out.clear();
-        let mut too_long = false;
-        match framing {
-            Framing::Raw => {
-                for msg in data.chunks(max_message) {
-                    Daemon::deliver(conn, msg, &mut self.out, debug);
-                }
-            }
-            Framing::Line => {
-                let io = conn.tcp.as_mut().expect("TCP session");
-                let mut partial = std::mem::take(&mut io.partial);
-                let out = &mut self.out;
-                let result = split_lines(&mut partial, data, max_message, |line| {
-                    Daemon::deliver(conn, line, out, debug)
-                });
-                conn.tcp.as_mut().expect("TCP session").partial = partial;
-                too_long = result.is_err();
-            }
-        }
-        if too_long {
-            warn!(parent: &conn.span, max_message, "line longer than max_message; closing the session");
-            if let Some(reply) = &conn.cfg.limits.too_long_reply {
-                self.out.send(reply.as_bytes());
-            }
-            conn.closing.get_or_insert(CloseReason::TooLong);
-        }
-        self.apply_outbox(key);
-        self.finish_if_flushed(key);
-    }
-
-    /// The peer closed its side: a last unterminated line is still a message; the session
-    /// ends once the replies are flushed (the peer may still be reading).
-    fn on_eof(&mut self, key: usize) {
-        let conn = &mut self.sessions[key];
-        let io = conn.tcp.as_mut().expect("TCP session");
-        let last = std::mem::take(&mut io.partial);
-        self.out.clear();
-        if !last.is_empty() {
-            let line = last.strip_suffix(b"\r").unwrap_or(&last);
-            Daemon::deliver(conn, line, &mut self.out, self.debug);
-        }
-        conn.closing.get_or_insert(CloseReason::PeerClosed);
-        self.apply_outbox(key);
-        self.finish_if_flushed(key);
-    }
-
-    /// The socket became writable: flush, resume reading if paused, close if it was waiting.
-    pub(super) fn tcp_flush(&mut self, key: usize) {
-        let Some(conn) = self.sessions.get_mut(key) else {
+    /// Write what the core has for a session; keep WRITABLE interest while some is left.
+    pub(super) fn transmit(&mut self, key: SessionKey) {
+        let Some(Some(c)) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(io) = conn.tcp.as_mut() else {
+        if let Some(bytes) = self.core.transmit(key) {
+            match c.transport.write(bytes) {
+                Ok(n) => self.core.transmitted(key, n),
+                Err(e) => {
+                    debug!(error = %e, "write failed");
+                    self.core.failed(key, failure(&e));
+                    return;
+                }
+            }
+        }
+        let want = self.core.has_pending(key);
+        if let Some(Some(c)) = self.conns.get_mut(key)
+            && want != c.writable
+        {
+            c.writable = want;
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ = self
+                .poll
+                .registry()
+                .reregister(c.transport.socket(), c.token, interest);
+        }
+    }
+
+    /// The core ended a session cleanly: send FIN, then read and drop until the peer's EOF.
+    pub(super) fn close_session(&mut self, key: SessionKey) {
+        let Some(Some(c)) = self.conns.get_mut(key) else {
             return;
         };
-        match io.flush(self.poll.registry(), Token(key), self.now) {
-            Ok(resume) => {
-                if resume {
-                    // Data may be waiting with no new edge to announce it.
-                    self.pending.push(Token(key));
-                }
-                self.finish_if_flushed(key);
-            }
-            Err(e) => {
-                debug!(parent: &conn.span, error = %e, "write failed");
-                self.close(key, CloseReason::Error);
-            }
+        if c.read_eof || !c.transport.shutdown_write() {
+            self.core.lingered(key);
+            return;
+        }
+        // Input may be waiting with no new edge to announce it.
+        self.pending.push(c.token);
+    }
+
+    /// Drop a session's connection.
+    pub(super) fn release_session(&mut self, key: SessionKey) {
+        if let Some(mut c) = self.conns.get_mut(key).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(c.transport.socket());
+            self.tokens.remove(c.token);
         }
     }
 }

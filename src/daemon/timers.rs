@@ -1,50 +1,31 @@
-//! Deadlines of the loop in one heap; the earliest sets the poll timeout.
+//! Deadlines in one heap; the earliest sets the poll timeout.
 //!
-//! Entries are never removed early: each names what it is for, and the loop checks on firing
-//! whether it still applies (the session may be gone, or its idle deadline moved).
+//! The core and the shell each own one, over their own kinds of timer. Entries are never
+//! removed early: each names what it is for, and its owner checks on firing whether it still
+//! applies (the session may be gone, its idle deadline moved, the timer cancelled).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use switchboard_handlers::TimerId;
-
-/// What a deadline is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Timer {
-    /// Check a session for idleness. `session` is the id, so a reused slab key is not mistaken.
-    Idle { key: usize, session: u64 },
-    /// Stop draining a closed connection's input.
-    Linger { key: usize, session: u64 },
-    /// A handler's timer.
-    Handler {
-        key: usize,
-        session: u64,
-        link: usize,
-        id: TimerId,
-    },
-    /// Close a session whose output made no progress for `write_timeout`.
-    WriteTimeout { key: usize, session: u64 },
-    /// Try accepting again after running out of file descriptors.
-    ResumeAccept { listener: usize },
-    /// Replies held back by a UDP listener's `delay` are due.
-    Delayed { listener: usize },
-    /// A listener removed by a reload stops even if sessions remain.
-    Retire { listener: usize },
-    /// Shutdown gives up waiting for output.
-    Drain,
-    /// Tell systemd's watchdog the loop is alive.
-    Watchdog,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+/// Deadlines of kind `T`, earliest first; equal deadlines fire in the order they were set.
+#[derive(Debug)]
+pub(crate) struct Timers<T> {
+    heap: BinaryHeap<Reverse<(Instant, u64, T)>>,
     seq: u64,
 }
 
-impl Timers {
-    pub(crate) fn push(&mut self, at: Instant, timer: Timer) {
+impl<T: Ord> Default for Timers<T> {
+    fn default() -> Self {
+        Timers {
+            heap: BinaryHeap::new(),
+            seq: 0,
+        }
+    }
+}
+
+impl<T: Ord> Timers<T> {
+    pub(crate) fn push(&mut self, at: Instant, timer: T) {
         self.seq += 1;
         self.heap.push(Reverse((at, self.seq, timer)));
     }
@@ -54,11 +35,17 @@ impl Timers {
     }
 
     /// The next timer due at `now`, earliest first.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<T> {
         match self.heap.peek() {
             Some(Reverse((at, _, _))) if *at <= now => self.heap.pop().map(|Reverse((_, _, t))| t),
             _ => None,
         }
+    }
+
+    /// Timers waiting.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
     }
 }
 
@@ -71,18 +58,15 @@ mod tests {
     fn fires_in_deadline_order_and_only_when_due() {
         let t0 = Instant::now();
         let mut t = Timers::default();
-        t.push(t0 + Duration::from_secs(2), Timer::Drain);
-        t.push(
-            t0 + Duration::from_secs(1),
-            Timer::ResumeAccept { listener: 3 },
-        );
+        t.push(t0 + Duration::from_secs(2), "drain");
+        t.push(t0 + Duration::from_secs(1), "resume");
+        t.push(t0 + Duration::from_secs(1), "second at the same time");
         assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(t.pop_due(t0), None);
-        assert_eq!(
-            t.pop_due(t0 + Duration::from_secs(5)),
-            Some(Timer::ResumeAccept { listener: 3 })
-        );
-        assert_eq!(t.pop_due(t0 + Duration::from_secs(5)), Some(Timer::Drain));
-        assert_eq!(t.pop_due(t0 + Duration::from_secs(5)), None);
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(t.pop_due(later), Some("resume"));
+        assert_eq!(t.pop_due(later), Some("second at the same time"));
+        assert_eq!(t.pop_due(later), Some("drain"));
+        assert_eq!(t.pop_due(later), None);
     }
 }

@@ -1,5 +1,8 @@
-//! UDP: each datagram is a message; a session per peer address; replies by `send_to`.
+//! UDP sockets: datagrams in by `recvmmsg` batches, handed to the core one by one; replies
+//! out by `sendmmsg`, after the whole batch, so that the replies of one batch leave together.
+//! What the kernel will not take yet waits in a bounded queue until the socket is writable.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -8,222 +11,166 @@ use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 use tracing::{debug, warn};
 
-use std::time::Instant;
-
-use super::limits::Event;
-use super::{Daemon, LISTENER_BASE, Listener, MAX_OPS_PER_EVENT, RunState, Timer, Timers, mmsg};
-use crate::daemon::bind::Bound;
+use super::core::ListenerId;
+use super::{Daemon, MAX_OPS_PER_EVENT, mmsg};
 
 /// Datagrams kept per listener while the kernel's send buffer is full.
 const UDP_QUEUE_MAX: usize = 4096;
 
-/// A uniform draw in [0, 1) from the listener's seeded generator (splitmix64).
-fn draw(state: &mut u64) -> f64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
+/// A UDP listener's socket and the datagrams it could not send yet.
+#[derive(Debug)]
+pub(crate) struct UdpIo {
+    pub(crate) socket: UdpSocket,
+    pub(crate) token: Token,
+    queue: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// WRITABLE interest is registered (only while the queue holds datagrams).
+    writable: bool,
 }
 
-/// Send a reply through the listener's configured faults (loss, duplicate, delay).
-pub(super) fn send_faulty(
-    listener: &mut Listener,
-    peer: SocketAddr,
-    msg: &[u8],
-    registry: &Registry,
-    timers: &mut Timers,
-    now: Instant,
-) {
-    if !listener.reply_allowed(peer, now) {
-        return;
-    }
-    let f = listener.cfg.faults;
-    if !f.any() {
-        return send_to(listener, peer, msg, registry);
-    }
-    if f.loss > 0.0 && draw(&mut listener.rng) < f.loss {
-        debug!(listener = %listener.cfg.name, %peer, "reply dropped (loss)");
-        return;
-    }
-    let copies = if f.duplicate > 0.0 && draw(&mut listener.rng) < f.duplicate {
-        2
-    } else {
-        1
-    };
-    for _ in 0..copies {
-        match f.delay {
-            Some(d) => {
-                listener.delayed.push_back((now + d, peer, msg.to_vec()));
-                timers.push(
-                    now + d,
-                    Timer::Delayed {
-                        listener: listener.index,
-                    },
-                );
-            }
-            None => send_to(listener, peer, msg, registry),
+impl UdpIo {
+    pub(crate) fn new(socket: UdpSocket, token: Token) -> UdpIo {
+        UdpIo {
+            socket,
+            token,
+            queue: VecDeque::new(),
+            writable: false,
         }
     }
-}
 
-/// Send one datagram to `peer`, queueing it if the socket would block.
-pub(super) fn send_to(listener: &mut Listener, peer: SocketAddr, msg: &[u8], registry: &Registry) {
-    let Some(Bound::Udp(socket)) = &mut listener.socket else {
-        return;
-    };
-    if listener.udp_queue.is_empty() {
-        loop {
-            match socket.send_to(msg, peer) {
-                Ok(_) => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!(listener = %listener.cfg.name, %peer, error = %e, "send_to failed; datagram dropped");
-                    return;
+    /// Send `msgs` in order, behind what is queued; queue what the kernel will not take.
+    fn send(&mut self, msgs: &[(SocketAddr, &[u8])], name: &str, registry: &Registry) {
+        let mut rest = msgs;
+        if self.queue.is_empty() {
+            while !rest.is_empty() {
+                match mmsg::send(&self.socket, rest) {
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // This datagram cannot go (an unreachable destination...): drop it and
+                        // go on with the next.
+                        debug!(listener = name, peer = %rest[0].0, error = %e, "send failed; datagram dropped");
+                        rest = &rest[1..];
+                    }
                 }
             }
         }
-    }
-    if listener.udp_queue.len() >= UDP_QUEUE_MAX {
-        warn!(listener = %listener.cfg.name, %peer, "send queue full; datagram dropped");
-        return;
-    }
-    listener.udp_queue.push_back((peer, msg.to_vec()));
-    if !listener.udp_writable {
-        listener.udp_writable = true;
-        let token = Token(LISTENER_BASE + listener.index);
-        let _ = registry.reregister(socket, token, Interest::READABLE | Interest::WRITABLE);
-    }
-}
-
-/// Send queued datagrams until the socket would block. Returns whether the queue emptied.
-pub(super) fn flush_now(listener: &mut Listener, socket: &mut UdpSocket) -> bool {
-    while let Some((peer, msg)) = listener.udp_queue.front() {
-        match socket.send_to(msg, *peer) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) => {
-                debug!(listener = %listener.cfg.name, peer = %peer, error = %e, "send_to failed; datagram dropped")
+        for (peer, m) in rest {
+            if self.queue.len() >= UDP_QUEUE_MAX {
+                warn!(listener = name, %peer, event = "datagram_dropped", reason = "send_queue_full",
+                    "send queue full; datagram dropped");
+                continue;
             }
+            self.queue.push_back((*peer, m.to_vec()));
         }
-        listener.udp_queue.pop_front();
+        self.want_write(!self.queue.is_empty(), registry);
     }
-    true
+
+    /// Send what is queued until the socket would block.
+    pub(crate) fn flush(&mut self, name: &str, registry: &Registry) {
+        while let Some((peer, msg)) = self.queue.front() {
+            match self.socket.send_to(msg, *peer) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!(listener = name, %peer, error = %e, "send failed; datagram dropped")
+                }
+            }
+            self.queue.pop_front();
+        }
+        self.want_write(!self.queue.is_empty(), registry);
+    }
+
+    fn want_write(&mut self, on: bool, registry: &Registry) {
+        if on != self.writable {
+            self.writable = on;
+            let interest = if on {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ = registry.reregister(&mut self.socket, self.token, interest);
+        }
+    }
 }
 
 impl Daemon {
-    /// Receive datagrams until `WouldBlock` (capped per event).
-    pub(super) fn udp_read(&mut self, idx: usize) {
+    /// Receive datagrams until the socket is drained (capped per event); the replies of each
+    /// batch go out together.
+    pub(super) fn udp_read(&mut self, lid: ListenerId) {
         // The batch leaves `self` while its datagrams are handled, and comes back after.
         let mut batch = self.batch.take().unwrap_or_default();
-        let drained = self.udp_read_batches(idx, &mut batch);
-        self.batch = Some(batch);
-        if !drained {
-            self.pending.push(Token(LISTENER_BASE + idx));
-        }
-    }
-
-    /// Receive and handle batches until the queue is empty (true) or the per-event cap.
-    fn udp_read_batches(&mut self, idx: usize, batch: &mut mmsg::Batch) -> bool {
+        let mut drained = false;
+        let mut token = None;
         for _ in 0..MAX_OPS_PER_EVENT {
-            if self.state != RunState::Running {
-                return true;
-            }
-            let listener = &mut self.listeners[idx];
-            let Some(Bound::Udp(socket)) = &listener.socket else {
-                return true;
+            let Some(io) = self.udp_io(lid) else {
+                drained = true;
+                break;
             };
-            match batch.recv(socket.as_raw_fd()) {
+            token = Some(io.token);
+            match batch.recv(io.socket.as_raw_fd()) {
                 Ok(n) => {
                     for i in 0..n {
                         if let Some((data, peer, truncated)) = batch.get(i) {
-                            self.on_datagram(idx, data, peer, truncated);
+                            self.core.datagram(lid, peer, data, truncated);
                         }
                     }
+                    self.settle();
                     // Short of a full batch: the queue is empty, and the next datagram
                     // brings a new edge.
                     if n < mmsg::BATCH {
-                        return true;
+                        drained = true;
+                        break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    debug!(listener = %listener.cfg.name, error = %e, "recvmmsg failed");
-                    return true;
+                    debug!(error = %e, "recvmmsg failed");
+                    drained = true;
+                    break;
                 }
             }
         }
-        false
+        self.batch = Some(batch);
+        if let (false, Some(token)) = (drained, token) {
+            self.pending.push(token);
+        }
     }
 
-    fn on_datagram(&mut self, idx: usize, data: &[u8], peer: SocketAddr, truncated: bool) {
-        let n = data.len();
-        let max = self.listeners[idx].cfg.max_message;
-        if n > max || truncated {
-            let listener = &mut self.listeners[idx];
-            if let Some(suppressed) = listener.may_log(peer.ip(), Event::TooLarge, self.now) {
-                warn!(listener = %listener.cfg.name, %peer, bytes = n, max_message = max, suppressed, "datagram larger than max_message; dropped");
-            }
-            return;
+    pub(super) fn udp_io(&mut self, lid: ListenerId) -> Option<&mut UdpIo> {
+        match self.sockets.get_mut(lid.0) {
+            Some(Some(super::ListenerIo::Udp(u))) => Some(u),
+            _ => None,
         }
-        let key = match self.listeners[idx].peers.get(&peer) {
-            Some(&key) => key,
-            None if self.listeners[idx].retiring => {
-                debug!(listener = %self.listeners[idx].cfg.name, %peer, "listener removed by a reload: datagram from a new peer dropped");
-                return;
+    }
+
+    /// Send the datagrams the core has ready, one `sendmmsg` per run of the same listener.
+    pub(super) fn send_datagrams(&mut self) {
+        let registry = self.poll.registry();
+        let mut run: Vec<(SocketAddr, &[u8])> = Vec::new();
+        let mut current: Option<ListenerId> = None;
+        let datagrams = self.core.datagrams();
+        let mut flush = |lid: ListenerId, run: &mut Vec<(SocketAddr, &[u8])>| {
+            if let Some(Some(super::ListenerIo::Udp(io))) = self.sockets.get_mut(lid.0) {
+                let name = self.core.listener(lid).map_or("", |l| l.name());
+                io.send(run, name, registry);
             }
-            None => {
-                if !self.admit_udp(idx, peer) {
-                    return;
-                }
-                let key = self.open_session(idx, peer, None);
-                if !self.sessions.contains(key) {
-                    return;
-                }
-                self.listeners[idx].peers.insert(peer, key);
-                key
-            }
+            run.clear();
         };
-        let conn = &mut self.sessions[key];
-        conn.last_active = self.now;
-        conn.session.now = self.wall;
-        conn.session.operators = self.operators.attached();
-        conn.counts.bytes_in += n as u64;
-        self.out.clear();
-        Daemon::deliver(conn, data, &mut self.out, self.debug);
-        self.apply_outbox(key);
-    }
-
-    /// Send the held-back replies that are due.
-    pub(super) fn send_delayed(&mut self, idx: usize) {
-        let listener = &mut self.listeners[idx];
-        while let Some((due, _, _)) = listener.delayed.front() {
-            if *due > self.now {
-                break;
+        for (lid, peer, bytes) in datagrams.iter() {
+            if current.is_some_and(|c| c != lid) {
+                flush(current.expect("set"), &mut run);
             }
-            let (_, peer, msg) = listener.delayed.pop_front().expect("front exists");
-            send_to(listener, peer, &msg, self.poll.registry());
+            current = Some(lid);
+            run.push((peer, bytes));
         }
-    }
-
-    /// The socket became writable: send what was queued.
-    pub(super) fn udp_flush(&mut self, idx: usize) {
-        let listener = &mut self.listeners[idx];
-        let Some(Bound::Udp(mut socket)) = listener.socket.take() else {
-            return;
-        };
-        if flush_now(listener, &mut socket) && listener.udp_writable {
-            listener.udp_writable = false;
-            let _ = self.poll.registry().reregister(
-                &mut socket,
-                Token(LISTENER_BASE + idx),
-                Interest::READABLE,
-            );
+        if let Some(lid) = current {
+            flush(lid, &mut run);
         }
-        listener.socket = Some(Bound::Udp(socket));
+        self.core.clear_datagrams();
     }
 }

@@ -77,6 +77,7 @@ use regex::CaptureLocations;
 use self::matcher::Probe;
 use self::script::{Pick, Rule, START, Script, StateId};
 use self::template::{Ctx, Template};
+use crate::rand::SplitMix64;
 use crate::registry::{BuildEnv, BuildError};
 use crate::settings::Settings;
 use crate::text::{escape, trim_line_end};
@@ -130,7 +131,7 @@ struct Dialogue {
     /// Per rotating rule: how many times it fired.
     rotation: Vec<u32>,
     /// The `pick = "random"` generator, seeded on first use.
-    rng: Option<u64>,
+    rng: Option<SplitMix64>,
     last_timer: TimerId,
     /// Replies waiting for their delay, or behind one that is, in the order they were asked.
     queue: VecDeque<Pending>,
@@ -379,16 +380,9 @@ impl Dialogue {
         }
     }
 
-    /// A number below `n` from the session's generator (splitmix64 seeded with the session
-    /// number: reproducible, and no clock).
+    /// A number below `n` from the session's generator (seeded with the session number:
+    /// reproducible, and no clock).
     fn random(&mut self, seed: u64, n: usize) -> usize {
-        let state = self.rng.get_or_insert(seed);
-        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        // The high bits scaled to 0..n.
-        ((u128::from(z) * n as u128) >> 64) as usize
+        self.rng.get_or_insert(SplitMix64::new(seed)).below(n)
     }
 }

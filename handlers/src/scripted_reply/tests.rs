@@ -339,7 +339,12 @@ fn close_replies_then_ends_the_session() {
         "#);
     let out = h.message(b"quit");
     assert_eq!(out.data(), "再见".as_bytes());
-    assert_eq!(out.actions(), &[Action::Close(Scope::Session)]);
+    assert_eq!(
+        out.actions(),
+        &[Action::Close {
+            scope: Scope::Session
+        }]
+    );
     assert!(h.chain.is_closing());
 
     let mut h = bot(r#"
@@ -351,7 +356,12 @@ fn close_replies_then_ends_the_session() {
         "#);
     let out = h.message(b"drop");
     assert_eq!(out.messages().count(), 0, "an empty reply sends nothing");
-    assert_eq!(out.actions(), &[Action::Close(Scope::Session)]);
+    assert_eq!(
+        out.actions(),
+        &[Action::Close {
+            scope: Scope::Session
+        }]
+    );
 }
 
 const SLOW: &str = r#"
@@ -428,7 +438,12 @@ fn delayed_close_closes_after_the_reply_and_ignores_messages_meanwhile() {
     assert!(!h.chain.is_closing());
     let out = h.fire_timers();
     assert_eq!(out.data(), b"bye");
-    assert_eq!(out.actions(), &[Action::Close(Scope::Session)]);
+    assert_eq!(
+        out.actions(),
+        &[Action::Close {
+            scope: Scope::Session
+        }]
+    );
 
     let mut h = bot(SLOW);
     h.message(b"bye");
@@ -548,7 +563,12 @@ fn works_behind_bye_close_in_a_chain() {
     assert_eq!(ask(&mut h, "help"), ["exact"]);
     let out = h.message(b"bye\n");
     assert_eq!(out.data(), b"bye");
-    assert_eq!(out.actions(), &[Action::Close(Scope::Session)]);
+    assert_eq!(
+        out.actions(),
+        &[Action::Close {
+            scope: Scope::Session
+        }]
+    );
 }
 
 const FILE_SCRIPT: &str = r#"# a script in its own file
@@ -865,7 +885,12 @@ fn support_bot_refund_dialogue() {
         "{thanks}"
     );
     let out = h.message("再见".as_bytes());
-    assert_eq!(out.actions(), &[Action::Close(Scope::Session)]);
+    assert_eq!(
+        out.actions(),
+        &[Action::Close {
+            scope: Scope::Session
+        }]
+    );
 }
 
 #[test]

@@ -1,0 +1,248 @@
+//! The operator console, as logic: who is attached, what each focuses on, the backlog kept
+//! while nobody is, and the commands. Lines for operators leave as [`Effect::Tell`]; the
+//! shell's control module reads and writes the terminals and sockets.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use switchboard_handlers::text::escape;
+use switchboard_handlers::{CloseReason, Flow};
+use tracing::{info, warn};
+
+use super::drive::Input;
+use super::session::Phase;
+use super::{Core, Effect, SessionKey};
+use crate::console::{self, Command};
+
+/// An operator's place in the shell's table of control clients.
+pub(crate) type OpId = usize;
+
+/// Messages kept while no operator is attached; beyond it the oldest are dropped (and the
+/// first operator to attach is told how many).
+const BACKLOG_MAX: usize = 10_000;
+
+#[derive(Debug)]
+struct Operator {
+    name: String,
+    /// Session pinned with `/to`.
+    focus: Option<u64>,
+}
+
+/// The attached operators and what waits for them.
+#[derive(Debug, Default)]
+pub(super) struct Console {
+    ops: BTreeMap<OpId, Operator>,
+    backlog: VecDeque<String>,
+    dropped: u64,
+    /// The session that spoke last to the console.
+    last_spoke: Option<u64>,
+}
+
+impl Console {
+    pub(super) fn attached(&self) -> usize {
+        self.ops.len()
+    }
+
+    fn tell(&self, op: OpId, line: impl Into<String>, effects: &mut VecDeque<Effect>) {
+        effects.push_back(Effect::Tell(op, line.into()));
+    }
+
+    /// A line for every operator but `except`, or for the backlog when nobody is attached.
+    fn broadcast(&mut self, line: &str, except: Option<OpId>, effects: &mut VecDeque<Effect>) {
+        if self.ops.is_empty() {
+            if self.backlog.len() >= BACKLOG_MAX {
+                self.backlog.pop_front();
+                self.dropped += 1;
+                if self.dropped == 1 || self.dropped.is_power_of_two() {
+                    warn!(
+                        event = "backlog_full",
+                        dropped = self.dropped,
+                        "no operator attached and the console backlog is full; oldest messages dropped"
+                    );
+                }
+            }
+            self.backlog.push_back(line.to_string());
+            return;
+        }
+        for &op in self.ops.keys().filter(|&&k| Some(k) != except) {
+            self.tell(op, line, effects);
+        }
+    }
+}
+
+impl Core {
+    /// A control client (or the stdin console) becomes an operator: greet it (`greet`) and
+    /// show what waited.
+    pub(crate) fn attach_operator(&mut self, op: OpId, name: String, greet: bool) {
+        info!(event = "operator_attached", operator = %name, "operator attached");
+        let open = self.console_sessions().len();
+        let (c, fx) = (&mut self.console, &mut self.effects);
+        if greet {
+            let hello = format!(
+                "switchboard console: you are {name}; {open} session(s) open; /help for commands"
+            );
+            c.tell(op, hello, fx);
+        }
+        if c.dropped > 0 {
+            let n = std::mem::take(&mut c.dropped);
+            let line = format!("(!) {n} earlier message(s) were dropped: the backlog was full");
+            c.tell(op, line, fx);
+        }
+        if !c.backlog.is_empty() {
+            c.tell(
+                op,
+                format!("-- {} message(s) waiting --", c.backlog.len()),
+                fx,
+            );
+            while let Some(line) = c.backlog.pop_front() {
+                c.tell(op, line, fx);
+            }
+        }
+        c.ops.insert(op, Operator { name, focus: None });
+    }
+
+    /// An operator left.
+    pub(crate) fn detach_operator(&mut self, op: OpId, why: &str) {
+        if let Some(o) = self.console.ops.remove(&op) {
+            info!(event = "operator_detached", operator = %o.name, why, "operator detached");
+        }
+    }
+
+    /// Sessions whose chain takes operator replies, open ones only.
+    fn console_sessions(&self) -> Vec<SessionKey> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.phase == Phase::Open && s.cfg.takes_operator())
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    fn find_session(&self, id: u64) -> Option<SessionKey> {
+        self.console_sessions()
+            .into_iter()
+            .find(|&k| self.sessions[k].info.id == id)
+    }
+
+    fn console_tag(&self, key: SessionKey) -> String {
+        let s = &self.sessions[key].info;
+        console::tag(s.id, &s.listener, s.proto, s.peer)
+    }
+
+    /// A handler has something for the operator.
+    pub(super) fn show_to_operators(&mut self, key: SessionKey, text: &str) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        s.unanswered += 1;
+        let id = s.info.id;
+        if self.console.attached() == 0 && self.debug {
+            tracing::debug!(session = id, event = "kept_for_operator", text = %escape(text.as_bytes()),
+                "message kept for the operator (none attached)");
+        }
+        self.console.last_spoke = Some(id);
+        let line = console::message_line(&self.console_tag(key), text);
+        self.console.broadcast(&line, None, &mut self.effects);
+    }
+
+    /// Tell operators a console session ended.
+    pub(super) fn console_closed(&mut self, key: SessionKey, reason: CloseReason) {
+        if self.console.attached() > 0 {
+            let line = format!("[{}] session closed ({reason})", self.console_tag(key));
+            self.console.broadcast(&line, None, &mut self.effects);
+        }
+    }
+
+    /// A line an operator typed.
+    pub(crate) fn operator_line(&mut self, op: OpId, line: &str) {
+        match console::parse(line) {
+            Command::Nothing => {}
+            Command::Help => {
+                for l in console::HELP.lines() {
+                    self.console.tell(op, l, &mut self.effects);
+                }
+            }
+            Command::Invalid(why) => self
+                .console
+                .tell(op, format!("(!) {why}"), &mut self.effects),
+            Command::List => {
+                let keys = self.console_sessions();
+                if keys.is_empty() {
+                    self.console.tell(op, "no open sessions", &mut self.effects);
+                }
+                let focus = self.focus_of(op);
+                for key in keys {
+                    let s = &self.sessions[key];
+                    let row = console::list_row(
+                        &self.console_tag(key),
+                        self.now.saturating_duration_since(s.last_active),
+                        s.unanswered,
+                        focus == Some(s.info.id),
+                    );
+                    self.console.tell(op, row, &mut self.effects);
+                }
+            }
+            Command::To(id) => match self.find_session(id) {
+                Some(key) => {
+                    let tag = self.console_tag(key);
+                    if let Some(o) = self.console.ops.get_mut(&op) {
+                        o.focus = Some(id);
+                    }
+                    self.console
+                        .tell(op, format!("now replying to [{tag}]"), &mut self.effects);
+                }
+                None => self.console.tell(
+                    op,
+                    format!("(!) no open session #{id}; /list shows them"),
+                    &mut self.effects,
+                ),
+            },
+            Command::Close(id) => match self.find_session(id) {
+                Some(key) => {
+                    let name = self.console.ops.get(&op).map_or("", |o| &o.name);
+                    info!(event = "operator_close", session = id, operator = %name, "closed by the operator");
+                    self.begin_draining(key, CloseReason::Operator);
+                }
+                None => {
+                    self.console
+                        .tell(op, format!("(!) no open session #{id}"), &mut self.effects)
+                }
+            },
+            Command::At(id, text) => self.operator_reply(op, id, &text),
+            Command::Reply(text) => match self.focus_of(op) {
+                Some(id) => self.operator_reply(op, id, &text),
+                None => self.console.tell(
+                    op,
+                    "(!) no session to reply to yet; /list shows the open ones",
+                    &mut self.effects,
+                ),
+            },
+        }
+    }
+
+    /// The session an operator's plain lines go to: the pinned one while it is open, else the
+    /// one that spoke last.
+    fn focus_of(&self, op: OpId) -> Option<u64> {
+        let pinned = self.console.ops.get(&op).and_then(|o| o.focus);
+        pinned
+            .filter(|&id| self.find_session(id).is_some())
+            .or(self.console.last_spoke)
+    }
+
+    fn operator_reply(&mut self, op: OpId, id: u64, text: &str) {
+        let Some(key) = self.find_session(id) else {
+            let line = format!(
+                "(!) session #{id} has ended (or is closing); your reply was not sent (/list shows the open ones)"
+            );
+            self.console.tell(op, line, &mut self.effects);
+            return;
+        };
+        let tag = self.console_tag(key);
+        if self.drive(key, Input::Operator(text)) == Flow::Pass {
+            let line = format!("(!) no handler of session #{id} takes replies");
+            self.console.tell(op, line, &mut self.effects);
+            return;
+        }
+        let name = self.console.ops.get(&op).map_or("", |o| &o.name);
+        let line = format!("[{tag}] {name}> {}", escape(text.as_bytes()));
+        self.console.broadcast(&line, Some(op), &mut self.effects);
+    }
+}

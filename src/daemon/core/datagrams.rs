@@ -1,0 +1,178 @@
+//! UDP in the core: datagrams to sessions, replies through the listener's faults (loss,
+//! duplicate, delay; seeded) into an outgoing batch that the shell sends with one
+//! `sendmmsg` per listener.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::drive::Input;
+use super::due::Due;
+use super::listeners::{Listener, ListenerId, ListenerRef};
+use super::{Core, Effect, SessionKey};
+use crate::daemon::timers::Timers;
+
+/// Datagrams waiting to be sent, in order, their bytes in one buffer.
+#[derive(Debug, Default)]
+pub(crate) struct Datagrams {
+    entries: Vec<(ListenerId, SocketAddr, Range<usize>)>,
+    data: Vec<u8>,
+}
+
+impl Datagrams {
+    fn push(&mut self, lid: ListenerId, peer: SocketAddr, msg: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(msg);
+        self.entries.push((lid, peer, start..self.data.len()));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Each datagram: listener, destination, bytes.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (ListenerId, SocketAddr, &[u8])> + '_ {
+        self.entries
+            .iter()
+            .map(|(l, p, r)| (*l, *p, &self.data[r.clone()]))
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.data.clear();
+    }
+}
+
+/// Queue a reply to `peer` through the listener's `reply_rate` and faults.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn reply(
+    l: &mut Listener,
+    lid: ListenerId,
+    peer: SocketAddr,
+    msg: &[u8],
+    out: &mut Datagrams,
+    timers: &mut Timers<Due>,
+    effects: &mut VecDeque<Effect>,
+    now: Instant,
+) {
+    if !l.reply_allowed(peer, now) {
+        return;
+    }
+    let f = l.cfg.faults;
+    let mut copies = 1;
+    if f.any() {
+        if f.loss > 0.0 && l.rng.next_f64() < f.loss {
+            debug!(parent: &l.span, %peer, event = "fault", fault = "loss", "reply dropped (loss)");
+            return;
+        }
+        if f.duplicate > 0.0 && l.rng.next_f64() < f.duplicate {
+            copies = 2;
+        }
+    }
+    for _ in 0..copies {
+        match f.delay {
+            Some(d) => {
+                l.delayed.push_back((now + d, peer, msg.to_vec()));
+                let lref = ListenerRef {
+                    id: lid,
+                    serial: l.serial,
+                };
+                timers.push(now + d, Due::Delayed(lref));
+            }
+            None => {
+                if out.is_empty() {
+                    effects.push_back(Effect::Datagrams);
+                }
+                out.push(lid, peer, msg);
+            }
+        }
+    }
+}
+
+impl Core {
+    /// A datagram from `peer` on a UDP listener; `truncated` when it did not fit the buffer.
+    pub(crate) fn datagram(
+        &mut self,
+        lid: ListenerId,
+        peer: SocketAddr,
+        data: &[u8],
+        truncated: bool,
+    ) {
+        let now = self.now;
+        let Some(l) = self.listeners.get_mut(lid.0) else {
+            return;
+        };
+        // A listener stopped in the middle of a batch takes nothing more from it.
+        if !l.takes_datagram_from(&peer) {
+            if self.debug {
+                debug!(parent: &l.span, %peer, event = "datagram_dropped", reason = "not_serving",
+                    "listener not serving: datagram dropped");
+            }
+            return;
+        }
+        if data.len() > l.cfg.max_message || truncated {
+            l.too_large(peer, data.len(), now);
+            return;
+        }
+        let key = match l.peers.get(&peer) {
+            Some(&key) => key,
+            None => match self.open_udp(lid, peer) {
+                Some(key) => key,
+                None => return,
+            },
+        };
+        if self
+            .sessions
+            .get(key)
+            .is_some_and(|s| s.phase == super::Phase::Open)
+        {
+            self.drive(key, Input::Datagram(data));
+        }
+    }
+
+    /// A new UDP peer: a session if the limits let it in.
+    fn open_udp(&mut self, lid: ListenerId, peer: SocketAddr) -> Option<SessionKey> {
+        let key = self.admit(lid, peer).ok()?;
+        self.listeners[lid.0].peers.insert(peer, key);
+        self.open(key);
+        self.sessions
+            .get(key)
+            .is_some_and(|s| s.phase == super::Phase::Open)
+            .then_some(key)
+    }
+
+    /// The datagrams to send now; call [`Core::clear_datagrams`] once sent.
+    pub(crate) fn datagrams(&self) -> &Datagrams {
+        &self.datagrams
+    }
+
+    pub(crate) fn clear_datagrams(&mut self) {
+        self.datagrams.clear();
+    }
+
+    /// Send the held-back replies of a listener that are due.
+    pub(super) fn send_delayed(&mut self, r: ListenerRef) {
+        let Some(l) = self
+            .listeners
+            .get_mut(r.id.0)
+            .filter(|l| l.serial == r.serial)
+        else {
+            return;
+        };
+        while l
+            .delayed
+            .front()
+            .is_some_and(|(due, _, _)| *due <= self.now)
+        {
+            let (_, peer, msg) = l.delayed.pop_front().expect("front exists");
+            if self.datagrams.is_empty() {
+                self.effects.push_back(Effect::Datagrams);
+            }
+            self.datagrams.push(r.id, peer, &msg);
+        }
+        self.finish_listener(r.id);
+    }
+}

@@ -1,0 +1,322 @@
+//! The one path from any input to a session's chain and back: [`Core::drive`] refreshes the
+//! session (its clock and the operator count), calls the chain for the input, and applies
+//! what the handlers put in the outbox; and the ends of a session ([`Core::begin_draining`],
+//! [`Core::end`], [`Core::release`]).
+
+use switchboard_handlers::text::escape;
+use switchboard_handlers::{Action, CloseReason, Flow, Scope, TimerId};
+use tracing::{debug, info, warn};
+
+use super::due::Due;
+use super::session::{HandlerTimer, LINGER, Phase};
+use super::{Core, Effect, RunState, SessionKey, Staged};
+use crate::framing::{Framer, TooLong};
+
+/// What reaches a session.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Input<'a> {
+    /// The session opened: every link's `on_open`.
+    Open,
+    /// Bytes from a stream, cut into messages by the session's framer.
+    Bytes(&'a [u8]),
+    /// One datagram: one message.
+    Datagram(&'a [u8]),
+    /// The input ended: a last unterminated line is still a message.
+    End,
+    /// An operator line for the session.
+    Operator(&'a str),
+    /// A handler timer fired.
+    Timer { link: usize, id: TimerId },
+}
+
+impl Core {
+    /// Drive one input through a session's chain and apply the outbox. Returns whether a
+    /// handler took it (for operator lines: `Pass` means no handler takes replies).
+    pub(super) fn drive(&mut self, key: SessionKey, input: Input<'_>) -> Flow {
+        self.unstage();
+        self.out.clear();
+        let operators = self.console.attached();
+        let (now, debug) = (self.now, self.debug);
+        let Some(s) = self.sessions.get_mut(key) else {
+            return Flow::Pass;
+        };
+        s.info.now = self.wall;
+        s.info.operators = operators;
+        let out = &mut self.out;
+        let mut too_long = false;
+        let flow = match input {
+            Input::Open => {
+                s.chain.open(&s.info, out);
+                Flow::Handled
+            }
+            Input::Operator(line) => {
+                s.unanswered = 0;
+                s.chain.operator(line, &s.info, out)
+            }
+            Input::Timer { link, id } => {
+                s.chain.timer(link, id, &s.info, out);
+                Flow::Handled
+            }
+            Input::Bytes(data) | Input::Datagram(data) => {
+                s.last_active = now;
+                s.counts.bytes_in += data.len() as u64;
+                let (chain, info, counts) = (&mut s.chain, &s.info, &mut s.counts);
+                let result = s.framer.decode(data, |msg| {
+                    counts.msgs_in += 1;
+                    deliver(chain, info, msg, out, debug);
+                });
+                if result == Err(TooLong) {
+                    too_long = true;
+                    warn!(session = info.id, peer = %info.peer, event = "too_long",
+                        max_message = s.cfg.max_message,
+                        "line longer than max_message; closing the session");
+                    if let Some(reply) = &s.cfg.limits.too_long_reply {
+                        out.send(reply.as_bytes());
+                    }
+                }
+                Flow::Handled
+            }
+            Input::End => {
+                let (chain, info, counts) = (&mut s.chain, &s.info, &mut s.counts);
+                s.framer.finish(|msg| {
+                    counts.msgs_in += 1;
+                    deliver(chain, info, msg, out, debug);
+                });
+                Flow::Handled
+            }
+        };
+        self.apply(key);
+        if too_long {
+            self.begin_draining(key, CloseReason::TooLong);
+        }
+        flow
+    }
+
+    /// Turn what the handlers put in the outbox into output, timers and closes.
+    fn apply(&mut self, key: SessionKey) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if self.out.has_messages() {
+            s.counts.msgs_out += self.out.messages().count() as u64;
+            match &s.framer {
+                Framer::Datagram { .. } => {
+                    s.counts.bytes_out += self.out.data().len() as u64;
+                    let (lid, peer) = (s.listener, s.info.peer);
+                    for m in self.out.messages() {
+                        super::datagrams::reply(
+                            &mut self.listeners[lid.0],
+                            lid,
+                            peer,
+                            m,
+                            &mut self.datagrams,
+                            &mut self.timers,
+                            &mut self.effects,
+                            self.now,
+                        );
+                    }
+                }
+                framer => {
+                    let in_scratch = matches!(framer, Framer::Line { .. });
+                    let bytes = framer.encode(&self.out, &mut self.scratch);
+                    s.counts.bytes_out += bytes.len() as u64;
+                    if s.pending.is_empty() {
+                        self.staged = Some(Staged { key, in_scratch });
+                    } else {
+                        s.pending.extend_from_slice(bytes);
+                    }
+                    self.effects.push_back(Effect::Transmit(key));
+                }
+            }
+        }
+        if !self.out.actions().is_empty() {
+            for action in self.out.take_actions() {
+                self.act(key, action);
+            }
+        }
+        self.settle(key);
+    }
+
+    /// One action of a handler of session `key`.
+    fn act(&mut self, key: SessionKey, action: Action) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        match action {
+            Action::Close { scope, .. } => {
+                let lid = s.listener;
+                self.begin_draining(key, CloseReason::Handler);
+                match scope {
+                    Scope::Session => {}
+                    Scope::Listener => {
+                        self.stop_listener(lid, "a handler ended it (scope = \"listener\")")
+                    }
+                    Scope::Daemon => {
+                        if self.state == RunState::Running {
+                            info!(
+                                event = "stop_requested",
+                                by = "handler",
+                                "a handler asked the daemon to stop (scope = \"daemon\")"
+                            );
+                            self.stop();
+                        }
+                    }
+                }
+            }
+            Action::Timer {
+                link, id, after, ..
+            } => {
+                if s.chain.is_closing() || !s.is_live() {
+                    return;
+                }
+                s.forget_timer(link, id);
+                self.timer_seq += 1;
+                let seq = self.timer_seq;
+                s.timers.push(HandlerTimer { link, id, seq });
+                let sref = s.key_id(key);
+                self.timers.push(self.now + after, Due::Handler(sref, seq));
+            }
+            Action::CancelTimer { link, id, .. } => {
+                s.forget_timer(link, id);
+            }
+            Action::ToOperator { text, .. } => self.show_to_operators(key, &text),
+        }
+    }
+
+    /// The session is to end once its output is flushed and (unless a handler asked for the
+    /// end) the replies its handlers decided have gone out.
+    pub(super) fn begin_draining(&mut self, key: SessionKey, reason: CloseReason) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        match s.phase {
+            Phase::Open => s.phase = Phase::Draining(reason),
+            Phase::Handshake => return self.end(key, reason),
+            Phase::Draining(_) | Phase::Lingering => return,
+        }
+        if s.chain.is_closing() {
+            // A handler asked for the end: its timers are forgotten.
+            s.timers.clear();
+        } else if !s.timers.is_empty() {
+            let sref = s.key_id(key);
+            self.timers
+                .push(self.now + self.drain_timeout, Due::Drained(sref));
+        }
+        self.settle(key);
+    }
+
+    /// End a draining session that has nothing left to do.
+    pub(super) fn settle(&mut self, key: SessionKey) {
+        let staged = self.staged.is_some_and(|st| st.key == key);
+        if let Some(s) = self.sessions.get(key)
+            && s.drained(staged)
+            && let Phase::Draining(reason) = s.phase
+        {
+            self.end(key, reason);
+        }
+    }
+
+    /// The logical end of a session: the console is told, the chain's `on_close`, the
+    /// counters, the log line; then the connection lingers (a clean TCP end) or is released.
+    pub(super) fn end(&mut self, key: SessionKey, reason: CloseReason) {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let was_open = match s.phase {
+            Phase::Lingering => return,
+            Phase::Handshake => false,
+            Phase::Open | Phase::Draining(_) => true,
+        };
+        if self.staged.is_some_and(|st| st.key == key) {
+            self.staged = None;
+        }
+        s.timers.clear();
+        s.pending = Vec::new();
+        let (lid, peer, id, counts) = (s.listener, s.info.peer, s.info.id, s.counts);
+        let takes_operator = s.cfg.takes_operator();
+        let tcp = !matches!(s.framer, Framer::Datagram { .. });
+        if was_open {
+            s.chain.close(&s.info, reason);
+        }
+        let duration = self.now.saturating_duration_since(s.opened);
+        if was_open && takes_operator {
+            self.console_closed(key, reason);
+        }
+        let l = &mut self.listeners[lid.0];
+        l.closed(peer, &counts, reason == CloseReason::Error);
+        if !tcp {
+            l.peers.remove(&peer);
+        }
+        if !was_open {
+            debug!(parent: &l.span, event = "handshake_ended", session = id, %peer,
+                reason = reason.as_str(), "connection ended before its session opened");
+        } else {
+            l.span.in_scope(|| {
+                info!(
+                    event = "session_closed",
+                    session = id,
+                    %peer,
+                    reason = reason.as_str(),
+                    bytes_in = counts.bytes_in,
+                    bytes_out = counts.bytes_out,
+                    messages_in = counts.msgs_in,
+                    messages_out = counts.msgs_out,
+                    duration = ?duration,
+                    "session closed"
+                )
+            });
+        }
+        let once_udp = l.cfg.once && !tcp;
+        let lingers = tcp
+            && self.state != RunState::Exit
+            && !matches!(
+                reason,
+                CloseReason::Error | CloseReason::WriteTimeout | CloseReason::PeerReset
+            );
+        if lingers {
+            let s = &mut self.sessions[key];
+            s.phase = Phase::Lingering;
+            let sref = s.key_id(key);
+            self.timers.push(self.now + LINGER, Due::Linger(sref));
+            self.effects.push_back(Effect::Close(key));
+        } else {
+            self.release(key);
+        }
+        if once_udp {
+            self.stop_listener(lid, "once = true: its one session ended");
+        }
+        self.finish_listener(lid);
+    }
+
+    /// Remove a session and have the shell drop its socket.
+    pub(super) fn release(&mut self, key: SessionKey) {
+        if self.sessions.try_remove(key).is_some() {
+            self.effects.push_back(Effect::Release(key));
+            self.check_done();
+        }
+    }
+}
+
+/// Give one message to a session's chain; the answers accumulate in `out`.
+fn deliver(
+    chain: &mut switchboard_handlers::Chain,
+    info: &switchboard_handlers::Session,
+    msg: &[u8],
+    out: &mut switchboard_handlers::Outbox,
+    debug: bool,
+) {
+    if debug {
+        const SHOWN: usize = 256;
+        let text = escape(&msg[..msg.len().min(SHOWN)]);
+        let cut = if msg.len() > SHOWN { "..." } else { "" };
+        debug!(session = info.id, event = "message", bytes = msg.len(),
+            text = %format_args!("{text}{cut}"), "message");
+    }
+    if chain.message(msg, info, out) == Flow::Pass && debug {
+        debug!(
+            session = info.id,
+            event = "dropped",
+            "no handler took the message; dropped"
+        );
+    }
+}

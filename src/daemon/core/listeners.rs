@@ -1,0 +1,212 @@
+//! Listeners as the core sees them: settings, counters, limits, UDP peers and faults, and
+//! where each is in its life. Their sockets live in the shell.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use switchboard_handlers::Proto;
+use switchboard_handlers::rand::SplitMix64;
+use tracing::{Span, info_span, warn};
+
+use super::SessionKey;
+use super::limits::{self, Event, Refusal};
+use super::metrics::Stats;
+use super::session::Counts;
+use crate::acl::Verdict;
+use crate::config::ListenerConfig;
+
+/// A listener's place in the core's table; its shell socket has the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ListenerId(pub(crate) usize);
+
+/// A listener named by id and serial, so that a timer for a removed listener is not applied
+/// to a new one in the same slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ListenerRef {
+    pub(crate) id: ListenerId,
+    pub(crate) serial: u64,
+}
+
+/// Where a listener is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenerPhase {
+    /// Takes new sessions.
+    Serving,
+    /// Removed by a reload: no new sessions. TCP: its socket is closed and its sessions go
+    /// on. UDP: its socket serves the peers it has until they end or `drain_timeout` passes.
+    /// The row goes once its last session ends.
+    Retiring,
+    /// No new messages (the daemon stops, or the listener was stopped); a UDP socket is kept
+    /// only to send the replies already decided (delayed ones), then closes.
+    Stopping,
+    /// Its socket is closed; the row stays (the listener is still in the config).
+    Stopped,
+}
+
+/// One listener.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    pub(crate) serial: u64,
+    pub(crate) cfg: Rc<ListenerConfig>,
+    pub(crate) local: SocketAddr,
+    pub(crate) phase: ListenerPhase,
+    /// Sessions open on it (handshakes included).
+    pub(crate) active: usize,
+    pub(crate) stats: Stats,
+    pub(crate) limits: limits::State,
+    /// UDP: the session of each peer.
+    pub(crate) peers: HashMap<SocketAddr, SessionKey>,
+    /// UDP faults: the seeded draws, and replies held back by `delay`.
+    pub(crate) rng: SplitMix64,
+    pub(crate) delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+    pub(crate) span: Span,
+}
+
+impl Listener {
+    pub(crate) fn new(serial: u64, cfg: Rc<ListenerConfig>, local: SocketAddr) -> Listener {
+        let span = info_span!("listener", listener = %cfg.name, proto = %cfg.proto);
+        Listener {
+            serial,
+            rng: SplitMix64::new(cfg.faults.seed),
+            cfg,
+            local,
+            phase: ListenerPhase::Serving,
+            active: 0,
+            stats: Stats::default(),
+            limits: limits::State::default(),
+            peers: HashMap::new(),
+            delayed: VecDeque::new(),
+            span,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    pub(crate) fn is_udp(&self) -> bool {
+        self.cfg.proto == Proto::Udp
+    }
+
+    /// Whether it takes new sessions.
+    pub(crate) fn is_serving(&self) -> bool {
+        self.phase == ListenerPhase::Serving
+    }
+
+    /// Whether its socket is still open.
+    pub(crate) fn has_socket(&self) -> bool {
+        match self.phase {
+            ListenerPhase::Serving => true,
+            ListenerPhase::Retiring | ListenerPhase::Stopping => self.is_udp(),
+            ListenerPhase::Stopped => false,
+        }
+    }
+
+    /// Whether a datagram from `peer` reaches a session: a serving listener takes every
+    /// peer, a retiring one only those it has.
+    pub(crate) fn takes_datagram_from(&self, peer: &SocketAddr) -> bool {
+        match self.phase {
+            ListenerPhase::Serving => true,
+            ListenerPhase::Retiring => self.peers.contains_key(peer),
+            ListenerPhase::Stopping | ListenerPhase::Stopped => false,
+        }
+    }
+
+    /// A session opened on it.
+    pub(crate) fn opened(&mut self, peer: SocketAddr) {
+        self.active += 1;
+        self.stats.opened += 1;
+        self.limits.opened(peer);
+    }
+
+    /// A session of it ended with these counts.
+    pub(crate) fn closed(&mut self, peer: SocketAddr, counts: &Counts, error: bool) {
+        self.active -= 1;
+        self.stats.closed += 1;
+        self.stats.add(counts);
+        if error {
+            self.stats.errors += 1;
+        }
+        self.limits.closed(peer);
+    }
+
+    /// Whether `peer` may open a session now; a refusal is counted and logged (rate-limited).
+    pub(crate) fn admit(&mut self, peer: SocketAddr, now: Instant) -> Result<(), Refusal> {
+        match self.limits.judge(&self.cfg, self.active, peer, now) {
+            None => Ok(()),
+            Some(refusal) => {
+                self.stats.refused += 1;
+                self.log_refusal(peer, refusal, now);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Log why a peer is refused, at most once per address and interval.
+    fn log_refusal(&mut self, peer: SocketAddr, refusal: Refusal, now: Instant) {
+        let event = match refusal {
+            Refusal::Rules(_) => Event::Refused,
+            Refusal::BlockedPort(_) => Event::BlockedPort,
+            _ => Event::OverLimit,
+        };
+        let Some(suppressed) = self.limits.may_log(peer.ip(), event, now) else {
+            return;
+        };
+        let span = &self.span;
+        match refusal {
+            Refusal::Rules(v) => {
+                let rule = match v {
+                    Verdict::Denied(rule) => format!("deny {rule}"),
+                    _ => "not in allow".to_string(),
+                };
+                warn!(parent: span, event = "refused", reason = "rules", %peer, rule, suppressed,
+                    "peer refused by the allow/deny rules");
+            }
+            Refusal::BlockedPort(port) => {
+                warn!(parent: span, event = "refused", reason = "blocked_port", %peer, port, suppressed,
+                    "datagram dropped: its source port is blocked (udp_blocked_ports; port 0 always)");
+            }
+            Refusal::MaxConnections(max) => {
+                warn!(parent: span, event = "refused", reason = "limit", limit = "max_connections",
+                    %peer, max, suppressed, "peer refused: the listener is at a limit");
+            }
+            Refusal::MaxPerIp(max) => {
+                warn!(parent: span, event = "refused", reason = "limit", limit = "max_per_ip",
+                    %peer, max, suppressed, "peer refused: the listener is at a limit");
+            }
+            Refusal::AcceptRate(rate) => {
+                warn!(parent: span, event = "refused", reason = "limit", limit = "accept_rate",
+                    %peer, accept_rate = rate.per_second, accept_burst = rate.burst, suppressed,
+                    "peer refused: the listener is at a limit");
+            }
+        }
+    }
+
+    /// UDP `reply_rate`: whether a reply to `peer` may go now; a dropped one is logged
+    /// (rate-limited).
+    pub(crate) fn reply_allowed(&mut self, peer: SocketAddr, now: Instant) -> bool {
+        if self.limits.reply_allowed(&self.cfg, peer, now) {
+            return true;
+        }
+        if let Some(suppressed) = self.limits.may_log(peer.ip(), Event::ReplyRate, now)
+            && let Some(rate) = self.cfg.limits.reply_rate
+        {
+            warn!(parent: &self.span, event = "reply_dropped", reason = "reply_rate", %peer,
+                reply_rate = rate.per_second, reply_burst = rate.burst, suppressed,
+                dropped_total = self.limits.replies_dropped,
+                "reply dropped: over reply_rate for this peer");
+        }
+        false
+    }
+
+    /// A datagram over `max_message` from `peer`: logged (rate-limited) and dropped.
+    pub(crate) fn too_large(&mut self, peer: SocketAddr, bytes: usize, now: Instant) {
+        if let Some(suppressed) = self.limits.may_log(peer.ip(), Event::TooLarge, now) {
+            warn!(parent: &self.span, event = "datagram_dropped", reason = "too_long", %peer,
+                bytes, max_message = self.cfg.max_message, suppressed,
+                "datagram larger than max_message; dropped");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! A session: a TCP connection or a UDP peer, as a state machine.
+//!
+//! ```text
+//!  Handshake ──open──▶ Open ──close asked / end of input / stop──▶ Draining ──flushed──▶ (ended)
+//!      │                 │                                            │
+//!      └──── error, write timeout, reset: ended at once ◀─────────────┘
+//!  (ended) ──TCP, clean end──▶ Lingering ──peer's EOF or LINGER──▶ removed
+//!  (ended) ──UDP, or an error──▶ removed
+//! ```
+//!
+//! Each phase says what it accepts: only `Open` takes messages and operator lines; `Open` and
+//! `Draining` take handler timers (unless a handler asked to close); `Lingering` takes nothing
+//! but the end of the peer's input. The chain is called in `Open` and `Draining` only, and
+//! `on_close` exactly once, when the session leaves them.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use switchboard_handlers::{Chain, CloseReason, TimerId};
+
+use super::{ListenerId, SessionKey};
+use crate::config::ListenerConfig;
+use crate::framing::Framer;
+
+/// How long an ended TCP session keeps draining what the peer still sends, so that closing
+/// with unread input does not reset the connection and destroy replies in flight.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Accepted; something in front of the bytes (a TLS handshake, a PROXY header) is not
+    /// done yet. The chain has not been called.
+    Handshake,
+    /// Messages, operator lines and timers reach the chain.
+    Open,
+    /// Ending: no more input; waits for its output to be flushed and, unless a handler asked
+    /// for the end, for the timers its handlers started.
+    Draining(CloseReason),
+    /// Ended (the chain is closed, the end logged); the connection sent its FIN and its input
+    /// is read and dropped until the peer's EOF or [`LINGER`].
+    Lingering,
+}
+
+/// Per-session traffic counts, logged when it ends and added to its listener's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) msgs_in: u64,
+    pub(crate) msgs_out: u64,
+}
+
+/// A handler timer that is pending: link, the handler's id, and the heap entry's number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HandlerTimer {
+    pub(crate) link: usize,
+    pub(crate) id: TimerId,
+    pub(crate) seq: u64,
+}
+
+/// What the shell should do with a session's socket before reading from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadMode {
+    /// Read and hand the bytes to the core.
+    Read,
+    /// Do not read now (backpressure, or the session drains); a `Resume` effect says when.
+    Paused,
+    /// Read and drop (lingering): hand only the end of input to the core.
+    Discard,
+}
+
+/// One session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// What handlers see: id, listener, peer, and `now`/`operators` as of the last event.
+    pub(crate) info: switchboard_handlers::Session,
+    pub(crate) listener: ListenerId,
+    /// The listener's settings when the session opened: a reload changes them for new
+    /// sessions only.
+    pub(crate) cfg: Rc<ListenerConfig>,
+    pub(crate) chain: Chain,
+    pub(crate) framer: Framer,
+    pub(crate) phase: Phase,
+    /// Output the transport has not taken yet (TCP); empty, without capacity, when idle.
+    pub(crate) pending: Vec<u8>,
+    /// Handler timers started and neither fired nor cancelled.
+    pub(crate) timers: Vec<HandlerTimer>,
+    pub(crate) opened: Instant,
+    pub(crate) last_active: Instant,
+    /// When the transport last took output, or output started to pile up.
+    pub(crate) write_progress: Instant,
+    /// A `write_timeout` check is pending.
+    pub(crate) write_timer: bool,
+    pub(crate) counts: Counts,
+    /// Messages shown to the operator since the last operator reply.
+    pub(crate) unanswered: u32,
+}
+
+impl Session {
+    pub(crate) fn key_id(&self, key: SessionKey) -> SessionRef {
+        SessionRef {
+            key,
+            id: self.info.id,
+        }
+    }
+
+    /// Whether the chain still runs (the session has not ended).
+    pub(crate) fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Draining(_))
+    }
+
+    /// What the shell should do before reading.
+    pub(crate) fn read_mode(&self) -> ReadMode {
+        match self.phase {
+            Phase::Handshake => ReadMode::Read,
+            Phase::Open if self.pending.len() < self.cfg.max_output => ReadMode::Read,
+            Phase::Open | Phase::Draining(_) => ReadMode::Paused,
+            Phase::Lingering => ReadMode::Discard,
+        }
+    }
+
+    /// Whether a draining session may end: nothing left to write and, unless a handler asked
+    /// for the end, no handler timer pending.
+    pub(crate) fn drained(&self, staged: bool) -> bool {
+        matches!(self.phase, Phase::Draining(_))
+            && self.pending.is_empty()
+            && !staged
+            && self.timers.is_empty()
+    }
+
+    /// Forget the timer `(link, id)`; whether it was pending.
+    pub(crate) fn forget_timer(&mut self, link: usize, id: TimerId) -> bool {
+        let before = self.timers.len();
+        self.timers.retain(|t| (t.link, t.id) != (link, id));
+        self.timers.len() != before
+    }
+
+    /// Take the pending timer with this heap number, if it is still pending.
+    pub(crate) fn take_timer(&mut self, seq: u64) -> Option<HandlerTimer> {
+        let i = self.timers.iter().position(|t| t.seq == seq)?;
+        Some(self.timers.swap_remove(i))
+    }
+}
+
+/// A session named by its slab key and its id, so that a timer or effect for an ended
+/// session is not applied to a new one that reuses the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SessionRef {
+    pub(crate) key: SessionKey,
+    pub(crate) id: u64,
+}
