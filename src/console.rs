@@ -143,9 +143,8 @@ pub fn default_sockets(config: Option<&Path>) -> Vec<PathBuf> {
     if let Some(d) = var("XDG_RUNTIME_DIR") {
         places.push(d.join("switchboard").join(&name));
     }
-    // SAFETY: getuid has no preconditions and cannot fail.
-    places
-        .push(PathBuf::from(format!("/tmp/switchboard-{}", unsafe { libc::getuid() })).join(&name));
+    let uid = rustix::process::getuid().as_raw();
+    places.push(PathBuf::from(format!("/tmp/switchboard-{uid}")).join(&name));
     places.push(Path::new("/run/switchboard").join(&name));
     places
 }

@@ -164,6 +164,26 @@ fn stdin_is_the_foreground_console() {
 }
 
 #[test]
+fn a_console_terminal_that_does_not_read_never_stalls_the_loop() {
+    // The daemon's stdout is a pipe nobody reads: it fills after 64 KiB.
+    let (_unread, stdout) = std::io::pipe().expect("pipe");
+    let config = format!(
+        "{}{}",
+        tcp_listener("chat", "[\"console-reply\"]", "framing = \"line\""),
+        tcp_listener("e", "[\"echo\"]", "")
+    );
+    let mut d = Daemon::start_with_stdout(&config, stdout);
+    let mut peer = connect(d.addr("chat"));
+    let line = format!("{}\n", "x".repeat(60));
+    let flood = line.repeat(6000);
+    peer.write_all(flood.as_bytes()).unwrap();
+    // Far more than the pipe holds went to the console; the loop still serves everyone.
+    d.wait_event("console_dropped");
+    let mut e = connect(d.addr("e"));
+    assert_eq!(ask(&mut e, "still served"), "still served");
+}
+
+#[test]
 fn attach_from_another_user_is_refused() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0

@@ -187,6 +187,35 @@ fn metrics_match_a_known_exchange() {
     assert!(http_get(metrics, "/other").starts_with("HTTP/1.1 404"));
 }
 
+#[test]
+fn metrics_scrapers_are_capped_and_timed_out() {
+    let mut d = Daemon::start(&format!(
+        "[daemon]\nmetrics = \"127.0.0.1:0\"\n{}",
+        tcp_listener("t", ECHO, "")
+    ));
+    let ev = d
+        .events("metrics_listening")
+        .next()
+        .expect("metrics listening");
+    let metrics: std::net::SocketAddr = field(&ev, "addr").parse().unwrap();
+    // Scrapers that never send their request take every place...
+    let mut idle: Vec<std::net::TcpStream> = (0..16).map(|_| connect(metrics)).collect();
+    // ...so one more waits (in the listen backlog), while the loop still serves sessions.
+    let start = std::time::Instant::now();
+    let waiting = std::thread::spawn(move || http_get(metrics, "/metrics"));
+    d.wait_event("scrapers_full");
+    assert_eq!(ask(&mut connect(d.addr("t")), "served"), "served");
+    // The silent ones are dropped after the scrape timeout, and the one waiting is served.
+    assert!(closed(&mut idle[0]), "a silent scraper is dropped");
+    assert!(
+        start.elapsed() >= std::time::Duration::from_secs(3),
+        "not before its time"
+    );
+    let body = waiting.join().unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    idle.clear();
+}
+
 fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut s = connect(addr);
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();

@@ -1,8 +1,6 @@
 //! Shared helpers: start the real daemon on port 0 and read its bound addresses from its
 //! `listening` log events; run the binary's other commands.
-#![allow(dead_code)]
 
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -76,8 +74,6 @@ pub(crate) struct Daemon {
     lines: Receiver<String>,
     /// Every stderr line read so far.
     pub(crate) seen: Vec<String>,
-    /// Lines read but not yet consumed by `wait_for`.
-    backlog: VecDeque<String>,
     listening: Vec<(String, String, SocketAddr)>,
 }
 
@@ -133,25 +129,55 @@ impl Daemon {
         })
     }
 
+    /// Start with its stdout going to `stdout` (not read by the test), and wait until ready.
+    pub(crate) fn start_with_stdout(config: &str, stdout: impl Into<Stdio>) -> Daemon {
+        let stdout = stdout.into();
+        Daemon::spawn_full(
+            config,
+            |_| {},
+            |path| {
+                let mut cmd = Command::new(bin());
+                cmd.args(["run", "-c"]).arg(path);
+                without_service_manager(&mut cmd);
+                cmd
+            },
+            Some(stdout),
+        )
+        .until_ready()
+    }
+
     /// Start the command `command` makes from the config's path, without waiting.
     pub(crate) fn spawn_command(
         config: &str,
         prepare: impl FnOnce(&Path),
         command: impl FnOnce(&Path) -> Command,
     ) -> Daemon {
+        Daemon::spawn_full(config, prepare, command, None)
+    }
+
+    fn spawn_full(
+        config: &str,
+        prepare: impl FnOnce(&Path),
+        command: impl FnOnce(&Path) -> Command,
+        stdout: Option<Stdio>,
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         prepare(dir.path());
         let path = dir.path().join("switchboard.toml");
         std::fs::write(&path, with_json_logs(config)).expect("write config");
+        let read_stdout = stdout.is_none();
         let mut child = command(&path)
             .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdout(stdout.unwrap_or_else(Stdio::piped))
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn switchboard");
         let stdin = child.stdin.take();
-        let stdout = Lines::new(child.stdout.take().expect("stdout"));
+        let stdout = match read_stdout {
+            true => Lines::new(child.stdout.take().expect("stdout")),
+            false => Lines::new(std::io::empty()),
+        };
         let rx = read_lines(child.stderr.take().expect("stderr"));
         Daemon {
             child,
@@ -160,7 +186,6 @@ impl Daemon {
             dir,
             lines: rx,
             seen: Vec::new(),
-            backlog: VecDeque::new(),
             listening: Vec::new(),
         }
     }
@@ -184,18 +209,15 @@ impl Daemon {
     pub(crate) fn wait_for(&mut self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
         let deadline = Instant::now() + WAIT;
         loop {
-            let line = match self.backlog.pop_front() {
-                Some(l) => l,
-                None => match self
-                    .lines
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                {
-                    Ok(l) => {
-                        self.seen.push(l.clone());
-                        l
-                    }
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-                },
+            let line = match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    l
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
             };
             if let Ok(v) = serde_json::from_str::<Value>(&line)
                 && pred(&v)

@@ -1,7 +1,8 @@
 //! The Prometheus endpoint's I/O: plain HTTP `GET /metrics`, one response per connection,
-//! served by the loop. Bounded: at most [`MAX_SCRAPERS`] connections at once (more are
-//! refused with 503), a request head of at most [`MAX_REQUEST`] bytes (else 431), and
-//! [`SCRAPE_TIMEOUT`] to send it and read the answer (then the connection is dropped).
+//! served by the loop. Bounded: at most [`MAX_SCRAPERS`] connections at once (more wait in
+//! the listen backlog until one leaves), a request head of at most [`MAX_REQUEST`] bytes
+//! (else 431), and [`SCRAPE_TIMEOUT`] to send it and read the answer (then the connection
+//! is dropped).
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// Scrapers served at once.
 pub(crate) const MAX_SCRAPERS: usize = 16;
 /// How long a scraper has for its request and the response.
-pub(crate) const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 struct Scraper {
@@ -50,6 +51,8 @@ pub(crate) enum Step {
 pub(crate) struct Metrics {
     listener: TcpListener,
     scrapers: Slab<Scraper>,
+    /// Accepting stopped at [`MAX_SCRAPERS`]; resumes when one leaves.
+    full: bool,
 }
 
 impl Metrics {
@@ -66,6 +69,7 @@ impl Metrics {
         Ok(Metrics {
             listener,
             scrapers: Slab::new(),
+            full: false,
         })
     }
 
@@ -78,20 +82,19 @@ impl Metrics {
     ) -> Vec<usize> {
         let mut new = Vec::new();
         loop {
+            if self.scrapers.len() >= MAX_SCRAPERS {
+                if !self.full {
+                    self.full = true;
+                    warn!(
+                        event = "scrapers_full",
+                        max = MAX_SCRAPERS,
+                        "metrics: too many scrapers at once; the others wait until one leaves"
+                    );
+                }
+                return new;
+            }
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
-                    if self.scrapers.len() >= MAX_SCRAPERS {
-                        let _ = write_some(
-                            &mut stream,
-                            &response("503 Service Unavailable", "too many scrapers at once\n"),
-                        );
-                        warn!(
-                            event = "scraper_refused",
-                            max = MAX_SCRAPERS,
-                            "metrics: too many scrapers at once; refused"
-                        );
-                        continue;
-                    }
                     let key = self.scrapers.vacant_key();
                     let token = tokens.add(Owner::Scraper(key));
                     if registry
@@ -221,6 +224,16 @@ impl Metrics {
             tokens.remove(s.token);
         }
         Step::Done
+    }
+
+    /// Accepting stopped at the cap and a place is free again: the connections waiting in
+    /// the backlog bring no new readiness edge, so the caller accepts now.
+    pub(crate) fn has_room_again(&mut self) -> bool {
+        let again = self.full && self.scrapers.len() < MAX_SCRAPERS;
+        if again {
+            self.full = false;
+        }
+        again
     }
 }
 

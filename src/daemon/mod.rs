@@ -45,7 +45,7 @@ use bind::Bound;
 use core::{Core, Effect, ListenerId, RunState, SessionKey};
 use notify::Notifier;
 use timers::Timers;
-use tokens::{Owner, Tokens};
+use tokens::{Owner, Part, Tokens};
 
 use crate::config::Config;
 
@@ -305,7 +305,7 @@ impl Daemon {
     fn dispatch(&mut self, event: &mio::event::Event) {
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         if (event.is_read_closed() || event.is_error())
-            && let Some(Owner::Session(key)) = self.tokens.owner(event.token())
+            && let Some(Owner::Session(key, Part::Peer)) = self.tokens.owner(event.token())
             && let Some(Some(c)) = self.conns.get_mut(key)
         {
             c.peer_done = true;
@@ -315,7 +315,7 @@ impl Daemon {
 
     fn serve(&mut self, token: Token, readable: bool, writable: bool) {
         match self.tokens.owner(token) {
-            Some(Owner::Session(key)) => self.session_ready(key, readable, writable),
+            Some(Owner::Session(key, Part::Peer)) => self.session_ready(key, readable, writable),
             Some(Owner::Listener(id)) => match self.sockets.get(id.0) {
                 Some(Some(ListenerIo::Tcp(_))) => self.accept(id),
                 Some(Some(ListenerIo::Udp(_))) => {
@@ -397,6 +397,9 @@ impl Daemon {
             ShellDue::Scraper(key, since) => {
                 if let Some(m) = self.metrics.as_mut() {
                     m.expire(key, since, self.poll.registry(), &mut self.tokens);
+                    if m.has_room_again() {
+                        self.metrics_accept();
+                    }
                 }
             }
             ShellDue::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
@@ -544,6 +547,9 @@ impl Daemon {
             if let Some(m) = self.metrics.as_mut() {
                 m.respond(key, &body, self.poll.registry(), &mut self.tokens);
             }
+        }
+        if self.metrics.as_mut().is_some_and(|m| m.has_room_again()) {
+            self.metrics_accept();
         }
     }
 }

@@ -10,7 +10,7 @@ use mio::{Interest, Token};
 use tracing::{debug, info, warn};
 
 use super::core::{ListenerId, ReadMode, Refusal, RunState, SessionKey};
-use super::tokens::Owner;
+use super::tokens::{Owner, Part};
 use super::transport::{Readout, Transport, failure};
 use super::{Daemon, MAX_OPS_PER_EVENT, ShellDue};
 
@@ -168,7 +168,7 @@ impl Daemon {
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let token = self.tokens.add(Owner::Session(key));
+        let token = self.tokens.add(Owner::Session(key, Part::Peer));
         if let Err(e) = self
             .poll
             .registry()

@@ -13,8 +13,8 @@ pub(crate) enum Owner {
     Signals,
     /// A listener's socket.
     Listener(ListenerId),
-    /// A session's connection (its transport).
-    Session(SessionKey),
+    /// A part of a session: its connection, or something else it owns.
+    Session(SessionKey, Part),
     /// The control socket's listening socket.
     Control,
     /// A control client (an operator, or a `status`/`reload` request).
@@ -25,6 +25,16 @@ pub(crate) enum Owner {
     Metrics,
     /// A metrics scraper's connection.
     Scraper(usize),
+}
+
+/// The parts of a session the poller watches. Everything a session owns is registered under
+/// its key and dropped with it (`Daemon::release_session`), on its end, at reload and at stop:
+/// a child's pipes or an upstream connection become parts here, with no special case
+/// elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// The peer's connection, through its transport.
+    Peer,
 }
 
 /// The owners of the tokens in use.
@@ -56,8 +66,8 @@ mod tests {
     fn tokens_name_their_owner_and_are_reused_after_removal() {
         let mut t = Tokens::default();
         let a = t.add(Owner::Signals);
-        let b = t.add(Owner::Session(7));
-        assert_eq!(t.owner(b), Some(Owner::Session(7)));
+        let b = t.add(Owner::Session(7, Part::Peer));
+        assert_eq!(t.owner(b), Some(Owner::Session(7, Part::Peer)));
         t.remove(b);
         assert_eq!(t.owner(b), None);
         let c = t.add(Owner::Metrics);

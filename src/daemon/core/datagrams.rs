@@ -62,24 +62,24 @@ pub(super) fn reply(
         return;
     }
     let f = l.cfg.faults;
+    let (Some(u), span, serial) = (l.udp.as_mut(), &l.span, l.serial) else {
+        return;
+    };
     let mut copies = 1;
     if f.any() {
-        if f.loss > 0.0 && l.rng.next_f64() < f.loss {
-            debug!(parent: &l.span, %peer, event = "fault", fault = "loss", "reply dropped (loss)");
+        if f.loss > 0.0 && u.rng.next_f64() < f.loss {
+            debug!(parent: span, %peer, event = "fault", fault = "loss", "reply dropped (loss)");
             return;
         }
-        if f.duplicate > 0.0 && l.rng.next_f64() < f.duplicate {
+        if f.duplicate > 0.0 && u.rng.next_f64() < f.duplicate {
             copies = 2;
         }
     }
     for _ in 0..copies {
         match f.delay {
             Some(d) => {
-                l.delayed.push_back((now + d, peer, msg.to_vec()));
-                let lref = ListenerRef {
-                    id: lid,
-                    serial: l.serial,
-                };
+                u.delayed.push_back((now + d, peer, msg.to_vec()));
+                let lref = ListenerRef { id: lid, serial };
                 timers.push(now + d, Due::Delayed(lref));
             }
             None => {
@@ -117,8 +117,9 @@ impl Core {
             l.too_large(peer, data.len(), now);
             return;
         }
-        let key = match l.peers.get(&peer) {
-            Some(&key) => key,
+        let known = l.udp.as_ref().and_then(|u| u.peers.get(&peer).copied());
+        let key = match known {
+            Some(key) => key,
             None => match self.open_udp(lid, peer) {
                 Some(key) => key,
                 None => return,
@@ -136,7 +137,9 @@ impl Core {
     /// A new UDP peer: a session if the limits let it in.
     fn open_udp(&mut self, lid: ListenerId, peer: SocketAddr) -> Option<SessionKey> {
         let key = self.admit(lid, peer).ok()?;
-        self.listeners[lid.0].peers.insert(peer, key);
+        if let Some(u) = self.listeners[lid.0].udp.as_mut() {
+            u.peers.insert(peer, key);
+        }
         self.open(key);
         self.sessions
             .get(key)
@@ -155,19 +158,20 @@ impl Core {
 
     /// Send the held-back replies of a listener that are due.
     pub(super) fn send_delayed(&mut self, r: ListenerRef) {
-        let Some(l) = self
+        let Some(u) = self
             .listeners
             .get_mut(r.id.0)
             .filter(|l| l.serial == r.serial)
+            .and_then(|l| l.udp.as_mut())
         else {
             return;
         };
-        while l
+        while u
             .delayed
             .front()
             .is_some_and(|(due, _, _)| *due <= self.now)
         {
-            let (_, peer, msg) = l.delayed.pop_front().expect("front exists");
+            let (_, peer, msg) = u.delayed.pop_front().expect("front exists");
             if self.datagrams.is_empty() {
                 self.effects.push_back(Effect::Datagrams);
             }

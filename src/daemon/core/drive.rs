@@ -244,8 +244,8 @@ impl Core {
         }
         let l = &mut self.listeners[lid.0];
         l.closed(peer, &counts, reason == CloseReason::Error);
-        if !tcp {
-            l.peers.remove(&peer);
+        if let Some(u) = &mut l.udp {
+            u.peers.remove(&peer);
         }
         if !was_open {
             debug!(parent: &l.span, event = "handshake_ended", session = id, %peer,

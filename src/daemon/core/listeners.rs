@@ -56,28 +56,39 @@ pub(crate) struct Listener {
     pub(crate) active: usize,
     pub(crate) stats: Stats,
     pub(crate) limits: limits::State,
-    /// UDP: the session of each peer.
-    pub(crate) peers: HashMap<SocketAddr, SessionKey>,
-    /// UDP faults: the seeded draws, and replies held back by `delay`.
-    pub(crate) rng: SplitMix64,
-    pub(crate) delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+    /// What only a UDP listener has.
+    pub(crate) udp: Option<UdpState>,
     pub(crate) span: Span,
+}
+
+/// A UDP listener's peers and faults.
+#[derive(Debug)]
+pub(crate) struct UdpState {
+    /// The session of each peer.
+    pub(crate) peers: HashMap<SocketAddr, SessionKey>,
+    /// The faults' seeded draws.
+    pub(crate) rng: SplitMix64,
+    /// Replies held back by `delay`, due in order.
+    pub(crate) delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
 }
 
 impl Listener {
     pub(crate) fn new(serial: u64, cfg: Rc<ListenerConfig>, local: SocketAddr) -> Listener {
         let span = info_span!("listener", listener = %cfg.name, proto = %cfg.proto);
+        let udp = (cfg.proto == Proto::Udp).then(|| UdpState {
+            peers: HashMap::new(),
+            rng: SplitMix64::new(cfg.faults.seed),
+            delayed: VecDeque::new(),
+        });
         Listener {
             serial,
-            rng: SplitMix64::new(cfg.faults.seed),
             cfg,
             local,
             phase: ListenerPhase::Serving,
             active: 0,
             stats: Stats::default(),
             limits: limits::State::default(),
-            peers: HashMap::new(),
-            delayed: VecDeque::new(),
+            udp,
             span,
         }
     }
@@ -87,7 +98,12 @@ impl Listener {
     }
 
     pub(crate) fn is_udp(&self) -> bool {
-        self.cfg.proto == Proto::Udp
+        self.udp.is_some()
+    }
+
+    /// Replies held back by a UDP `delay`, not yet due.
+    pub(crate) fn has_delayed(&self) -> bool {
+        self.udp.as_ref().is_some_and(|u| !u.delayed.is_empty())
     }
 
     /// Whether it takes new sessions.
@@ -109,7 +125,10 @@ impl Listener {
     pub(crate) fn takes_datagram_from(&self, peer: &SocketAddr) -> bool {
         match self.phase {
             ListenerPhase::Serving => true,
-            ListenerPhase::Retiring => self.peers.contains_key(peer),
+            ListenerPhase::Retiring => self
+                .udp
+                .as_ref()
+                .is_some_and(|u| u.peers.contains_key(peer)),
             ListenerPhase::Stopping | ListenerPhase::Stopped => false,
         }
     }

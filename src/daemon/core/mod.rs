@@ -467,7 +467,11 @@ impl Core {
         if serving {
             l.phase = ListenerPhase::Stopping;
         }
-        let keys: Vec<SessionKey> = l.peers.values().copied().collect();
+        let keys: Vec<SessionKey> = l
+            .udp
+            .as_ref()
+            .map(|u| u.peers.values().copied().collect())
+            .unwrap_or_default();
         for key in keys {
             let reason = match self.sessions.get(key).map(|s| s.phase) {
                 Some(Phase::Draining(r)) => r,
@@ -484,7 +488,7 @@ impl Core {
         let Some(l) = self.listeners.get_mut(lid.0) else {
             return;
         };
-        if l.active > 0 || !l.delayed.is_empty() {
+        if l.active > 0 || l.has_delayed() {
             return;
         }
         match l.phase {
