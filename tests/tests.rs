@@ -2,6 +2,7 @@
 
 mod bot;
 mod check;
+mod cli;
 mod clients;
 mod console;
 mod core;
