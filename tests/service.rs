@@ -90,7 +90,7 @@ fn an_invalid_config_on_reload_changes_nothing() {
         .wait_for(|v| v["level"] == "ERROR")
         .expect("the error is logged");
     assert!(
-        msg(&err).contains("switchboard.toml:8:1: colour: unknown field"),
+        msg(&err).contains("switchboard.toml:8:1: listener \"a\" colour: unknown key"),
         "{err}"
     );
     d.wait_msg("reload refused; the running config is unchanged");
