@@ -1,64 +1,155 @@
 //! The `switchboard` command: the daemon and its clients.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use switchboard::{bench, client, port};
+
+/// `0.1.0 (commit 1a2b3c4d5e6f)`, or just the version when built outside a git checkout.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("SWITCHBOARD_COMMIT_SUFFIX"));
 
 #[derive(Debug, Parser)]
 #[command(
     name = "switchboard",
-    version,
-    about = "A configurable TCP/UDP socket daemon"
+    version = VERSION,
+    about = "A configurable TCP/UDP socket daemon",
+    long_about = "A configurable TCP/UDP socket daemon: a TOML file declares listeners, each \
+                  with a chain of message handlers (echo, bye-close, scripted-reply, \
+                  console-reply). Without a command it runs the daemon."
 )]
 struct Cli {
     /// Config file for the daemon (same as `switchboard run -c FILE`).
-    #[arg(short, long, global = true, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// `-c FILE` of the commands that read a config.
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The config file; without it, the embedded default config.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon (the default). Without -c it serves the embedded default config.
-    Run,
+    Run(ConfigArg),
     /// Validate a config without binding anything; exit 1 with every error found.
-    Check,
+    Check(ConfigArg),
     /// Send one message and print the reply (the tutorial's one-shot clients).
     Send(client::SendArgs),
     /// Talk to a server interactively (the tutorial's chat clients).
     Chat(client::ChatArgs),
     /// Show a running daemon's listeners and counters.
-    Status(client::AttachArgs),
+    Status(Control),
     /// Make a running daemon re-read its config (like SIGHUP), and say what changed.
-    Reload(client::AttachArgs),
+    Reload(Control),
     /// Be an operator of a running daemon: see messages for console-reply, type the replies.
-    Attach(client::AttachArgs),
+    Attach(Control),
     /// Show which processes hold a port.
     Port(port::PortArgs),
     /// Load an echo server and report throughput and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Write shell completions or the man page (used to build packages).
+    #[command(hide = true)]
+    Generate(Generate),
+}
+
+/// The arguments of the commands that talk to a running daemon's control socket.
+#[derive(Debug, Args)]
+struct Control {
+    /// The running daemon's config file, to find its control socket.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    args: client::AttachArgs,
+}
+
+#[derive(Debug, Args)]
+struct Generate {
+    #[command(subcommand)]
+    what: GenerateWhat,
+}
+
+#[derive(Debug, Subcommand)]
+enum GenerateWhat {
+    /// Shell completions on stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// The man pages (switchboard.1 and one per command) into a folder.
+    Man {
+        /// Where to write them.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// `-c` before a command that reads no config (`switchboard -c x.toml send ...`) would be
+/// silently ignored: refuse it.
+fn refuse_config(config: Option<&Path>, command: &str) -> Option<ExitCode> {
+    config?;
+    eprintln!(
+        "switchboard: error: `-c` means nothing to `{command}`, which talks to the address it \
+         is given; `-c FILE` is for run, check, attach, status and reload"
+    );
+    Some(ExitCode::from(2))
+}
+
+fn generate(what: GenerateWhat) -> anyhow::Result<ExitCode> {
+    let mut cmd = Cli::command();
+    match what {
+        GenerateWhat::Completions { shell } => {
+            clap_complete::generate(shell, &mut cmd, "switchboard", &mut std::io::stdout());
+        }
+        GenerateWhat::Man { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            clap_mangen::generate_to(cmd, &dir)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => {
+    let top = cli.config;
+    // `switchboard -c FILE CMD` and `switchboard CMD -c FILE` mean the same.
+    let either = |own: Option<PathBuf>| own.or_else(|| top.clone());
+    let command = cli
+        .command
+        .unwrap_or(Command::Run(ConfigArg { config: None }));
+    let name = match &command {
+        Command::Send(_) => Some("send"),
+        Command::Chat(_) => Some("chat"),
+        Command::Port(_) => Some("port"),
+        Command::Bench(_) => Some("bench"),
+        Command::Generate(_) => Some("generate"),
+        _ => None,
+    };
+    if let Some(code) = name.and_then(|n| refuse_config(top.as_deref(), n)) {
+        return code;
+    }
+    let result = match command {
+        Command::Run(c) => {
             // SAFETY: nothing has started a thread or opened a file yet; see `from_env`.
             let inherited = unsafe { switchboard::daemon::Inherited::from_env() };
-            switchboard::run_daemon(cli.config.as_deref(), inherited)
+            switchboard::run_daemon(either(c.config).as_deref(), inherited)
         }
-        Command::Check => switchboard::check(cli.config.as_deref()),
+        Command::Check(c) => switchboard::check(either(c.config).as_deref()),
         Command::Send(args) => client::send(args),
         Command::Chat(args) => client::chat(args),
         Command::Port(args) => port::run(args),
-        Command::Attach(args) => client::attach(args, cli.config.as_deref()),
-        Command::Status(args) => client::request(args, cli.config.as_deref(), "status"),
-        Command::Reload(args) => client::request(args, cli.config.as_deref(), "reload"),
+        Command::Attach(c) => client::attach(c.args, either(c.config).as_deref()),
+        Command::Status(c) => client::request(c.args, either(c.config).as_deref(), "status"),
+        Command::Reload(c) => client::request(c.args, either(c.config).as_deref(), "reload"),
         Command::Bench(args) => bench::run(args),
+        Command::Generate(g) => generate(g.what),
     };
     match result {
         Ok(code) => code,

@@ -17,6 +17,14 @@ fn every_example_config_passes_check() {
         let path = entry.unwrap().path();
         let o = run(&["check", "-c", path.to_str().unwrap()]);
         assert!(o.status.success(), "{}: {}", path.display(), stderr(&o));
+        // Log lines go to a file beside the config, never into the conversation on the
+        // terminal (so the daemon's warning about a shared terminal never fires for these).
+        let text = std::fs::read_to_string(&path).unwrap();
+        let log_file = text
+            .lines()
+            .find_map(|l| l.strip_prefix("log_file = \""))
+            .unwrap_or_else(|| panic!("{} has no log_file", path.display()));
+        assert!(!log_file.contains('/'), "{}: {log_file}", path.display());
         n += 1;
     }
     assert!(n >= 6, "only {n} examples");
@@ -24,11 +32,24 @@ fn every_example_config_passes_check() {
     assert!(o.status.success(), "the embedded default: {}", stderr(&o));
 }
 
+/// An example config with its `port` line set to 0 and its log file left out (the tests
+/// read the log events on stderr).
+fn example_on_port_0(name: &str, port_line: &str) -> String {
+    let text = std::fs::read_to_string(examples().join(name)).unwrap();
+    assert!(text.contains(port_line), "{name} has no {port_line:?}");
+    assert!(text.contains("\nlog_file = "), "{name} logs to a file");
+    text.replace(port_line, "port = 0")
+        .lines()
+        .filter(|l| !l.starts_with("log_file = "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The support-bot example with its ports set to 0 and its script path made absolute.
 fn support_bot() -> Daemon {
-    let text = std::fs::read_to_string(examples().join("support-bot.toml")).unwrap();
+    let text = example_on_port_0("support-bot.toml", "port = 8900");
     let script = examples().join("../scripts/support-bot.toml");
-    let text = text.replace("port = 8900", "port = 0").replace(
+    let text = text.replace(
         "\"../scripts/support-bot.toml\"",
         &format!("{:?}", script.to_str().unwrap()),
     );
@@ -222,9 +243,7 @@ fn udp_duplicate_and_delay() {
 
 #[test]
 fn the_one_shot_tcp_server_shows_one_message_and_exits() {
-    let text = std::fs::read_to_string(examples().join("tcp-oneshot.toml"))
-        .unwrap()
-        .replace("port = 8888", "port = 0");
+    let text = example_on_port_0("tcp-oneshot.toml", "port = 8888");
     let mut d = Daemon::start(&text);
     let o = run(&[
         "send",

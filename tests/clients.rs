@@ -407,7 +407,7 @@ fn chat_appends_a_newline_only_when_asked() {
     let server = PyServer::start(TCP_CHAT_SERVER);
     let run = switchboard(&["chat", "--newline", &server.addr()], "hello\r\n");
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert_eq!(run.stdout, "< got hello\\n\n");
+    assert_eq!(run.stdout, "< got hello\n");
     assert_eq!(server.line(), r"received: 'hello\n'");
 }
 
@@ -508,7 +508,7 @@ client_socket.close()
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(
         run.stdout,
-        "< \\u{1b}[2J\\u{1b}[31mred\\nserver said bye\\u{7}\\xff\n"
+        "< \\u{1b}[2J\\u{1b}[31mred\n  server said bye\\u{7}\\xff\n"
     );
     assert_eq!(run.stderr, "");
 }
@@ -570,4 +570,25 @@ fn chat_udp_refused_is_reported() {
             "switchboard: error: connection refused: nothing listens on 127.0.0.1:{port}/udp\n"
         )
     );
+}
+
+#[test]
+fn chat_shows_a_reply_with_newlines_as_lines() {
+    let server = PyServer::start(
+        r#"
+import socket
+server_socket=socket.socket(socket.AF_INET,socket.SOCK_STREAM)
+server_socket.bind(('127.0.0.1',0))
+server_socket.listen(5)
+print(server_socket.getsockname()[1])
+client_socket,client_addr=server_socket.accept()
+client_socket.recv(1024)
+client_socket.send('菜单 menu:\r\n  价格 price\n  bye\n'.encode('UTF-8'))
+client_socket.recv(1024)
+client_socket.close()
+"#,
+    );
+    let run = switchboard(&["chat", &server.addr()], "help\n");
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout, "< 菜单 menu:\n    价格 price\n    bye\n");
 }

@@ -304,7 +304,7 @@ fn config_errors_name_file_line_and_key() {
     let cases: Vec<(String, &str)> = vec![
         (
             format!("{good}colour = \"red\"\n"),
-            ":8:1: colour: unknown field `colour`",
+            ":8:1: listener \"a\" colour: unknown key (known keys: name,",
         ),
         (
             format!("{good}{good}"),
@@ -328,7 +328,7 @@ fn config_errors_name_file_line_and_key() {
         ),
         (
             tcp_listener("s", BYE_ECHO, "[listener.bye-close]\nwrod = \"x\""),
-            ":8:1: listener \"s\" bye-close: unknown field `wrod`",
+            ":8:1: listener \"s\" bye-close wrod: unknown key; did you mean `word`?",
         ),
         (
             tcp_listener("ip", ECHO, "").replace("127.0.0.1", "localhost"),
@@ -338,7 +338,10 @@ fn config_errors_name_file_line_and_key() {
             tcp_listener("d", ECHO, "idle_timeout = \"forever\""),
             "listener \"d\" idle_timeout: \"forever\" is not a duration",
         ),
-        ("[[listener]]\nname = \"x\"\n".to_string(), "missing field"),
+        (
+            "[[listener]]\nname = \"x\"\n".to_string(),
+            ":1:1: listener \"x\" protocol: missing; this key is required",
+        ),
         ("[[listener]\n".to_string(), ":1:"),
     ];
     for (config, expected) in cases {

@@ -91,7 +91,7 @@ fn an_invalid_config_on_reload_changes_nothing() {
         .expect("the error is logged");
     assert_eq!(field(&err, "level"), "ERROR");
     assert!(
-        field(&err, "error").contains("switchboard.toml:8:1: colour:"),
+        field(&err, "error").contains("switchboard.toml:8:1: listener \"a\" colour: unknown key"),
         "the error names file, line and key: {err}"
     );
     d.wait_event("reload_refused");

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real binary, real sockets on 127.0.0.1, port 0.
 
 mod bot;
+mod check;
+mod cli;
 mod clients;
 mod console;
 mod core;

@@ -214,10 +214,18 @@ mod tests {
     #[test]
     fn bad_settings_are_errors_with_a_place() {
         let e = build_one("bye-close", "wrod = \"x\"").unwrap_err();
-        assert!(e.message.contains("unknown field `wrod`"), "{e}");
+        assert!(
+            e.message
+                .starts_with("`wrod`: unknown key; did you mean `word`?"),
+            "{e}"
+        );
         assert_eq!(e.span, Some(0..4));
         let e = build_one("bye-close", "scope = \"world\"").unwrap_err();
-        assert!(e.message.contains("unknown variant"), "{e}");
+        assert!(
+            e.message
+                .starts_with("`scope`: \"world\" is not allowed; expected"),
+            "{e}"
+        );
         let e = build_one("bye-close", "word = \" \"").unwrap_err();
         assert!(e.message.contains("word"), "{e}");
     }

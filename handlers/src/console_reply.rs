@@ -175,6 +175,10 @@ mod tests {
     fn settings_are_checked() {
         assert!(build_one("console-reply", "bye = \"\"").is_err());
         let e = build_one("console-reply", "unattended = \"x\"").unwrap_err();
-        assert!(e.message.contains("unknown field"), "{e}");
+        assert!(
+            e.message
+                .starts_with("`unattended`: unknown key; did you mean `unattended_reply`?"),
+            "{e}"
+        );
     }
 }

@@ -55,7 +55,11 @@ mod tests {
     #[test]
     fn refuses_settings() {
         let err = build_one("echo", "loud = true").unwrap_err();
-        assert!(err.message.contains("unknown field"), "{err}");
+        assert!(
+            err.message
+                .contains("`loud`: unknown key (this handler has no settings)"),
+            "{err}"
+        );
         assert!(err.span.is_some());
     }
 }

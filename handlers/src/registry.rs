@@ -43,6 +43,9 @@ pub struct BuildError {
     pub span: Option<Range<usize>>,
     /// The file the span refers to when it is not the config itself (a script).
     pub file: Option<Arc<SourceFile>>,
+    /// Further independent problems found in the same settings (every misspelt key of a
+    /// table, not just the first).
+    pub also: Vec<BuildError>,
 }
 
 impl BuildError {
@@ -52,6 +55,7 @@ impl BuildError {
             message: message.into(),
             span,
             file: None,
+            also: Vec::new(),
         }
     }
 
@@ -65,6 +69,10 @@ impl BuildError {
         if self.file.is_none() {
             self.file = Some(file.clone());
         }
+        self.also = std::mem::take(&mut self.also)
+            .into_iter()
+            .map(|e| e.in_file(file))
+            .collect();
         self
     }
 }

@@ -350,7 +350,9 @@ impl Screen {
         Ok(())
     }
 
-    /// One reply, escaped, on a line of its own; then the prompt again if more may be typed.
+    /// One reply, shown as lines: the first after `< `, the others indented under it, each
+    /// escaped (a peer can neither move the cursor nor fake a line of its own); then the
+    /// prompt again if more may be typed.
     fn reply(&self, bytes: &[u8], prompt_again: bool) -> anyhow::Result<()> {
         let mut out = io::stdout().lock();
         let clear = if self.interactive {
@@ -363,7 +365,7 @@ impl Screen {
         } else {
             ""
         };
-        write!(out, "{clear}< {}\n{prompt}", escape(bytes))
+        write!(out, "{clear}{}{prompt}", reply_lines(bytes))
             .and_then(|()| out.flush())
             .map_err(stdout_error)
     }
@@ -375,6 +377,22 @@ impl Screen {
         }
         eprintln!("{line}");
     }
+}
+
+/// `< first line\n  second line\n`: a reply's lines (a `\r` before each `\n` and one line end
+/// at the very end belong to the line breaks), each escaped.
+fn reply_lines(bytes: &[u8]) -> String {
+    let body = bytes
+        .strip_suffix(b"\n")
+        .map_or(bytes, |b| b.strip_suffix(b"\r").unwrap_or(b));
+    let mut shown = String::new();
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        shown.push_str(if i == 0 { "< " } else { "  " });
+        shown.push_str(&escape(line));
+        shown.push('\n');
+    }
+    shown
 }
 
 fn stdout_error(e: io::Error) -> anyhow::Error {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use switchboard_handlers::Proto;
 use toml::Spanned;
 
-use super::{FileListener, Framing, Validator};
+use super::Framing;
+use super::validate::{FileListener, Validator};
 use crate::acl::{Acl, Cidr};
 
 /// Sessions per listener (TCP connections, UDP peers) when `max_connections` is not given.
@@ -204,12 +205,13 @@ impl Validator<'_> {
             l.reply_burst.as_ref().map(|v| (v.span(), "reply_burst")),
         ];
         let (wrong, why) = match l.protocol {
-            Proto::Udp => (
+            None => return limits,
+            Some(Proto::Udp) => (
                 tcp_only,
                 "applies to TCP listeners only (a UDP listener drops what it refuses without \
                  answering: an answer to a forged source would be a reflection)",
             ),
-            Proto::Tcp => (udp_only, "applies to UDP listeners only"),
+            Some(Proto::Tcp) => (udp_only, "applies to UDP listeners only"),
         };
         for (span, k) in wrong.into_iter().flatten() {
             self.error(Some(span), key(k), why);
@@ -376,6 +378,9 @@ mod tests {
         let e = listener("tcp", "accept_burst = 3").unwrap_err();
         assert!(e[0].contains("accept_burst: has no effect"), "{e:?}");
         let e = listener("tcp", "max_conections = 3").unwrap_err();
-        assert!(e[0].contains("unknown field `max_conections`"), "{e:?}");
+        assert!(
+            e[0].contains("max_conections: unknown key; did you mean `max_connections`?"),
+            "{e:?}"
+        );
     }
 }

@@ -615,7 +615,11 @@ fn errors_in_a_script_file_point_into_that_file() {
     let bad = "[[rule]]\nmatch = \"exact\"\npatern = \"x\"\n";
     let files = Files::with("bot.toml", bad);
     let e = build_with("scripted-reply", "script = \"bot.toml\"", &files).unwrap_err();
-    assert!(e.message.contains("unknown field `patern`"), "{e}");
+    assert!(
+        e.message
+            .contains("`patern`: unknown key; did you mean `pattern`?"),
+        "{e}"
+    );
     assert_eq!(e.span, Some(span_of(bad, "patern")));
     assert!(e.file.is_some());
 
@@ -663,15 +667,22 @@ fn unknown_keys_are_errors_at_the_key() {
         "match = \"exact\"\npattern = \"x\"\nreplly = \"y\"",
         "replly",
     );
-    assert!(m.contains("unknown field `replly`"), "{m}");
+    assert!(
+        m.contains("`replly`: unknown key; did you mean `reply`?"),
+        "{m}"
+    );
     let e = error("greting = \"hi\"");
-    assert!(e.message.contains("unknown field `greting`"), "{e}");
+    assert!(
+        e.message
+            .contains("`greting`: unknown key; did you mean `greeting`?"),
+        "{e}"
+    );
     assert_eq!(e.span, Some(0..7));
     let m = rule_error(
         "match = \"fuzzy\"\npattern = \"x\"\nreply = \"y\"",
         "\"fuzzy\"",
     );
-    assert!(m.contains("unknown variant `fuzzy`"), "{m}");
+    assert!(m.contains("`match`: \"fuzzy\" is not allowed; expected \"exact\", \"prefix\", \"contains\" or \"regex\""), "{m}");
 }
 
 #[test]
