@@ -310,10 +310,11 @@ impl Daemon {
         self.pending.push(c.token);
     }
 
-    /// Drop a session's connection.
+    /// Drop a session's connection. Closing the socket takes it out of the epoll set (it is
+    /// the only descriptor of its file), so no `deregister` call is spent on it: one system
+    /// call less per connection.
     pub(super) fn release_session(&mut self, key: SessionKey) {
-        if let Some(mut c) = self.conns.get_mut(key).and_then(Option::take) {
-            let _ = self.poll.registry().deregister(c.transport.socket());
+        if let Some(c) = self.conns.get_mut(key).and_then(Option::take) {
             self.tokens.remove(c.token);
         }
     }

@@ -261,7 +261,7 @@ impl Core {
                     bytes_out = counts.bytes_out,
                     messages_in = counts.msgs_in,
                     messages_out = counts.msgs_out,
-                    duration = ?duration,
+                    duration_us = duration.as_micros() as u64,
                     "session closed"
                 )
             });

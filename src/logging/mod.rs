@@ -3,6 +3,8 @@
 //! level, the format and the file, and SIGUSR2 can reopen the file after an external
 //! logrotate.
 
+mod text;
+
 use std::io;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
@@ -159,12 +161,15 @@ fn build(cfg: &DaemonConfig) -> io::Result<(BoxedLayer, Option<WorkerGuard>)> {
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi)
-        .with_target(false);
+        .with_target(false)
+        .with_timer(text::Clock);
     // `filter.and_then(layer)`, not `layer.with_filter(filter)`: a per-layer filter inside a
     // reload layer is never registered with the registry and panics after a reload
     // (tokio-rs/tracing#1629).
     let layer: BoxedLayer = match cfg.log_format {
-        LogFormat::Text => filter.and_then(layer).boxed(),
+        // Colours need the default field writer; without them, the cheap one.
+        LogFormat::Text if ansi => filter.and_then(layer).boxed(),
+        LogFormat::Text => filter.and_then(layer.fmt_fields(text::Fields)).boxed(),
         LogFormat::Json => filter
             .and_then(
                 layer
