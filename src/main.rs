@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use switchboard::{bench, client, port};
+use switchboard::{bench, client, port, tls};
 
 /// `0.1.0 (commit 1a2b3c4d5e6f)`, or just the version when built outside a git checkout.
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("SWITCHBOARD_COMMIT_SUFFIX"));
@@ -55,6 +55,8 @@ enum Command {
     Port(port::PortArgs),
     /// Load an echo server and report throughput and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Write a self-signed certificate and its key, for trying TLS out.
+    Cert(tls::CertArgs),
     /// Write shell completions or the man page (used to build packages).
     #[command(hide = true)]
     Generate(Generate),
@@ -129,6 +131,7 @@ fn main() -> ExitCode {
         Command::Chat(_) => Some("chat"),
         Command::Port(_) => Some("port"),
         Command::Bench(_) => Some("bench"),
+        Command::Cert(_) => Some("cert"),
         Command::Generate(_) => Some("generate"),
         _ => None,
     };
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
         Command::Status(c) => client::request(c.args, either(c.config).as_deref(), "status"),
         Command::Reload(c) => client::request(c.args, either(c.config).as_deref(), "reload"),
         Command::Bench(args) => bench::run(args),
+        Command::Cert(args) => tls::cert(args),
         Command::Generate(g) => generate(g.what),
     };
     match result {

@@ -74,6 +74,9 @@ pub struct Session {
     pub now: SystemTime,
     /// How many operators are attached to the console right now.
     pub operators: usize,
+    /// TLS with client certificates: the subject of the certificate the peer presented, like
+    /// `CN=alice, O=Example`.
+    pub client_cert: Option<Arc<str>>,
 }
 
 /// Identifies a timer within one handler instance; the handler chooses the numbers.
@@ -123,6 +126,14 @@ pub enum CloseReason {
     /// Output stayed pending without progress for the listener's `write_timeout`: the peer
     /// does not read.
     WriteTimeout,
+    /// The connection ended before its session opened: its TLS handshake or PROXY header
+    /// failed (never given to a handler: the chain had not opened).
+    HandshakeFailed,
+    /// The TLS handshake or PROXY header did not finish in time (never given to a handler).
+    HandshakeTimeout,
+    /// The real peer a PROXY header named is refused by the listener's rules or limits (never
+    /// given to a handler).
+    Refused,
 }
 
 impl CloseReason {
@@ -138,6 +149,9 @@ impl CloseReason {
             CloseReason::Error => "error",
             CloseReason::TooLong => "too_long",
             CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::HandshakeFailed => "handshake_failed",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::Refused => "refused",
         }
     }
 }

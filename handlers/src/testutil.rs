@@ -31,6 +31,7 @@ impl Harness {
                 peer: SocketAddr::from((Ipv4Addr::LOCALHOST, 40000)),
                 now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
                 operators: 1,
+                client_cert: None,
             },
             out: Outbox::new(),
             flow: None,

@@ -17,10 +17,12 @@ use switchboard_handlers::registry::SourceFile;
 use switchboard_handlers::{BuildEnv, HandlerFactory, Proto};
 
 mod chain;
+mod front;
 mod limits;
 mod read;
 mod validate;
 
+pub use front::ProxyProtocol;
 pub use limits::{Limits, Rate};
 use validate::Validator;
 
@@ -121,6 +123,10 @@ pub struct ListenerConfig {
     pub faults: Faults,
     /// Access rules, session limits and hardening (see `config/limits.rs`).
     pub limits: Limits,
+    /// TCP: TLS in front of the bytes (`[listener.tls]`).
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// TCP: a PROXY protocol header before everything else.
+    pub proxy: Option<ProxyProtocol>,
 }
 
 /// Faults the loop applies to a UDP listener's replies. Deterministic under `seed`.
@@ -163,6 +169,8 @@ impl PartialEq for ListenerConfig {
             once,
             faults,
             limits,
+            tls,
+            proxy,
         } = self;
         (
             name,
@@ -190,6 +198,7 @@ impl PartialEq for ListenerConfig {
             )
             && *faults == o.faults
             && *limits == o.limits
+            && (tls, proxy) == (&o.tls, &o.proxy)
     }
 }
 
@@ -197,6 +206,12 @@ impl ListenerConfig {
     /// `127.0.0.1:8888/tcp`.
     pub fn endpoint(&self) -> String {
         format!("{}/{}", self.addr, self.proto)
+    }
+
+    /// Whether something stands in front of the bytes (TLS, a PROXY header): the session
+    /// opens only once it is done.
+    pub fn has_front(&self) -> bool {
+        self.tls.is_some() || self.proxy.is_some()
     }
 
     /// Whether the chain has a handler that takes operator lines.

@@ -62,6 +62,9 @@ const LISTENER_KEYS: &[&str] = &[
     "udp_blocked_ports",
     "reply_rate",
     "reply_burst",
+    "tls",
+    "proxy_protocol",
+    "proxy_timeout",
 ];
 
 const PROTOCOLS: &[(&str, Proto)] = &[("tcp", Proto::Tcp), ("udp", Proto::Udp)];
@@ -265,7 +268,7 @@ impl Validator<'_> {
         let mut endpoints = HashSet::new();
         for (i, entry) in entries.into_iter().enumerate() {
             let span = entry.span();
-            if let Some(lc) = self.listener(i, entry, &mut names, &registry, &env) {
+            if let Some(lc) = self.listener(i, entry, &mut names, &registry, &env, dir) {
                 if !endpoints.insert((lc.addr, lc.proto)) && lc.addr.port() != 0 {
                     self.error(
                         Some(span),
@@ -413,6 +416,7 @@ impl Validator<'_> {
         names: &mut HashSet<String>,
         registry: &Registry,
         env: &dyn BuildEnv,
+        dir: &Path,
     ) -> Option<ListenerConfig> {
         let span = entry.span();
         let DeValue::Table(table) = entry.into_inner() else {
@@ -445,6 +449,8 @@ impl Validator<'_> {
         let handler_names: Vec<&str> = registry.names().collect();
         let mut f = self.fields(&label, span.clone(), rest, LISTENER_KEYS, &handler_names);
         let l = self.read_listener(&mut f);
+        let tls = self.tls(&mut f, l.protocol, dir);
+        let proxy = self.proxy_protocol(&mut f, l.protocol);
         let key = |k: &str| Some(f.key(k));
         if let Some(name) = &l.name {
             if name.get_ref().trim().is_empty() {
@@ -533,6 +539,8 @@ impl Validator<'_> {
             once: l.once.is_some_and(|v| *v.get_ref()),
             faults,
             limits,
+            tls,
+            proxy,
         })
     }
 }

@@ -233,6 +233,8 @@ impl Core {
         s.timers.clear();
         s.pending = Vec::new();
         let (lid, peer, id, counts) = (s.listener, s.info.peer, s.info.id, s.counts);
+        let tls = s.tls.as_ref().map(|t| t.version);
+        let client_cert = s.info.client_cert.clone();
         let takes_operator = s.cfg.takes_operator();
         let tcp = !matches!(s.framer, Framer::Datagram { .. });
         if was_open {
@@ -262,6 +264,8 @@ impl Core {
                     messages_in = counts.msgs_in,
                     messages_out = counts.msgs_out,
                     duration_us = duration.as_micros() as u64,
+                    tls,
+                    client_cert = client_cert.as_deref(),
                     "session closed"
                 )
             });

@@ -15,6 +15,7 @@ mod console;
 mod datagrams;
 mod drive;
 mod due;
+mod front;
 mod limits;
 mod listeners;
 mod metrics;
@@ -38,8 +39,8 @@ use due::Due;
 pub(crate) use limits::Refusal;
 pub(crate) use listeners::{Listener, ListenerId, ListenerPhase};
 pub(crate) use reload::ReloadSummary;
-pub(crate) use session::ReadMode;
 use session::{Phase, Session};
+pub(crate) use session::{ReadMode, TlsInfo};
 
 use super::timers::Timers;
 use crate::config::ListenerConfig;
@@ -215,7 +216,11 @@ impl Core {
         let now = self.now;
         let l = &mut self.listeners[lid.0];
         l.admit(peer, now)?;
-        Ok(self.insert_session(lid, peer))
+        let key = self.insert_session(lid, peer);
+        if self.sessions[key].cfg.has_front() {
+            self.arm_front(key);
+        }
+        Ok(key)
     }
 
     fn insert_session(&mut self, lid: ListenerId, peer: SocketAddr) -> SessionKey {
@@ -237,6 +242,7 @@ impl Core {
             peer,
             now: self.wall,
             operators: self.console.attached(),
+            client_cert: None,
         };
         self.sessions.insert(Session {
             info,
@@ -253,6 +259,9 @@ impl Core {
             write_timer: false,
             counts: session::Counts::default(),
             unanswered: 0,
+            front: session::Front::Ready,
+            front_deadline: self.now,
+            tls: None,
         })
     }
 
@@ -268,7 +277,10 @@ impl Core {
         let (sref, lid, cfg) = (s.key_id(key), s.listener, s.cfg.clone());
         if self.debug {
             let l = &self.listeners[lid.0];
-            debug!(parent: &l.span, event = "session_opened", session = sref.id, peer = %s.info.peer, "session opened");
+            let tls = s.tls.as_deref();
+            debug!(parent: &l.span, event = "session_opened", session = sref.id, peer = %s.info.peer,
+                tls = tls.map(|t| t.version), sni = tls.and_then(|t| t.sni.as_deref()),
+                client_cert = s.info.client_cert.as_deref(), "session opened");
         }
         if let Some(idle) = cfg.idle_timeout {
             self.timers.push(self.now + idle, Due::Idle(sref));

@@ -42,6 +42,38 @@ pub(crate) enum Phase {
     Lingering,
 }
 
+/// What stands before a session in `Handshake` opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Front {
+    /// Nothing (any more): the transport is ready.
+    Ready,
+    /// A PROXY protocol header.
+    Header,
+    /// A TLS handshake.
+    Tls,
+}
+
+impl Front {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Front::Ready => "ready",
+            Front::Header => "proxy_header",
+            Front::Tls => "tls",
+        }
+    }
+}
+
+/// What the TLS handshake settled, for the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsInfo {
+    /// `1.2` or `1.3`.
+    pub(crate) version: &'static str,
+    /// The server name the client asked for.
+    pub(crate) sni: Option<Box<str>>,
+    /// The subject of the client's certificate.
+    pub(crate) client_cert: Option<std::sync::Arc<str>>,
+}
+
 /// Per-session traffic counts, logged when it ends and added to its listener's counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Counts {
@@ -95,6 +127,11 @@ pub(crate) struct Session {
     pub(crate) counts: Counts,
     /// Messages shown to the operator since the last operator reply.
     pub(crate) unanswered: u32,
+    /// In `Handshake`: what is still to come before the session opens, and until when.
+    pub(crate) front: Front,
+    pub(crate) front_deadline: Instant,
+    /// The TLS handshake's outcome, on a TLS listener.
+    pub(crate) tls: Option<Box<TlsInfo>>,
 }
 
 impl Session {
