@@ -14,6 +14,7 @@
 
 mod activation;
 mod bind;
+mod certs;
 mod control;
 pub(crate) mod core;
 mod http;
@@ -63,6 +64,8 @@ pub(crate) enum ShellDue {
     Scraper(usize, Instant),
     /// Tell systemd's watchdog the loop is alive.
     Watchdog,
+    /// Look whether TLS certificate files changed.
+    CertCheck,
 }
 
 /// A listener's socket.
@@ -102,6 +105,8 @@ pub struct Daemon {
     logging: Option<crate::logging::Logging>,
     now: Instant,
     notify: Notifier,
+    /// TLS certificate files, watched.
+    certs: certs::CertWatch,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -152,6 +157,7 @@ impl Daemon {
             logging: None,
             now,
             notify: Notifier::from_env(),
+            certs: certs::CertWatch::default(),
         };
         daemon.open_control(config)?;
         if let Some(addr) = config.daemon.metrics {
@@ -179,6 +185,7 @@ impl Daemon {
             &owned,
         )?;
         rlimit::check_open_files(&config.listeners);
+        daemon.watch_certs();
         info!(event = "ready", listeners = config.listeners.len(), "ready");
         daemon
             .notify
@@ -403,6 +410,7 @@ impl Daemon {
                 }
             }
             ShellDue::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
+            ShellDue::CertCheck => self.check_certs(),
         }
     }
 

@@ -83,6 +83,7 @@ impl Daemon {
         }
         self.daemon_cfg = new.daemon;
         self.core.refresh_debug();
+        self.watch_certs();
         Ok(summary)
     }
 }

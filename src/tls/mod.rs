@@ -9,7 +9,7 @@ mod client;
 mod selfsigned;
 mod server;
 
-pub use client::{ClientTls, client_config};
+pub use client::{ClientTls, client_config, server_name};
 pub use selfsigned::{CertArgs, cert};
 pub use server::{SniCert, Stamp, TlsError, TlsSettings, stamp};
 

@@ -30,6 +30,15 @@ impl Core {
         self.sessions.get(key).map(|s| s.listener)
     }
 
+    /// A TLS listener's certificate files were read again: new connections use `tls`.
+    pub(crate) fn replace_tls(&mut self, id: super::ListenerId, tls: crate::tls::TlsSettings) {
+        if let Some(l) = self.listeners.get_mut(id.0) {
+            let mut cfg = (*l.cfg).clone();
+            cfg.tls = Some(tls);
+            l.cfg = std::rc::Rc::new(cfg);
+        }
+    }
+
     /// Arm the deadline of what a new session waits for first.
     pub(super) fn arm_front(&mut self, key: SessionKey) {
         let s = &mut self.sessions[key];
