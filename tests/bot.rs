@@ -15,6 +15,9 @@ fn every_example_config_passes_check() {
     let mut n = 0;
     for entry in std::fs::read_dir(examples()).unwrap() {
         let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue; // haproxy.cfg: tested in proxy.rs
+        }
         let o = run(&["check", "-c", path.to_str().unwrap()]);
         assert!(o.status.success(), "{}: {}", path.display(), stderr(&o));
         // Log lines go to a file beside the config, never into the conversation on the

@@ -8,6 +8,7 @@ mod console;
 mod core;
 mod limits;
 mod port;
+mod proxy;
 mod service;
 mod systemd;
 mod tls;
