@@ -151,7 +151,7 @@ fn haproxy_send_proxy_v1_and_v2_give_the_real_client_to_rules_limits_and_logs() 
         ],
     );
     assert_eq!(r["reply"], "secret\n", "{r}");
-    let s = d.wait_for(|v| event(v) == "session_closed" && field(v, "tls") != "");
+    let s = d.wait_for(|v| event(v) == "session_closed" && !field(v, "tls").is_empty());
     assert_eq!(peer_ip(&s.expect("a TLS session")), "127.0.0.2");
 }
 

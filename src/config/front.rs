@@ -247,3 +247,79 @@ impl Validator<'_> {
         Some(d)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse;
+
+    fn listener(proto: &str, extra: &str) -> Result<Option<ProxyProtocol>, Vec<String>> {
+        let text = format!(
+            "[[listener]]\nname = \"a\"\nprotocol = \"{proto}\"\nip = \"127.0.0.1\"\nport = 0\nhandlers = [\"echo\"]\n{extra}\n"
+        );
+        parse(&text, Path::new("t.toml"), Path::new("."))
+            .map(|c| c.listeners[0].proxy.clone())
+            .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn proxy_protocol_defaults_to_both_versions_and_five_seconds() {
+        let p = listener("tcp", "proxy_protocol = { trusted = [\"10.0.0.0/8\"] }")
+            .unwrap()
+            .unwrap();
+        assert!(p.v1 && p.v2);
+        assert_eq!(p.timeout, DEFAULT_PROXY_TIMEOUT);
+        assert!(p.trusts("10.1.2.3".parse().unwrap()));
+        assert!(p.trusts("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!p.trusts("11.0.0.1".parse().unwrap()));
+        let p = listener(
+            "tcp",
+            "proxy_protocol = { versions = [\"v2\"], trusted = [\"::1\"] }\nproxy_timeout = \"1s\"",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!p.v1 && p.v2);
+        assert_eq!(p.timeout, Duration::from_secs(1));
+        assert_eq!(listener("tcp", "").unwrap(), None);
+    }
+
+    #[test]
+    fn proxy_protocol_mistakes_name_the_key() {
+        let e = listener("tcp", "proxy_protocol = { versions = [\"v3\"] }").unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e.iter()
+                .any(|e| e.contains("proxy_protocol trusted: missing")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|e| e.contains("versions: \"v3\" is not")),
+            "{e:?}"
+        );
+        let e = listener("udp", "proxy_protocol = { trusted = [\"::1\"] }").unwrap_err();
+        assert!(e[0].contains("TCP listeners only"), "{e:?}");
+        let e = listener("tcp", "proxy_timeout = \"2s\"").unwrap_err();
+        assert!(e[0].contains("proxy_timeout: has no effect"), "{e:?}");
+        let e = listener(
+            "tcp",
+            "proxy_protocol = { trusted = [\"10.1.2.3/8\"], vresions = [] }",
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e.iter().any(|e| e.contains("did you mean `versions`")),
+            "{e:?}"
+        );
+        let e = listener(
+            "tcp",
+            "[listener.tls]\ncert = \"/nonexistent.pem\"\nkey = \"k\"",
+        )
+        .unwrap_err();
+        assert!(
+            e[0].contains("tls cert: /nonexistent.pem: cannot read it"),
+            "{e:?}"
+        );
+    }
+}

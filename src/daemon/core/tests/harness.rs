@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use switchboard_handlers::CloseReason;
 
-use super::super::{Core, Effect, ListenerId, OpId, ReadMode, SessionKey};
+use super::super::{Core, Effect, ListenerId, OpId, ReadMode, Refusal, SessionKey};
 use crate::config::{self, Config};
 
 /// The far end of a session's connection, as the shell would see its socket.
@@ -111,6 +111,23 @@ impl Harness {
         self.core.open(key);
         self.settle();
         Some(key)
+    }
+
+    /// A TCP connection from `peer` admitted but not opened: something stands in front of
+    /// it (a PROXY header, a TLS handshake).
+    pub(super) fn admit(&mut self, name: &str, peer: &str) -> Result<SessionKey, Refusal> {
+        let key = self
+            .core
+            .admit(self.listener(name), peer.parse().unwrap())?;
+        self.peers.insert(
+            key,
+            Peer {
+                room: usize::MAX,
+                ..Peer::default()
+            },
+        );
+        self.settle();
+        Ok(key)
     }
 
     /// Bytes from the peer, if the session reads now.
