@@ -2,7 +2,7 @@
 //!
 //! The shell owns the sockets and routes each readiness event to the part that owns its
 //! token (`tokens.rs`): a listener (`tcp.rs`, `udp.rs`), a session's connection (`tcp.rs`,
-//! `transport.rs`), the control socket and the stdin console (`control.rs`), the metrics
+//! `transport/`), the control socket and the stdin console (`control.rs`), the metrics
 //! endpoint (`http.rs`), the signals. Everything that decides what happens lives in the
 //! I/O-free core (`core/`): the shell tells it what arrived and applies the effects it
 //! answers with (`Daemon::settle`). ARCHITECTURE.md draws the whole path.
