@@ -297,3 +297,104 @@ fn root_drops_to_the_configured_user_after_binding() {
     );
     assert_eq!(ask(&mut connect(d.addr("a")), "as nobody"), "as nobody");
 }
+
+#[test]
+fn scripts_that_are_not_regular_files_are_refused_without_hanging() {
+    let bot = |script: &str| {
+        tcp_listener(
+            "a",
+            "[\"scripted-reply\"]",
+            &format!("[listener.scripted-reply]\nscript = \"{script}\""),
+        )
+    };
+    let mut d = Daemon::start(&tcp_listener("a", ECHO, ""));
+    let fifo = d.dir.path().join("fifo.toml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let mut c = connect(d.addr("a"));
+    for script in [fifo.to_str().unwrap(), "/dev/zero"] {
+        // `check` says why at once...
+        let path = d.dir.path().join("check.toml");
+        std::fs::write(&path, bot(script)).unwrap();
+        let o = run(&["check", "-c", path.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+        // ...and a reload to it is refused while the daemon goes on serving.
+        rewrite(&d, &bot(script));
+        d.signal(libc::SIGHUP);
+        let ev = d.wait_event("reload_refused");
+        assert!(field(&ev, "error").contains("not a regular file"), "{ev}");
+        assert_eq!(ask(&mut c, "still"), "still");
+    }
+}
+
+#[test]
+fn a_large_script_is_compiled_while_the_loop_keeps_serving() {
+    let rules: String = (0..20_000)
+        .map(|i| format!("[[rule]]\nmatch = \"exact\"\npattern = \"q{i}\"\nreply = \"a{i}\"\n"))
+        .collect();
+    // Debug, so that the daemon logs each message: its log is in the order it did things.
+    let debug = "[daemon]\nlog_level = \"info,switchboard::daemon=debug\"\n";
+    let echo = format!("{debug}{}", tcp_listener("a", ECHO, ""));
+    let bot = format!(
+        "{echo}{}",
+        tcp_listener(
+            "bot",
+            "[\"scripted-reply\"]",
+            "[listener.scripted-reply]\nscript = \"rules.toml\""
+        )
+    );
+    let mut d = Daemon::start_with(&echo, |dir| {
+        std::fs::write(dir.join("rules.toml"), &rules).unwrap()
+    });
+    let mut c = connect(d.addr("a"));
+    rewrite(&d, &bot);
+    d.signal(libc::SIGHUP);
+    d.wait_event("reload_started");
+    assert_eq!(ask(&mut c, "ping"), "ping");
+    let ev = d.wait_event("reloaded");
+    assert!(field(&ev, "summary").contains("added bot"), "{ev}");
+    // The loop answered while the new config was compiled: the message comes before the end
+    // of the reload in the daemon's own log.
+    let order: Vec<String> = d
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| event(v) == "reloaded" || (event(v) == "message" && field(v, "text") == "ping"))
+        .map(|v| event(&v).to_string())
+        .collect();
+    assert_eq!(order, ["message", "reloaded"]);
+    let bot = d
+        .events("listening")
+        .find(|v| field(v, "listener") == "bot")
+        .expect("the new listener");
+    let mut b = connect(field(&bot, "addr").parse().unwrap());
+    assert_eq!(ask(&mut b, "q19999"), "a19999");
+}
+
+#[test]
+fn public_listeners_without_allow_and_public_metrics_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("public.toml");
+    let open = tcp_listener("open", ECHO, "").replace("127.0.0.1", "0.0.0.0");
+    let guarded =
+        tcp_listener("guarded", ECHO, "allow = [\"10.0.0.0/8\"]").replace("127.0.0.1", "0.0.0.0");
+    std::fs::write(
+        &path,
+        format!(
+            "[daemon]\nmetrics = \"0.0.0.0:0\"\n{open}{guarded}{}",
+            tcp_listener("local", ECHO, "")
+        ),
+    )
+    .unwrap();
+    let o = run(&["check", "-c", path.to_str().unwrap()]);
+    assert!(o.status.success(), "warnings are no errors: {}", stderr(&o));
+    let err = stderr(&o);
+    let warned: Vec<&str> = err.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned[0].contains("listener \"open\"") && warned[0].contains("allow"));
+    assert!(warned[1].contains("metrics"));
+    // The daemon says the same when it starts.
+    let d = Daemon::start(&std::fs::read_to_string(&path).unwrap());
+    assert_eq!(d.events("public_bind").count(), 2);
+}
