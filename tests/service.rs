@@ -398,3 +398,93 @@ fn public_listeners_without_allow_and_public_metrics_are_warned_about() {
     let d = Daemon::start(&std::fs::read_to_string(&path).unwrap());
     assert_eq!(d.events("public_bind").count(), 2);
 }
+
+#[test]
+fn sigterm_delivers_every_reply_already_decided() {
+    let bot = "[listener.scripted-reply]\n[[listener.scripted-reply.rule]]\nmatch = \"exact\"\npattern = \"slow\"\nreply = \"late\"\ndelay = \"300ms\"";
+    // Debug: the daemon logs each message it takes, so the test knows all arrived.
+    let mut d = Daemon::start(&format!(
+        "[daemon]\nlog_level = \"info,switchboard::daemon=debug\"\n{}{}",
+        udp_listener("u", ECHO, "delay = \"1s\""),
+        tcp_listener("bot", "[\"scripted-reply\"]", bot)
+    ));
+    let peers: Vec<std::net::UdpSocket> = (0..5).map(|_| udp_client()).collect();
+    for p in &peers {
+        p.send_to(b"delayed", d.addr("u")).unwrap();
+    }
+    let mut c = connect(d.addr("bot"));
+    c.write_all(b"slow").unwrap();
+    for _ in 0..6 {
+        d.wait_event("message");
+    }
+    d.signal(libc::SIGTERM);
+    let mut buf = [0; 64];
+    for p in &peers {
+        let (n, _) = p.recv_from(&mut buf).expect("the delayed reply");
+        assert_eq!(&buf[..n], b"delayed");
+    }
+    let mut got = String::new();
+    c.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "late");
+    assert!(d.wait_exit().success());
+}
+
+#[test]
+fn a_udp_listener_removed_and_added_back_keeps_serving() {
+    let mut d = Daemon::start(&format!(
+        "{}{}",
+        tcp_listener("t", ECHO, ""),
+        udp_listener("u", ECHO, "")
+    ));
+    let u = d.addr("u");
+    let peer = udp_client();
+    assert_eq!(udp_ask(&peer, u, "one"), "one");
+    let pinned = udp_listener("u", ECHO, "").replace("port = 0", &format!("port = {}", u.port()));
+    rewrite(&d, &tcp_listener("t", ECHO, ""));
+    d.signal(libc::SIGHUP);
+    d.wait_event("reloaded");
+    assert_eq!(udp_ask(&peer, u, "two"), "two", "its peer is still served");
+    rewrite(&d, &format!("{}{pinned}", tcp_listener("t", ECHO, "")));
+    d.signal(libc::SIGHUP);
+    let ev = d
+        .wait_for(|v| event(v) == "reloaded" || event(v) == "reload_refused")
+        .unwrap();
+    assert_eq!(event(&ev), "reloaded", "{ev}");
+    assert_eq!(udp_ask(&udp_client(), u, "new peer"), "new peer");
+    assert_eq!(udp_ask(&peer, u, "three"), "three");
+}
+
+#[test]
+fn add_and_remove_cycles_leave_no_rows_in_status_or_metrics() {
+    let base = format!(
+        "[daemon]\nmetrics = \"127.0.0.1:0\"\n{}",
+        tcp_listener("t", ECHO, "")
+    );
+    let mut d = Daemon::start(&base);
+    let metrics: std::net::SocketAddr =
+        field(&d.events("metrics_listening").next().unwrap(), "addr")
+            .parse()
+            .unwrap();
+    let extra = format!("{base}{}", udp_listener("x", ECHO, ""));
+    for i in 0..50 {
+        for config in [&extra, &base] {
+            rewrite(&d, config);
+            d.signal(libc::SIGHUP);
+            d.wait_event("reloaded");
+            if i == 0 && config == &extra {
+                assert!(http_get(metrics, "/metrics").contains("listener=\"x\""));
+            }
+        }
+    }
+    let sock = d.dir.path().join("ctl.sock");
+    let o = run(&["status", "--socket", sock.to_str().unwrap()]);
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    let body = http_get(metrics, "/metrics");
+    assert_eq!(
+        body.lines()
+            .filter(|l| l.starts_with("switchboard_sessions_active{"))
+            .count(),
+        1,
+        "{body}"
+    );
+}
