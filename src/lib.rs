@@ -82,6 +82,9 @@ pub fn check(path: Option<&Path>) -> anyhow::Result<ExitCode> {
                     l.handler_names.join(" -> ")
                 );
             }
+            for w in c.warnings() {
+                eprintln!("{}: warning: {w}", c.source.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {

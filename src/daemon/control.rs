@@ -163,11 +163,12 @@ impl Control {
         Some(op)
     }
 
-    /// Accept `switchboard attach` clients from our own user or root.
-    pub(crate) fn accept(&mut self, registry: &Registry, tokens: &mut Tokens) {
+    /// Accept `switchboard attach` clients from our own user or root. Returns false when it
+    /// ran out of file descriptors: the caller retries later.
+    pub(crate) fn accept(&mut self, registry: &Registry, tokens: &mut Tokens) -> bool {
         loop {
             let Some((listener, _, _)) = &self.listener else {
-                return;
+                return true;
             };
             match listener.accept() {
                 Ok((mut stream, _)) => {
@@ -211,11 +212,16 @@ impl Control {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if super::tcp::is_fd_exhaustion(&e) => {
+                    warn!(event = "accept_paused", socket = "control", error = %e,
+                        "control socket: out of file descriptors; retrying shortly");
+                    return false;
+                }
                 Err(e) => {
                     warn!(error = %e, "control socket: accept failed");
-                    return;
+                    return true;
                 }
             }
         }

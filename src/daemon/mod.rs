@@ -34,7 +34,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use switchboard_handlers::Proto;
@@ -60,6 +60,10 @@ const MAX_OPS_PER_EVENT: usize = 32;
 pub(crate) enum ShellDue {
     /// Try accepting again after running out of file descriptors.
     ResumeAccept(ListenerId),
+    /// The same, for the control socket.
+    RetryControl,
+    /// The same, for the metrics endpoint.
+    RetryMetrics,
     /// Drop a metrics scraper that has not finished by now (its key and when it came).
     Scraper(usize, Instant),
     /// Tell systemd's watchdog the loop is alive.
@@ -103,6 +107,10 @@ pub struct Daemon {
     daemon_cfg: crate::config::DaemonConfig,
     /// The logger, once `run` has it: reload and SIGUSR2 change it.
     logging: Option<crate::logging::Logging>,
+    /// Wakes the loop when a config read on another thread is ready.
+    waker: Arc<Waker>,
+    /// A reload whose config is being read.
+    loading: Option<reload::Loading>,
     now: Instant,
     notify: Notifier,
     /// TLS certificate files, watched.
@@ -136,6 +144,7 @@ impl Daemon {
         let token = tokens.add(Owner::Signals);
         poll.registry()
             .register(&mut signals, token, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), tokens.add(Owner::Waker))?);
         let now = Instant::now();
         let mut daemon = Daemon {
             poll,
@@ -155,6 +164,8 @@ impl Daemon {
             config_file: config.file.clone(),
             daemon_cfg: config.daemon.clone(),
             logging: None,
+            waker,
+            loading: None,
             now,
             notify: Notifier::from_env(),
             certs: certs::CertWatch::default(),
@@ -186,6 +197,9 @@ impl Daemon {
         )?;
         rlimit::check_open_files(&config.listeners);
         daemon.watch_certs();
+        for w in config.warnings() {
+            warn!(event = "public_bind", "{w}");
+        }
         info!(event = "ready", listeners = config.listeners.len(), "ready");
         daemon
             .notify
@@ -338,7 +352,8 @@ impl Daemon {
                 _ => warn!(?token, "event for a listener that is gone"),
             },
             Some(Owner::Signals) => self.on_signals(),
-            Some(Owner::Control) => self.control.accept(self.poll.registry(), &mut self.tokens),
+            Some(Owner::Waker) => self.reload_loaded(),
+            Some(Owner::Control) => self.control_accept(),
             Some(Owner::ControlClient(op)) => self.control_ready(op, readable, writable),
             Some(Owner::Stdin) => {
                 if let Some(op) = self.stdin_op {
@@ -401,6 +416,8 @@ impl Daemon {
     fn fire(&mut self, due: ShellDue) {
         match due {
             ShellDue::ResumeAccept(id) => self.resume_accepting(id),
+            ShellDue::RetryControl => self.control_accept(),
+            ShellDue::RetryMetrics => self.metrics_accept(),
             ShellDue::Scraper(key, since) => {
                 if let Some(m) = self.metrics.as_mut() {
                     m.expire(key, since, self.poll.registry(), &mut self.tokens);
@@ -442,9 +459,7 @@ impl Daemon {
                         self.core.halt();
                     }
                 }
-                SIGHUP => {
-                    let _ = self.reload();
-                }
+                SIGHUP => self.reload(None),
                 SIGUSR1 => self.core.log_status(),
                 SIGUSR2 => match self.logging.as_mut().map(|l| l.reopen()) {
                     Some(Err(e)) => warn!(error = %e, "SIGUSR2: cannot reopen the log file"),
@@ -487,7 +502,9 @@ impl Daemon {
         }
     }
 
-    /// The first line of a control client. Returns whether it stays connected.
+    /// The first line of a control client. Returns whether to go on with the client: false
+    /// once it is answered and dropped, or while it waits for a reload (which answers it, even
+    /// if the client has already closed its side).
     fn control_request(&mut self, op: core::OpId, line: &str) -> bool {
         let reply: Vec<String> = match line.trim() {
             "attach" => {
@@ -498,10 +515,11 @@ impl Daemon {
                 return true;
             }
             "status" => self.core.status_lines(),
-            "reload" => vec![match self.reload() {
-                Ok(summary) => format!("reloaded: {summary}"),
-                Err(e) => format!("reload refused: {e}"),
-            }],
+            "reload" => {
+                // Answered when the config has been read and applied.
+                self.reload(Some(op));
+                return false;
+            }
             other => vec![format!(
                 "(!) unknown request {other:?}: expected attach, status or reload"
             )],
@@ -532,11 +550,22 @@ impl Daemon {
         }
     }
 
+    fn control_accept(&mut self) {
+        if !self.control.accept(self.poll.registry(), &mut self.tokens) {
+            self.timers
+                .push(self.now + tcp::ACCEPT_RETRY, ShellDue::RetryControl);
+        }
+    }
+
     fn metrics_accept(&mut self) {
         let Some(m) = self.metrics.as_mut() else {
             return;
         };
-        let new = m.accept(self.poll.registry(), &mut self.tokens, self.now);
+        let (new, ok) = m.accept(self.poll.registry(), &mut self.tokens, self.now);
+        if !ok {
+            self.timers
+                .push(self.now + tcp::ACCEPT_RETRY, ShellDue::RetryMetrics);
+        }
         for key in new {
             self.timers.push(
                 self.now + http::SCRAPE_TIMEOUT,

@@ -19,6 +19,7 @@ mod front;
 mod limits;
 mod listeners;
 mod metrics;
+mod output;
 mod reload;
 mod session;
 #[cfg(test)]
@@ -255,6 +256,7 @@ impl Core {
             timers: Vec::new(),
             opened: self.now,
             last_active: self.now,
+            partial_since: None,
             write_progress: self.now,
             write_timer: false,
             counts: session::Counts::default(),
@@ -318,7 +320,7 @@ impl Core {
                 self.begin_draining(key, CloseReason::PeerClosed);
             }
             Some(Phase::Handshake) => self.end(key, CloseReason::PeerClosed),
-            Some(Phase::Lingering) => self.lingered(key),
+            Some(Phase::Lingering { .. }) => self.lingered(key),
             Some(Phase::Draining(_)) | None => {}
         }
     }
@@ -326,9 +328,17 @@ impl Core {
     /// The transport failed (a reset, an error): the session ends at once.
     pub(crate) fn failed(&mut self, key: SessionKey, reason: CloseReason) {
         match self.sessions.get(key).map(|s| s.phase) {
-            Some(Phase::Lingering) => self.release(key),
+            Some(Phase::Lingering { .. }) => self.release(key),
             Some(_) => self.end(key, reason),
             None => {}
+        }
+    }
+
+    /// A lingering session's peer is still sending: the quiet the linger waits for starts
+    /// again.
+    pub(crate) fn discarded(&mut self, key: SessionKey) {
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.last_active = self.now;
         }
     }
 
@@ -337,7 +347,7 @@ impl Core {
         if self
             .sessions
             .get(key)
-            .is_some_and(|s| s.phase == Phase::Lingering)
+            .is_some_and(|s| matches!(s.phase, Phase::Lingering { .. }))
         {
             self.release(key);
         }
@@ -346,112 +356,6 @@ impl Core {
     /// What the shell should do before reading from a session.
     pub(crate) fn read_mode(&self, key: SessionKey) -> Option<ReadMode> {
         self.sessions.get(key).map(Session::read_mode)
-    }
-
-    /// The bytes to write for a session now, if any.
-    pub(crate) fn transmit(&mut self, key: SessionKey) -> Option<&[u8]> {
-        if let Some(st) = self.staged.filter(|st| st.key == key) {
-            let s = self.sessions.get(key)?;
-            if s.pending.is_empty() {
-                return Some(if st.in_scratch {
-                    &self.scratch
-                } else {
-                    self.out.data()
-                });
-            }
-            self.unstage();
-        }
-        let s = self.sessions.get(key)?;
-        (!s.pending.is_empty()).then_some(&s.pending[..])
-    }
-
-    /// `n` bytes of what [`Core::transmit`] gave went out.
-    pub(crate) fn transmitted(&mut self, key: SessionKey, n: usize) {
-        let staged = self.staged.filter(|st| st.key == key);
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
-        let was_paused = s.read_mode() == ReadMode::Paused;
-        if let Some(st) = staged {
-            self.staged = None;
-            let bytes = if st.in_scratch {
-                &self.scratch[..]
-            } else {
-                self.out.data()
-            };
-            s.pending.extend_from_slice(&bytes[n..]);
-        } else {
-            s.pending.drain(..n.min(s.pending.len()));
-        }
-        if n > 0 {
-            s.write_progress = self.now;
-        }
-        if s.pending.is_empty() {
-            // An idle session keeps no buffer.
-            s.pending = Vec::new();
-        } else {
-            self.output_piled_up(key);
-        }
-        let s = &self.sessions[key];
-        if was_paused && s.read_mode() == ReadMode::Read {
-            self.effects.push_back(Effect::Resume(key));
-        }
-        self.settle(key);
-    }
-
-    /// Whether a session has output waiting for the transport.
-    pub(crate) fn has_pending(&self, key: SessionKey) -> bool {
-        self.sessions
-            .get(key)
-            .is_some_and(|s| !s.pending.is_empty())
-            || self.staged.is_some_and(|st| st.key == key)
-    }
-
-    /// Output went into a session's pending buffer: start the `write_timeout` clock if it
-    /// was not running, and say when reading pauses.
-    fn output_piled_up(&mut self, key: SessionKey) {
-        let s = &mut self.sessions[key];
-        if !s.write_timer {
-            s.write_timer = true;
-            s.write_progress = self.now;
-            let at = self.now + s.cfg.limits.write_timeout;
-            let sref = s.key_id(key);
-            self.timers.push(at, Due::WriteTimeout(sref));
-            if self.debug {
-                debug!(
-                    session = sref.id,
-                    pending = s.pending.len(),
-                    event = "output_buffered",
-                    "the peer is not reading fast enough; output buffered"
-                );
-            }
-        }
-        if s.pending.len() >= s.cfg.max_output && self.debug {
-            debug!(
-                session = s.info.id,
-                pending = s.pending.len(),
-                max_output = s.cfg.max_output,
-                event = "read_paused",
-                "reading paused: max_output bytes are pending for the peer"
-            );
-        }
-    }
-
-    /// Move the staged output into its session's pending buffer (before the outbox or the
-    /// scratch buffer is reused).
-    fn unstage(&mut self) {
-        let Some(st) = self.staged.take() else {
-            return;
-        };
-        if let Some(s) = self.sessions.get_mut(st.key) {
-            let bytes = if st.in_scratch {
-                &self.scratch[..]
-            } else {
-                self.out.data()
-            };
-            s.pending.extend_from_slice(bytes);
-            self.output_piled_up(st.key);
-        }
     }
 
     /// Stop taking new sessions on a listener. TCP: its socket closes now and its sessions
@@ -548,7 +452,7 @@ impl Core {
             match self.sessions[key].phase {
                 Phase::Open => self.begin_draining(key, CloseReason::Shutdown),
                 Phase::Handshake => self.end(key, CloseReason::Shutdown),
-                Phase::Draining(_) | Phase::Lingering => {}
+                Phase::Draining(_) | Phase::Lingering { .. } => {}
             }
         }
         let flushing = self.sessions.iter().filter(|(_, s)| s.is_live()).count();
@@ -568,7 +472,7 @@ impl Core {
             if self
                 .sessions
                 .get(key)
-                .is_some_and(|s| s.phase != Phase::Lingering)
+                .is_some_and(|s| !matches!(s.phase, Phase::Lingering { .. }))
             {
                 self.end(key, CloseReason::Shutdown);
             }
