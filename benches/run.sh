@@ -1,5 +1,6 @@
 #!/bin/sh
-# Measure switchboard against the C epoll echo server and tokio, then rewrite benches/README.md
+# Measure switchboard against the C epoll echo server and tokio (and, with TLS, against stunnel
+# in front of the C server: benches/tls.py), then rewrite benches/README.md
 # and benches/chart.svg from what was measured. One command, from any folder:
 #
 #   benches/run.sh
@@ -44,5 +45,10 @@ export RUN_STARTED="$started"
 
 python3 "$here/measure.py" --bench-dir "$bench_dir" --out "$here/results" \
     --secs "${SECS:-1}" --repeats "${REPEATS:-5}" ${NO_PROFILE:+--no-profile}
+if command -v stunnel4 >/dev/null; then
+    python3 "$here/tls.py" --out "$here/results" --secs "${SECS:-1}" --repeats "${REPEATS:-5}"
+else
+    echo "run.sh: stunnel4 is not installed: the TLS comparison is skipped" >&2
+fi
 python3 "$here/report.py" "$here/results"
 echo "run.sh: done in $(( $(date +%s) - started )) s; see benches/README.md"
