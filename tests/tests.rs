@@ -10,6 +10,7 @@ mod limits;
 mod port;
 mod service;
 mod systemd;
+mod users;
 mod util;
 
 mod bench;
