@@ -320,3 +320,92 @@ fn after_the_drop_the_daemons_user_reaches_its_control_socket_which_goes_at_stop
     assert!(d.wait_exit().success());
     assert!(!socket.exists(), "the control socket outlived the daemon");
 }
+
+/// A Unix socket server run by the other user: answers each client with a line and reports
+/// on its stdout what each client sent before closing ("got b'...'").
+struct FakeServer {
+    _child: Killed,
+    reports: BufReader<std::process::ChildStdout>,
+}
+
+impl FakeServer {
+    fn start(path: &Path) -> FakeServer {
+        let script = "import socket, sys\n\
+                      s = socket.socket(socket.AF_UNIX)\n\
+                      s.bind(sys.argv[1])\n\
+                      s.listen()\n\
+                      print('ready', flush=True)\n\
+                      while True:\n\
+                      \x20   c, _ = s.accept()\n\
+                      \x20   c.settimeout(10)\n\
+                      \x20   data = b''\n\
+                      \x20   try:\n\
+                      \x20       c.sendall(b'status: fake\\n')\n\
+                      \x20       while b'\\n' not in data:\n\
+                      \x20           more = c.recv(100)\n\
+                      \x20           if not more:\n\
+                      \x20               break\n\
+                      \x20           data += more\n\
+                      \x20   except OSError:\n\
+                      \x20       pass\n\
+                      \x20   c.close()\n\
+                      \x20   print('got', data, flush=True)\n";
+        let mut child = as_user(OTHER_UID, OTHER_UID, "python3")
+            .args(["-c", script])
+            .arg(path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("this test needs python3");
+        let mut reports = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        reports.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        FakeServer {
+            _child: Killed(child),
+            reports,
+        }
+    }
+
+    /// What the last client sent.
+    fn report(&mut self) -> String {
+        let mut line = String::new();
+        self.reports.read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    }
+}
+
+#[test]
+fn clients_check_the_servers_user_before_sending_anything() {
+    let test = "clients_check_the_servers_user_before_sending_anything";
+    if !can_switch_users(test) {
+        return;
+    }
+    let tmp = shared_tmp();
+    let theirs = others_folder(tmp.path(), "theirs");
+    let socket = theirs.join("ctl.sock");
+    let mut fake = FakeServer::start(&socket);
+    let socket_arg = socket.to_string_lossy();
+
+    let out = run(&["status", "--socket", &socket_arg]);
+    assert!(
+        !out.status.success(),
+        "status trusted another user's socket: {out:?}"
+    );
+    assert!(!stdout(&out).contains("fake"), "{out:?}");
+    assert!(
+        stderr(&out).contains(&format!("uid {OTHER_UID}")),
+        "{out:?}"
+    );
+    assert_eq!(fake.report(), "got b''");
+
+    let out = run(&["attach", "--socket", &socket_arg]);
+    assert!(
+        !out.status.success(),
+        "attach trusted another user's socket: {out:?}"
+    );
+    assert!(
+        stderr(&out).contains(&format!("uid {OTHER_UID}")),
+        "{out:?}"
+    );
+    assert_eq!(fake.report(), "got b''");
+}
