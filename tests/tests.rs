@@ -6,10 +6,12 @@ mod cli;
 mod clients;
 mod console;
 mod core;
+mod files_as_root;
 mod limits;
 mod port;
 mod service;
 mod systemd;
+mod users;
 mod util;
 
 mod bench;
