@@ -14,6 +14,7 @@ pub mod framing;
 pub mod logging;
 pub mod port;
 pub mod privileges;
+pub mod runtime_dir;
 pub mod tls;
 
 use std::path::Path;

@@ -285,8 +285,10 @@ fn root_drops_to_the_configured_user_after_binding() {
         eprintln!("skipped: dropping privileges needs the test to run as root");
         return;
     }
+    // The control socket in a folder the daemon makes and gives to that user, not beside
+    // the config: a folder that was already there must belong to the user the daemon serves as.
     let d = Daemon::start(&format!(
-        "[daemon]\nuser = \"nobody\"\n{}",
+        "[daemon]\nuser = \"nobody\"\ncontrol_socket = \"run/ctl.sock\"\n{}",
         tcp_listener("a", ECHO, "")
     ));
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();

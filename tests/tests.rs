@@ -6,12 +6,14 @@ mod cli;
 mod clients;
 mod console;
 mod core;
+mod files_as_root;
 mod limits;
 mod port;
 mod proxy;
 mod service;
 mod systemd;
 mod tls;
+mod users;
 mod util;
 
 mod bench;

@@ -170,7 +170,12 @@ impl Daemon {
             notify: Notifier::from_env(),
             certs: certs::CertWatch::default(),
         };
-        daemon.open_control(config)?;
+        // Who the daemon serves as once bound: a wrong user stops it before anything is made.
+        let run_as = crate::privileges::run_as(
+            config.daemon.user.as_deref(),
+            config.daemon.group.as_deref(),
+        )?;
+        daemon.open_control(config, crate::privileges::serving_uid(run_as.as_ref()))?;
         if let Some(addr) = config.daemon.metrics {
             daemon.metrics = Some(http::Metrics::bind(
                 addr,
@@ -188,13 +193,11 @@ impl Daemon {
             daemon.open_stdin_console(config);
         }
         inherited.close_unused();
-        let mut owned: Vec<&std::path::Path> = daemon.control.socket_path().into_iter().collect();
-        owned.extend(config.daemon.log_file.as_deref().filter(|p| p.exists()));
-        crate::privileges::drop_to(
-            config.daemon.user.as_deref(),
-            config.daemon.group.as_deref(),
-            &owned,
-        )?;
+        // What the daemon's user must own after the drop, by descriptor.
+        let log_file = crate::logging::open_log_file();
+        let mut owned = daemon.control.handover();
+        owned.extend(log_file.as_ref().map(|f| f.handover()));
+        crate::privileges::drop_to(run_as.as_ref(), &owned)?;
         rlimit::check_open_files(&config.listeners);
         daemon.watch_certs();
         for w in config.warnings() {
@@ -207,16 +210,28 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// The control socket (attach, status, reload). A configured one must work; the default
-    /// one is skipped with a warning when another daemon of the same config name holds it.
-    fn open_control(&mut self, config: &Config) -> anyhow::Result<()> {
+    /// The control socket (attach, status, reload), for a daemon serving as `serving_uid`. A
+    /// configured one must work; the default one is skipped with a warning when another
+    /// daemon of the same config name holds it, or its folder is not fit for it.
+    fn open_control(&mut self, config: &Config, serving_uid: u32) -> anyhow::Result<()> {
         let registry = self.poll.registry();
+        let tokens = &mut self.tokens;
         match &config.daemon.control_socket {
-            Some(path) => self.control.open_socket(path, registry, &mut self.tokens),
+            Some(path) => self
+                .control
+                .open_socket(path, serving_uid, registry, tokens),
             None => {
                 let path = crate::console::default_socket(config.file.as_deref());
-                if let Err(e) = self.control.open_socket(&path, registry, &mut self.tokens) {
-                    warn!("{e:#}; running without a control socket (set [daemon] control_socket)");
+                if let Err(e) = self
+                    .control
+                    .open_socket(&path, serving_uid, registry, tokens)
+                {
+                    warn!(
+                        event = "no_control_socket",
+                        reason = crate::runtime_dir::reason_of(&e),
+                        path = %path.display(),
+                        "{e:#}; running without a control socket (set [daemon] control_socket)"
+                    );
                 }
                 Ok(())
             }
