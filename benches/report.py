@@ -398,6 +398,29 @@ def tls_section(tls):
             f"| ≥ {target:.2f}× | {verdict(ok)} | {fmt_num(med(st, 'server_us_per_op'))} {per} "
             f"| {fmt_num(med(sb, 'server_us_per_op'))} {per} | {fmt_ratio(1 / c if c else None)} |")
     errors = sum(x["errors"] for by in runs.values() for rs in by.values() for x in rs)
+    plain = tls.get("plain")
+    plain_text = ""
+    if plain:
+        res = plain["results"]
+        prow = ["| scenario | what | earlier binary, median | this one, median | this / earlier |",
+                "| --- | --- | ---: | ---: | ---: |"]
+        for scen in ["pp1", "pp50", "bulk1", "conn8", "udp1"]:
+            b, t = res.get("baseline", {}).get(scen, []), res.get("this", {}).get(scen, [])
+            rs = [y / x for x, y in zip(b, t) if x]
+            if not rs:
+                continue
+            unit = WHAT[scen][1]
+            prow.append(f"| {scen} | {WHAT[scen][0]} | {fmt_num(statistics.median(b))} {unit} "
+                        f"| {fmt_num(statistics.median(t))} {unit} "
+                        f"| {fmt_ratio(statistics.median(rs))} ({min(rs):.2f}–{max(rs):.2f}) |")
+        plain_text = f"""
+**Plain text, no listener using TLS or PROXY**: the same run measured the shared
+`compare.py` scenarios against this binary and an earlier one (`{plain['baseline']}`),
+interleaved, {plain['repeats']} runs of {plain['secs']:g} s each (`benches/tls.py --baseline
+BIN`); a ratio near 1.00 (within the spread between cycles) says the plain path did not move.
+
+{chr(10).join(prow)}
+"""
     verdicts = (f"**Missed**: {', '.join(missed)}." if missed
                 else "Every TLS target was met in this run.")
     return f"""{verdicts}
@@ -415,7 +438,7 @@ the operations of the run, lower is better, and its ratio is stunnel's over swit
 (above 1: switchboard spends less).
 
 {chr(10).join(rows)}
-"""
+{plain_text}"""
 
 
 def chart(F, meta, path):

@@ -4,7 +4,7 @@ in front of the C epoll echo server, on one core each, loaded by `switchboard be
 the other core. Prints the figures and writes them to RESULTS/tls.json, which benches/report.py
 turns into the "TLS" section of benches/README.md.
 
-  tls.py [--out benches/results] [--secs 2] [--repeats 5]
+  tls.py [--out benches/results] [--secs 2] [--repeats 5] [--baseline BIN [--bench-dir DIR]]
 
 Environment: SWITCHBOARD (the release binary; default target/release/switchboard), BENCH_BIN
 (where c-epoll-echo is; benches/run.sh builds it). Needs stunnel4 and taskset.
@@ -18,6 +18,11 @@ Runs are interleaved (stunnel, switchboard, stunnel, ...), and a ratio is the me
 per-cycle ratios, as in report.py. Each server's CPU time per operation (stunnel and the C
 echo added up, threads that ended included) is read from /proc/PID/stat: where the load
 generator's core is the limit, it is the fairer comparison.
+
+With --baseline BIN (a switchboard built from an earlier commit, such as main before TLS and
+the PROXY protocol), the plain-text scenarios pp1, pp50, bulk1, conn8 and udp1 of the shared
+compare.py are also run against both binaries, interleaved, with no listener using TLS or
+PROXY: their ratio says whether the plain path moved.
 """
 import argparse
 import json
@@ -48,6 +53,23 @@ WHAT = {
     "tls-bulk1": "TLS bulk 16 KiB blocks, 4 in flight, 1 connection",
 }
 TARGET = 1.0
+PLAIN = "pp1,pp50,bulk1,conn8,udp1"
+
+
+def plain_vs(baseline, bench_dir, secs, repeats):
+    """compare.py's plain scenarios: the baseline binary, then this one, interleaved."""
+    echo = os.path.join(bench_dir, "switchboard-echo.sh")
+    argv = [sys.executable, os.path.join(bench_dir, "compare.py"), "--secs", str(secs),
+            "--repeats", str(repeats), "--only", PLAIN, "--json",
+            f"baseline=env SWITCHBOARD={baseline} {echo} {{port}}",
+            f"this=env SWITCHBOARD={SB} {echo} {{port}}"]
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"compare.py failed: {r.stderr[-2000:]}")
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    version = subprocess.run([baseline, "--version"], capture_output=True, text=True)
+    return {"baseline": version.stdout.strip(), "secs": secs, "repeats": repeats,
+            "results": {k: v for k, v in results.items() if not k.startswith("_")}}
 
 
 def free_port():
@@ -170,6 +192,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--secs", type=float, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--baseline", help="an earlier switchboard binary, for the plain scenarios")
+    ap.add_argument("--bench-dir", default=os.path.join(REPO, "..", "shared", "bench"))
     a = ap.parse_args()
     for tool in ("stunnel4", "taskset"):
         if not shutil.which(tool):
@@ -188,6 +212,8 @@ def main():
     finally:
         for s in servers.values():
             s.stop()
+    plain = plain_vs(os.path.abspath(a.baseline), os.path.abspath(a.bench_dir), a.secs,
+                     a.repeats) if a.baseline else None
     out = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t0)),
         "elapsed_s": round(time.time() - t0),
@@ -197,6 +223,7 @@ def main():
         "stunnel": subprocess.run(["stunnel4", "-version"], capture_output=True,
                                   text=True).stderr.splitlines()[-1:],
         "what": WHAT, "units": {s: SCENARIOS[s][2] for s in SCENARIOS}, "runs": runs,
+        "plain": plain,
     }
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "tls.json"), "w") as f:
@@ -209,6 +236,14 @@ def main():
         med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
         print(f"{scen:10} {med(st, 'figure'):12,.1f} {med(sb, 'figure'):12,.1f} {ratio:6.2f}x  "
               f"{med(st, 'server_us_per_op'):13.1f} {med(sb, 'server_us_per_op'):11.1f}")
+    if plain:
+        res = plain["results"]
+        print(f"plain text, this binary / {plain['baseline']}:")
+        for scen in PLAIN.split(","):
+            pairs = zip(res["baseline"].get(scen, []), res["this"].get(scen, []))
+            rs = [t / b for b, t in pairs if b]
+            if rs:
+                print(f"  {scen:8} {statistics.median(rs):.3f}x ({min(rs):.2f}-{max(rs):.2f})")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

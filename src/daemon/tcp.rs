@@ -402,7 +402,21 @@ impl Daemon {
                 }
             }
         }
-        self.update_interest(key);
+        // The same borrow of the connection (the core and the poller are other fields): one
+        // look-up per write on the hot path.
+        let want = self.core.has_pending(key) || c.fin_pending || c.transport.wants_write();
+        if want != c.writable {
+            c.writable = want;
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ = self
+                .poll
+                .registry()
+                .reregister(c.transport.socket(), c.token, interest);
+        }
     }
 
     /// Ask for WRITABLE while output (the core's, or TLS records) waits for the socket.
@@ -410,7 +424,7 @@ impl Daemon {
         let Some(Some(c)) = self.conns.get_mut(key) else {
             return;
         };
-        let want = self.core.has_pending(key) || c.transport.wants_write() || c.fin_pending;
+        let want = self.core.has_pending(key) || c.fin_pending || c.transport.wants_write();
         if want != c.writable {
             c.writable = want;
             let interest = if want {

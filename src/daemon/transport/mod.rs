@@ -113,16 +113,19 @@ impl Transport {
     }
 
     /// The socket, for the poller.
+    #[inline]
     pub(crate) fn socket(&mut self) -> &mut TcpStream {
         &mut self.socket
     }
 
     /// Whether TLS is in front of the bytes.
+    #[inline]
     pub(crate) fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
 
     /// Whether the front (a header, a handshake) is still to be done.
+    #[inline]
     pub(crate) fn in_front(&self) -> bool {
         self.header.is_some() || self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
@@ -133,6 +136,7 @@ impl Transport {
     }
 
     /// Whether TLS records wait for the socket to take them.
+    #[inline]
     pub(crate) fn wants_write(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
@@ -195,6 +199,7 @@ impl Transport {
     }
 
     /// Read once into `buf`.
+    #[inline]
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> Readout {
         if let Some(t) = &mut self.tls {
             return tls::read(t, &mut self.socket, buf);
@@ -204,6 +209,7 @@ impl Transport {
 
     /// Read the socket's bytes as they are (a lingering connection's input is dropped
     /// without decrypting it).
+    #[inline]
     pub(crate) fn read_raw(&mut self, buf: &mut [u8]) -> Readout {
         loop {
             return match self.socket.read(buf) {
@@ -217,6 +223,7 @@ impl Transport {
     }
 
     /// Write as much of `bytes` as the kernel takes now.
+    #[inline]
     pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         match &mut self.tls {
             Some(t) => tls::write(t, &mut self.socket, bytes),
