@@ -413,11 +413,16 @@ def tls_section(tls):
             prow.append(f"| {scen} | {WHAT[scen][0]} | {fmt_num(statistics.median(b))} {unit} "
                         f"| {fmt_num(statistics.median(t))} {unit} "
                         f"| {fmt_ratio(statistics.median(rs))} ({min(rs):.2f}–{max(rs):.2f}) |")
+        ir = plain.get("ir_per_msg") or {}
+        ir_text = (f" Under callgrind (pp50, user-space instructions per message, which a busy "
+                   f"machine does not change): **{ir['this']:.0f}** for this binary, "
+                   f"**{ir['baseline']:.0f}** for the earlier one."
+                   if ir.get("this") and ir.get("baseline") else "")
         plain_text = f"""
 **Plain text, no listener using TLS or PROXY**: the same run measured the shared
 `compare.py` scenarios against this binary and an earlier one (`{plain['baseline']}`),
 interleaved, {plain['repeats']} runs of {plain['secs']:g} s each (`benches/tls.py --baseline
-BIN`); a ratio near 1.00 (within the spread between cycles) says the plain path did not move.
+BIN`); a ratio near 1.00 (within the spread between cycles) says the plain path did not move.{ir_text}
 
 {chr(10).join(prow)}
 """
@@ -425,17 +430,19 @@ BIN`); a ratio near 1.00 (within the spread between cycles) says the plain path 
                 else "Every TLS target was met in this run.")
     return f"""{verdicts}
 
-Measured on {tls['started']} at `{tls['commit']}`, {tls['repeats']} interleaved runs of
+Measured on {tls['started']} at `{tls['commit'].split(' ', 1)[0]}`, {tls['repeats']} interleaved runs of
 {tls['secs']:g} s per server and scenario ({tls['elapsed_s']} s in all), {errors} failed operations.
-Both servers on core 0 (stunnel {' '.join(tls['stunnel'])}, its threads and the C echo
+Both servers on core 0 ({tls['stunnel'] if isinstance(tls['stunnel'], str) else 'stunnel'}: its threads and the C echo
 behind it together), the load generator (`switchboard bench --tls --insecure`, rustls,
 no session resumption: every connection of tls-conn8 is a full handshake) on core 1. The
 same certificate (ECDSA P-256 from `switchboard cert`) for both; TLS 1.3, X25519,
 AES-256-GCM. stunnel logs warnings only and sets TCP_NODELAY on both sides; switchboard logs
 at info to a file. A ratio is the median of the per-cycle ratios (lowest–highest in
 brackets); "server CPU per op" is the server side's CPU time (all processes and threads) over
-the operations of the run, lower is better, and its ratio is stunnel's over switchboard's
-(above 1: switchboard spends less).
+the operations of the run, lower is better, and its ratio is switchboard's over stunnel's
+(below 1: switchboard spends less). stunnel runs a thread per connection, which take turns on
+its one core: it is not CPU-bound here (its rate is below what its CPU time per operation
+would allow), and the rates compare the two designs as a user would run them.
 
 {chr(10).join(rows)}
 {plain_text}"""
@@ -712,7 +719,7 @@ shows; elsewhere the lines are a handful per run.
 
 `benches/tls.py` (run by `benches/run.sh`, or on its own: `python3 benches/tls.py`): TLS
 handshakes per second and TLS throughput of a TLS echo listener (`[listener.tls]`), against
-stunnel 4 (the Debian package) in front of the C epoll echo server; the target is at least
+stunnel (the Debian package stunnel4) in front of the C epoll echo server; the target is at least
 stunnel's figure in each.
 
 {tls_section(tls)}

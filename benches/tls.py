@@ -69,7 +69,34 @@ def plain_vs(baseline, bench_dir, secs, repeats):
     results = json.loads(r.stdout.strip().splitlines()[-1])
     version = subprocess.run([baseline, "--version"], capture_output=True, text=True)
     return {"baseline": version.stdout.strip(), "secs": secs, "repeats": repeats,
-            "results": {k: v for k, v in results.items() if not k.startswith("_")}}
+            "results": {k: v for k, v in results.items() if not k.startswith("_")},
+            "ir_per_msg": instructions(baseline, bench_dir)}
+
+
+def instructions(baseline, bench_dir):
+    """User-space instructions per message under pp50 (callgrind, as measure.py counts them):
+    unlike rates, the same on a busy machine as on a quiet one."""
+    if not (shutil.which("valgrind") and shutil.which("callgrind_annotate")):
+        return None
+    sys.path.insert(0, HERE)
+    import measure  # noqa: E402  (its callgrind pass)
+    compare = measure.compare_module(bench_dir)
+    out = {}
+    for label, binary in [("baseline", baseline), ("this", SB)]:
+        os.environ["SWITCHBOARD"] = binary
+        tmp = tempfile.mkdtemp(prefix="switchboard-tls-cg.")
+        r = measure.run_callgrind(compare, ["switchboard"], tmp).get("switchboard")
+        shutil.rmtree(tmp, ignore_errors=True)
+        out[label] = r and round(r["ir_per_msg"], 1)
+    os.environ["SWITCHBOARD"] = SB
+    return out
+
+
+def stunnel_version():
+    """`stunnel 5.68 on x86_64-pc-linux-gnu platform`, from what `stunnel4 -version` prints."""
+    r = subprocess.run(["stunnel4", "-version"], capture_output=True, text=True)
+    lines = (r.stdout + r.stderr).splitlines()
+    return next((l.strip() for l in lines if l.strip().startswith("stunnel ")), "stunnel")
 
 
 def free_port():
@@ -220,8 +247,7 @@ def main():
         "secs": a.secs, "repeats": a.repeats, "target": TARGET,
         "commit": subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%h %s"],
                                  capture_output=True, text=True).stdout.strip(),
-        "stunnel": subprocess.run(["stunnel4", "-version"], capture_output=True,
-                                  text=True).stderr.splitlines()[-1:],
+        "stunnel": stunnel_version(),
         "what": WHAT, "units": {s: SCENARIOS[s][2] for s in SCENARIOS}, "runs": runs,
         "plain": plain,
     }
@@ -238,7 +264,8 @@ def main():
               f"{med(st, 'server_us_per_op'):13.1f} {med(sb, 'server_us_per_op'):11.1f}")
     if plain:
         res = plain["results"]
-        print(f"plain text, this binary / {plain['baseline']}:")
+        print(f"plain text, this binary / {plain['baseline']}: pp50 instructions per message "
+              f"{plain['ir_per_msg']}")
         for scen in PLAIN.split(","):
             pairs = zip(res["baseline"].get(scen, []), res["this"].get(scen, []))
             rs = [t / b for b, t in pairs if b]
