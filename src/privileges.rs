@@ -62,7 +62,7 @@ fn lookup_user(user: &str) -> anyhow::Result<(libc::uid_t, libc::gid_t)> {
     // SAFETY: getpwnam returns a pointer to static storage or null; read at once.
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
     if pw.is_null() {
-        bail!("[daemon] user = {user:?}: no such user");
+        bail!("user {user:?}: no such user");
     }
     // SAFETY: non-null pointer from getpwnam.
     Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
@@ -73,8 +73,34 @@ fn lookup_group(group: &str) -> anyhow::Result<libc::gid_t> {
     // SAFETY: getgrnam returns a pointer to static storage or null; read at once.
     let gr = unsafe { libc::getgrnam(name.as_ptr()) };
     if gr.is_null() {
-        bail!("[daemon] group = {group:?}: no such group");
+        bail!("group {group:?}: no such group");
     }
     // SAFETY: non-null pointer from getgrnam.
     Ok(unsafe { (*gr).gr_gid })
+}
+
+/// The uid and gid a child runs as: `user` and `group` by name or number; a user without a
+/// group gets the user's primary group.
+pub fn child_ids(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> anyhow::Result<(Option<libc::uid_t>, Option<libc::gid_t>)> {
+    let (uid, primary) = match user {
+        None => (None, None),
+        Some(u) => match u.parse::<libc::uid_t>() {
+            Ok(n) => (Some(n), None),
+            Err(_) => {
+                let (uid, gid) = lookup_user(u)?;
+                (Some(uid), Some(gid))
+            }
+        },
+    };
+    let gid = match group {
+        None => primary,
+        Some(g) => Some(match g.parse::<libc::gid_t>() {
+            Ok(n) => n,
+            Err(_) => lookup_group(g)?,
+        }),
+    };
+    Ok((uid, gid))
 }

@@ -14,6 +14,7 @@
 
 mod activation;
 mod bind;
+mod children;
 mod control;
 pub(crate) mod core;
 mod http;
@@ -34,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use switchboard_handlers::Proto;
 use tracing::{info, warn};
@@ -42,7 +43,7 @@ use tracing::{info, warn};
 pub use activation::Inherited;
 pub use bind::BindError;
 use bind::Bound;
-use core::{Core, Effect, ListenerId, RunState, SessionKey};
+use core::{ChanRef, Core, Effect, ListenerId, RunState, SessionKey};
 use notify::Notifier;
 use timers::Timers;
 use tokens::{Owner, Part, Tokens};
@@ -63,6 +64,8 @@ pub(crate) enum ShellDue {
     Scraper(usize, Instant),
     /// Tell systemd's watchdog the loop is alive.
     Watchdog,
+    /// SIGKILL a child (its slot in `procs` and pid) that has not ended since SIGTERM.
+    Kill(usize, u32),
 }
 
 /// A listener's socket.
@@ -102,6 +105,10 @@ pub struct Daemon {
     logging: Option<crate::logging::Logging>,
     now: Instant,
     notify: Notifier,
+    /// Children of channels, running or being ended (`children.rs`).
+    procs: slab::Slab<children::Proc>,
+    /// The child of each open channel, by its place in `procs`.
+    chans: std::collections::BTreeMap<ChanRef, usize>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -127,7 +134,7 @@ impl Daemon {
     pub fn bind_with(config: &Config, mut inherited: Inherited) -> anyhow::Result<Daemon> {
         let poll = Poll::new()?;
         let mut tokens = Tokens::default();
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD])?;
         let token = tokens.add(Owner::Signals);
         poll.registry()
             .register(&mut signals, token, Interest::READABLE)?;
@@ -152,6 +159,8 @@ impl Daemon {
             logging: None,
             now,
             notify: Notifier::from_env(),
+            procs: slab::Slab::new(),
+            chans: std::collections::BTreeMap::new(),
         };
         daemon.open_control(config)?;
         if let Some(addr) = config.daemon.metrics {
@@ -298,6 +307,7 @@ impl Daemon {
                 self.fire(due);
             }
         }
+        self.end_children();
         info!(event = "stopped", "stopped");
         Ok(())
     }
@@ -316,6 +326,12 @@ impl Daemon {
     fn serve(&mut self, token: Token, readable: bool, writable: bool) {
         match self.tokens.owner(token) {
             Some(Owner::Session(key, Part::Peer)) => self.session_ready(key, readable, writable),
+            Some(Owner::Session(key, Part::Channel(slot, pipe))) => {
+                self.channel_ready(ChanRef::Session(key, slot), pipe, readable, writable)
+            }
+            Some(Owner::Shared(i, pipe)) => {
+                self.channel_ready(ChanRef::Shared(i), pipe, readable, writable)
+            }
             Some(Owner::Listener(id)) => match self.sockets.get(id.0) {
                 Some(Some(ListenerIo::Tcp(_))) => self.accept(id),
                 Some(Some(ListenerIo::Udp(_))) => {
@@ -356,6 +372,11 @@ impl Daemon {
                 Effect::StopListener(id) => self.stop_listener(id),
                 Effect::Tell(op, line) => self.tell(op, &line),
                 Effect::Datagrams => self.send_datagrams(),
+                Effect::OpenChannel(r) => self.open_channel(r),
+                Effect::ChannelWrite(r) => self.channel_write(r),
+                Effect::EndChannelInput(r) => self.end_channel_input(r),
+                Effect::CloseChannel(r) => self.close_channel(r),
+                Effect::ResumeChannel(r) => self.resume_channel(r),
             }
         }
     }
@@ -403,6 +424,7 @@ impl Daemon {
                 }
             }
             ShellDue::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
+            ShellDue::Kill(i, pid) => self.kill_due(i, pid),
         }
     }
 
@@ -438,6 +460,7 @@ impl Daemon {
                     let _ = self.reload();
                 }
                 SIGUSR1 => self.core.log_status(),
+                SIGCHLD => self.reap(),
                 SIGUSR2 => match self.logging.as_mut().map(|l| l.reopen()) {
                     Some(Err(e)) => warn!(error = %e, "SIGUSR2: cannot reopen the log file"),
                     _ => info!(event = "log_reopened", "SIGUSR2: log file reopened"),

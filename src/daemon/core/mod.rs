@@ -11,6 +11,7 @@
 //! Every kind of input reaches a session's chain through one path, [`Core::drive`]
 //! (`drive.rs`): refresh the session, call the chain, apply the outbox.
 
+mod channels;
 mod console;
 mod datagrams;
 mod drive;
@@ -32,6 +33,7 @@ use slab::Slab;
 use switchboard_handlers::{Chain, CloseReason, Outbox, Proto};
 use tracing::{debug, info};
 
+pub(crate) use channels::{ChanRef, ChannelOpen};
 pub(crate) use console::OpId;
 pub(crate) use datagrams::Datagrams;
 use due::Due;
@@ -69,6 +71,19 @@ pub(crate) enum Effect {
     Tell(OpId, String),
     /// Datagrams are ready to send: [`Core::datagrams`].
     Datagrams,
+    /// Open a channel: [`Core::channel_open`] says what; report with
+    /// [`Core::channel_opened`], or [`Core::channel_closed`] if it cannot be opened.
+    OpenChannel(ChanRef),
+    /// A channel has input: write [`Core::channel_input`] and report with
+    /// [`Core::channel_written`].
+    ChannelWrite(ChanRef),
+    /// End a channel's input (close a program's stdin), its pending input being written.
+    EndChannelInput(ChanRef),
+    /// End a channel now (a program: SIGTERM, SIGKILL after its grace); keep reading it and
+    /// report its end with [`Core::channel_closed`].
+    CloseChannel(ChanRef),
+    /// A channel's output may be read again (its peer caught up).
+    ResumeChannel(ChanRef),
 }
 
 /// Where the daemon is in its life.
@@ -112,6 +127,10 @@ pub(crate) struct Core {
     timer_seq: u64,
     /// Whether debug events are on, asked once (at start and reload) rather than per message.
     debug: bool,
+    /// Listener channels (`core/channels.rs`).
+    shared: Slab<channels::Shared>,
+    /// Sessions that joined an open listener channel, to be told it is open.
+    opened_later: Vec<(SessionKey, u16)>,
     now: Instant,
     wall: SystemTime,
 }
@@ -134,6 +153,8 @@ impl Core {
             next_serial: 1,
             timer_seq: 0,
             debug: tracing::enabled!(tracing::Level::DEBUG),
+            shared: Slab::new(),
+            opened_later: Vec::new(),
             now,
             wall,
         }
@@ -253,6 +274,7 @@ impl Core {
             write_timer: false,
             counts: session::Counts::default(),
             unanswered: 0,
+            channels: Vec::new(),
         })
     }
 
@@ -333,7 +355,11 @@ impl Core {
 
     /// What the shell should do before reading from a session.
     pub(crate) fn read_mode(&self, key: SessionKey) -> Option<ReadMode> {
-        self.sessions.get(key).map(Session::read_mode)
+        let mode = self.sessions.get(key).map(Session::read_mode)?;
+        if mode == ReadMode::Read && self.channels_full(key) {
+            return Some(ReadMode::Paused);
+        }
+        Some(mode)
     }
 
     /// The bytes to write for a session now, if any.
@@ -360,6 +386,7 @@ impl Core {
             return;
         };
         let was_paused = s.read_mode() == ReadMode::Paused;
+        let was_full = s.pending.len() >= s.cfg.max_output;
         if let Some(st) = staged {
             self.staged = None;
             let bytes = if st.in_scratch {
@@ -383,6 +410,9 @@ impl Core {
         let s = &self.sessions[key];
         if was_paused && s.read_mode() == ReadMode::Read {
             self.effects.push_back(Effect::Resume(key));
+        }
+        if was_full && s.pending.len() < s.cfg.max_output && !s.channels.is_empty() {
+            self.resume_channels(key);
         }
         self.settle(key);
     }
@@ -455,6 +485,8 @@ impl Core {
         }
         l.span
             .in_scope(|| info!(event = "listener_stopped", why, "listener stopped"));
+        self.retire_shared(lid);
+        let l = &mut self.listeners[lid.0];
         let serving = l.phase == ListenerPhase::Serving;
         if !l.is_udp() {
             if serving {
