@@ -6,6 +6,7 @@ mod cli;
 mod clients;
 mod console;
 mod core;
+mod exec;
 mod limits;
 mod port;
 mod service;

@@ -280,6 +280,35 @@ impl BuildEnv for FilesBeside<'_> {
             })
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
     }
+
+    fn dir(&self) -> Option<PathBuf> {
+        Some(self.0.to_path_buf())
+    }
+
+    fn program(&self, name: &str) -> Result<PathBuf, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let runnable = |p: &Path| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        if name.contains('/') {
+            let path = self.0.join(name);
+            return if runnable(&path) {
+                Ok(path)
+            } else {
+                Err(format!("{} is not an executable file", path.display()))
+            };
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| runnable(p))
+            .ok_or_else(|| {
+                format!(
+                    "program {name:?} is not found in PATH ({}); install it or give its full path",
+                    path.to_string_lossy()
+                )
+            })
+    }
 }
 
 /// Read and validate the config at `path`, or the embedded default when `None`.

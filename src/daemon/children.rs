@@ -120,12 +120,22 @@ fn command(p: &Program, env: Vec<(String, String)>) -> anyhow::Result<Command> {
         cmd.uid(uid);
     }
     let limits = p.limits;
-    if limits != Default::default() {
+    {
         use rustix::process::{Resource, Rlimit, setrlimit};
-        // SAFETY: the closure runs in the child between fork and exec and only calls
-        // setrlimit(2), which is async-signal-safe; it allocates nothing.
+        // SAFETY: the closure runs in the child between fork and exec and only makes system
+        // calls that are async-signal-safe (close_range, setrlimit); it allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
+                // Descriptors the daemon inherited without close-on-exec (from whoever started
+                // it) are not the child's business: mark every one above stderr close-on-exec.
+                // Older kernels without close_range(2) keep them.
+                const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3 as libc::c_uint,
+                    libc::c_uint::MAX,
+                    CLOSE_RANGE_CLOEXEC,
+                );
                 for (res, v) in [
                     (Resource::Cpu, limits.cpu),
                     (Resource::As, limits.address_space),
