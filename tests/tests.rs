@@ -9,8 +9,10 @@ mod core;
 mod exec;
 mod limits;
 mod port;
+mod record;
 mod service;
 mod systemd;
 mod util;
+mod watch;
 
 mod bench;

@@ -32,8 +32,16 @@ fn socket_of(config: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 fn connect(args: &AttachArgs, config: Option<&Path>) -> anyhow::Result<(UnixStream, PathBuf)> {
-    let path = match &args.socket {
-        Some(p) => p.clone(),
+    connect_to(args.socket.clone(), config)
+}
+
+/// Connect to a running daemon's control socket: `socket`, or the one of `config`.
+pub(crate) fn connect_to(
+    socket: Option<PathBuf>,
+    config: Option<&Path>,
+) -> anyhow::Result<(UnixStream, PathBuf)> {
+    let path = match socket {
+        Some(p) => p,
         None => socket_of(config)?,
     };
     let stream = UnixStream::connect(&path).with_context(|| {

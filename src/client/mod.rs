@@ -7,8 +7,10 @@
 mod attach;
 mod chat;
 mod send;
+mod watch;
 
 pub use attach::{AttachArgs, attach, request};
+pub use watch::{WatchArgs, watch};
 
 use std::fmt;
 use std::io;

@@ -19,9 +19,11 @@ use switchboard_handlers::{BuildEnv, HandlerFactory, Proto};
 mod chain;
 mod limits;
 mod read;
+mod record;
 mod validate;
 
 pub use limits::{Limits, Rate};
+pub use record::{DEFAULT_RECORD_MAX_BYTES, RecordConfig};
 use validate::Validator;
 
 /// The config served when none is given, kept as `config/switchboard.toml`.
@@ -121,6 +123,8 @@ pub struct ListenerConfig {
     pub faults: Faults,
     /// Access rules, session limits and hardening (see `config/limits.rs`).
     pub limits: Limits,
+    /// Recordings of its sessions, when set.
+    pub record: Option<Arc<RecordConfig>>,
 }
 
 /// Faults the loop applies to a UDP listener's replies. Deterministic under `seed`.
@@ -163,6 +167,7 @@ impl PartialEq for ListenerConfig {
             once,
             faults,
             limits,
+            record,
         } = self;
         (
             name,
@@ -190,6 +195,7 @@ impl PartialEq for ListenerConfig {
             )
             && *faults == o.faults
             && *limits == o.limits
+            && *record == o.record
     }
 }
 

@@ -62,6 +62,7 @@ const LISTENER_KEYS: &[&str] = &[
     "udp_blocked_ports",
     "reply_rate",
     "reply_burst",
+    "record",
 ];
 
 const PROTOCOLS: &[(&str, Proto)] = &[("tcp", Proto::Tcp), ("udp", Proto::Udp)];
@@ -444,6 +445,7 @@ impl Validator<'_> {
         }
         let handler_names: Vec<&str> = registry.names().collect();
         let mut f = self.fields(&label, span.clone(), rest, LISTENER_KEYS, &handler_names);
+        let record = self.record(&mut f, env.dir().as_deref().unwrap_or(Path::new(".")));
         let l = self.read_listener(&mut f);
         let key = |k: &str| Some(f.key(k));
         if let Some(name) = &l.name {
@@ -533,6 +535,7 @@ impl Validator<'_> {
             once: l.once.is_some_and(|v| *v.get_ref()),
             faults,
             limits,
+            record: record.map(Arc::new),
         })
     }
 }

@@ -248,6 +248,7 @@ mod tests {
             once: false,
             faults: crate::config::Faults::default(),
             limits: crate::config::Limits::default(),
+            record: None,
         }
     }
 

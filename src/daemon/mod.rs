@@ -20,8 +20,10 @@ pub(crate) mod core;
 mod http;
 mod mmsg;
 mod notify;
+mod record;
 mod reload;
 mod rlimit;
+mod tap;
 mod tcp;
 pub(crate) mod timers;
 mod tokens;
@@ -109,6 +111,8 @@ pub struct Daemon {
     procs: slab::Slab<children::Proc>,
     /// The child of each open channel, by its place in `procs`.
     chans: std::collections::BTreeMap<ChanRef, usize>,
+    /// Recordings and watchers (`tap.rs`).
+    tap: tap::Tap,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -161,6 +165,7 @@ impl Daemon {
             notify: Notifier::from_env(),
             procs: slab::Slab::new(),
             chans: std::collections::BTreeMap::new(),
+            tap: tap::Tap::default(),
         };
         daemon.open_control(config)?;
         if let Some(addr) = config.daemon.metrics {
@@ -169,6 +174,13 @@ impl Daemon {
                 daemon.poll.registry(),
                 &mut daemon.tokens,
             )?);
+        }
+        for l in &config.listeners {
+            if let Some(r) = &l.record {
+                r.check_writable().map_err(|e| {
+                    anyhow::anyhow!("listener {:?}: [listener.record] dir: {e}", &*l.name)
+                })?;
+            }
         }
         inherited.reserve(&config.listeners);
         for cfg in &config.listeners {
@@ -377,6 +389,7 @@ impl Daemon {
                 Effect::EndChannelInput(r) => self.end_channel_input(r),
                 Effect::CloseChannel(r) => self.close_channel(r),
                 Effect::ResumeChannel(r) => self.resume_channel(r),
+                Effect::Note(n) => self.tap_note(n),
             }
         }
     }
@@ -513,12 +526,25 @@ impl Daemon {
                 return true;
             }
             "status" => self.core.status_lines(),
+            w if w == "watch" || w.starts_with("watch ") => {
+                match control::Watch::parse(&w["watch".len()..]) {
+                    Ok(watch) => {
+                        let hello = serde_json::json!({"event": "watching",
+                            "listener": watch.listener, "session": watch.session});
+                        self.control.watch(op, watch);
+                        self.core.set_watching(true);
+                        self.tell(op, &hello.to_string());
+                        return true;
+                    }
+                    Err(e) => vec![format!("(!) {e}")],
+                }
+            }
             "reload" => vec![match self.reload() {
                 Ok(summary) => format!("reloaded: {summary}"),
                 Err(e) => format!("reload refused: {e}"),
             }],
             other => vec![format!(
-                "(!) unknown request {other:?}: expected attach, status or reload"
+                "(!) unknown request {other:?}: expected attach, status, reload or watch"
             )],
         };
         for l in reply {
@@ -545,6 +571,7 @@ impl Daemon {
                 self.stdin_op = None;
             }
         }
+        self.core.set_watching(self.control.watching());
     }
 
     fn metrics_accept(&mut self) {

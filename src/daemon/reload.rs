@@ -35,6 +35,12 @@ impl Daemon {
             }
             format!("the config has {} error(s): {errors}", errors.0.len())
         })?;
+        for l in &new.listeners {
+            if let Some(r) = &l.record {
+                r.check_writable()
+                    .map_err(|e| format!("listener {:?}: [listener.record] dir: {e}", &*l.name))?;
+            }
+        }
         let plan = self.core.plan_reload(&new);
         // Bind first: a failure here leaves everything as it was.
         let mut bound = Vec::new();

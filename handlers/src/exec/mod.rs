@@ -24,6 +24,8 @@
 mod session;
 mod shared;
 
+pub use shared::hex;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -114,6 +114,14 @@ impl Core {
                 Framer::Datagram { .. } => {
                     s.counts.bytes_out += self.out.data().len() as u64;
                     let (lid, peer) = (s.listener, s.info.peer);
+                    if self.watching || s.cfg.record.is_some() {
+                        for m in self.out.messages() {
+                            self.effects.push_back(Effect::Note(super::Note::Wrote {
+                                id: s.info.id,
+                                bytes: m.to_vec(),
+                            }));
+                        }
+                    }
                     for m in self.out.messages() {
                         super::datagrams::reply(
                             &mut self.listeners[lid.0],
@@ -269,6 +277,10 @@ impl Core {
         }
         if has_channels {
             self.end_channels(key);
+        }
+        if was_open && (self.watching || self.sessions[key].cfg.record.is_some()) {
+            self.effects
+                .push_back(Effect::Note(super::Note::Closed { id, reason }));
         }
         let s = &mut self.sessions[key];
         let duration = self.now.saturating_duration_since(s.opened);

@@ -84,6 +84,26 @@ pub(crate) enum Effect {
     CloseChannel(ChanRef),
     /// A channel's output may be read again (its peer caught up).
     ResumeChannel(ChanRef),
+    /// What a recorded or watched session did (`tap.rs`).
+    Note(Note),
+}
+
+/// What a session did, noted for recordings and watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Note {
+    /// It opened (a connection accepted and ready, or a new UDP peer).
+    Opened {
+        key: SessionKey,
+        id: u64,
+        listener: ListenerId,
+        peer: SocketAddr,
+    },
+    /// One read (or datagram) from its peer.
+    Read { id: u64, bytes: Vec<u8> },
+    /// One write (or datagram) to its peer.
+    Wrote { id: u64, bytes: Vec<u8> },
+    /// It ended.
+    Closed { id: u64, reason: CloseReason },
 }
 
 /// Where the daemon is in its life.
@@ -131,6 +151,8 @@ pub(crate) struct Core {
     shared: Slab<channels::Shared>,
     /// Sessions that joined an open listener channel, to be told it is open.
     opened_later: Vec<(SessionKey, u16)>,
+    /// A watcher is connected: every session's events are noted.
+    watching: bool,
     now: Instant,
     wall: SystemTime,
 }
@@ -155,6 +177,7 @@ impl Core {
             debug: tracing::enabled!(tracing::Level::DEBUG),
             shared: Slab::new(),
             opened_later: Vec::new(),
+            watching: false,
             now,
             wall,
         }
@@ -164,6 +187,16 @@ impl Core {
     pub(crate) fn set_clock(&mut self, now: Instant, wall: SystemTime) {
         self.now = now;
         self.wall = wall;
+    }
+
+    /// Whether every session's events are to be noted (a watcher is connected).
+    pub(crate) fn set_watching(&mut self, on: bool) {
+        self.watching = on;
+    }
+
+    /// Whether a session's events are noted: its listener records, or someone watches.
+    fn tapped(&self, s: &Session) -> bool {
+        self.watching || s.cfg.record.is_some()
     }
 
     /// Ask the subscriber again whether debug events are on (after the log level changed).
@@ -288,6 +321,16 @@ impl Core {
         }
         s.phase = Phase::Open;
         let (sref, lid, cfg) = (s.key_id(key), s.listener, s.cfg.clone());
+        if self.tapped(&self.sessions[key]) {
+            let s = &self.sessions[key];
+            self.effects.push_back(Effect::Note(Note::Opened {
+                key,
+                id: s.info.id,
+                listener: lid,
+                peer: s.info.peer,
+            }));
+        }
+        let s = &self.sessions[key];
         if self.debug {
             let l = &self.listeners[lid.0];
             debug!(parent: &l.span, event = "session_opened", session = sref.id, peer = %s.info.peer, "session opened");
@@ -311,11 +354,14 @@ impl Core {
 
     /// Fresh bytes from a session's transport.
     pub(crate) fn input(&mut self, key: SessionKey, bytes: &[u8]) {
-        if self
-            .sessions
-            .get(key)
-            .is_some_and(|s| s.phase == Phase::Open)
-        {
+        if let Some(s) = self.sessions.get(key).filter(|s| s.phase == Phase::Open) {
+            if self.tapped(s) {
+                let id = s.info.id;
+                self.effects.push_back(Effect::Note(Note::Read {
+                    id,
+                    bytes: bytes.to_vec(),
+                }));
+            }
             self.drive(key, drive::Input::Bytes(bytes));
         }
     }
@@ -382,6 +428,21 @@ impl Core {
     /// `n` bytes of what [`Core::transmit`] gave went out.
     pub(crate) fn transmitted(&mut self, key: SessionKey, n: usize) {
         let staged = self.staged.filter(|st| st.key == key);
+        if n > 0
+            && let Some(s) = self.sessions.get(key)
+            && self.tapped(s)
+        {
+            let id = s.info.id;
+            let bytes = match staged {
+                Some(st) if st.in_scratch => &self.scratch[..n],
+                Some(_) => &self.out.data()[..n],
+                None => &s.pending[..n.min(s.pending.len())],
+            };
+            self.effects.push_back(Effect::Note(Note::Wrote {
+                id,
+                bytes: bytes.to_vec(),
+            }));
+        }
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };

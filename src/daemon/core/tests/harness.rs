@@ -266,6 +266,7 @@ impl Harness {
                         c.terminated = true;
                     }
                 }
+                Effect::Note(_) => {}
                 Effect::ResumeChannel(r) => {
                     if let Some(c) = self.children.get_mut(&r) {
                         c.resumed += 1;
