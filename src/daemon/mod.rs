@@ -22,6 +22,7 @@ mod mmsg;
 mod notify;
 mod record;
 mod reload;
+mod requests;
 mod rlimit;
 mod tap;
 mod tcp;
@@ -482,96 +483,6 @@ impl Daemon {
             }
         }
         self.settle();
-    }
-
-    /// A control client is ready.
-    fn control_ready(&mut self, op: core::OpId, readable: bool, writable: bool) {
-        let mut lines = Vec::new();
-        let gone = self.control.ready(
-            op,
-            readable,
-            writable,
-            &mut self.buf,
-            self.poll.registry(),
-            &mut lines,
-        );
-        for line in lines {
-            match line {
-                control::Line::Operator(op, text) => {
-                    if self.control.is_attached(op) {
-                        self.core.operator_line(op, &text);
-                        self.settle();
-                    }
-                }
-                control::Line::Request(op, text) => {
-                    if !self.control_request(op, &text) {
-                        return;
-                    }
-                }
-            }
-        }
-        if let Some(why) = gone {
-            self.drop_client(op, why);
-        }
-    }
-
-    /// The first line of a control client. Returns whether it stays connected.
-    fn control_request(&mut self, op: core::OpId, line: &str) -> bool {
-        let reply: Vec<String> = match line.trim() {
-            "attach" => {
-                if let Some(name) = self.control.attach(op) {
-                    self.core.attach_operator(op, name, true);
-                    self.settle();
-                }
-                return true;
-            }
-            "status" => self.core.status_lines(),
-            w if w == "watch" || w.starts_with("watch ") => {
-                match control::Watch::parse(&w["watch".len()..]) {
-                    Ok(watch) => {
-                        let hello = serde_json::json!({"event": "watching",
-                            "listener": watch.listener, "session": watch.session});
-                        self.control.watch(op, watch);
-                        self.core.set_watching(true);
-                        self.tell(op, &hello.to_string());
-                        return true;
-                    }
-                    Err(e) => vec![format!("(!) {e}")],
-                }
-            }
-            "reload" => vec![match self.reload() {
-                Ok(summary) => format!("reloaded: {summary}"),
-                Err(e) => format!("reload refused: {e}"),
-            }],
-            other => vec![format!(
-                "(!) unknown request {other:?}: expected attach, status, reload or watch"
-            )],
-        };
-        for l in reply {
-            self.control.tell(op, &l, self.poll.registry());
-        }
-        self.drop_client(op, "request answered");
-        false
-    }
-
-    /// A line for an operator.
-    fn tell(&mut self, op: core::OpId, line: &str) {
-        if let Some(why) = self.control.tell(op, line, self.poll.registry()) {
-            self.drop_client(op, why);
-        }
-    }
-
-    fn drop_client(&mut self, op: core::OpId, why: &str) {
-        if self
-            .control
-            .remove(op, why, self.poll.registry(), &mut self.tokens)
-        {
-            self.core.detach_operator(op, why);
-            if self.stdin_op == Some(op) {
-                self.stdin_op = None;
-            }
-        }
-        self.core.set_watching(self.control.watching());
     }
 
     fn metrics_accept(&mut self) {
