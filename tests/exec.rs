@@ -125,6 +125,36 @@ fn a_python_child_upper_cases_lines_and_ends_with_the_session() {
     }
 }
 
+#[test]
+fn the_readmes_one_shot_server_as_a_three_line_program() {
+    let mut d = Daemon::start_with(
+        &exec_listener(
+            "oneshot",
+            r#"["exec"]"#,
+            "once = true",
+            "cmd = [\"python3\", \"-u\", \"oneshot.py\"]",
+        ),
+        |dir| {
+            script(
+                dir,
+                "oneshot.py",
+                "import sys\ndata = sys.stdin.readline()\nprint('接收到的数据为:', data.strip(), flush=True)\n",
+            )
+        },
+    );
+    let addr = d.addr("oneshot").to_string();
+    let out = run(&["send", &addr, "welcome to Python world"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim_end(),
+        "接收到的数据为: welcome to Python world"
+    );
+    assert!(
+        d.wait_exit().success(),
+        "one session, then the daemon is done"
+    );
+}
+
 const SHOW_ENV: &str = "import os, sys, json\nsys.stdin.readline()\nprint(json.dumps({\"env\": dict(os.environ), \"fds\": sorted(os.listdir('/proc/self/fd')), \"cwd\": os.getcwd()}), flush=True)\n";
 
 #[test]
