@@ -14,6 +14,7 @@ pub mod framing;
 pub mod logging;
 pub mod port;
 pub mod privileges;
+pub mod runtime_dir;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -80,6 +81,9 @@ pub fn check(path: Option<&Path>) -> anyhow::Result<ExitCode> {
                     framing,
                     l.handler_names.join(" -> ")
                 );
+            }
+            for w in c.warnings() {
+                eprintln!("{}: warning: {w}", c.source.display());
             }
             Ok(ExitCode::SUCCESS)
         }

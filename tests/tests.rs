@@ -7,11 +7,13 @@ mod clients;
 mod console;
 mod core;
 mod exec;
+mod files_as_root;
 mod limits;
 mod port;
 mod record;
 mod service;
 mod systemd;
+mod users;
 mod util;
 mod watch;
 

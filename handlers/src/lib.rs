@@ -123,6 +123,12 @@ pub enum CloseReason {
     Error,
     /// A message longer than the listener's `max_message` (TCP line framing).
     TooLong,
+    /// A line stayed unfinished longer than the listener's `message_timeout` (a peer that
+    /// trickles bytes to hold a session open).
+    MessageTimeout,
+    /// A UDP listener's session table was full: the least recently active session made room
+    /// for a new peer.
+    Evicted,
     /// Output stayed pending without progress for the listener's `write_timeout`: the peer
     /// does not read.
     WriteTimeout,
@@ -140,6 +146,8 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::Error => "error",
             CloseReason::TooLong => "too_long",
+            CloseReason::MessageTimeout => "message_timeout",
+            CloseReason::Evicted => "evicted",
             CloseReason::WriteTimeout => "write_timeout",
         }
     }
@@ -419,7 +427,7 @@ pub trait Handler: fmt::Debug {
 
 /// Makes one [`Handler`] per session. Built once from the config; holds what sessions share
 /// (compiled rules, loaded scripts).
-pub trait HandlerFactory: fmt::Debug {
+pub trait HandlerFactory: fmt::Debug + Send + Sync {
     /// The registry name of the handler (`"echo"`, `"bye-close"`, ...).
     fn name(&self) -> &'static str;
 

@@ -18,6 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs,
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
+use switchboard_handlers::Proto;
 
 use anyhow::anyhow;
 
@@ -203,21 +204,6 @@ impl Target {
         } else {
             format!("{self}/{proto} ({})", list.join(", "))
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        })
     }
 }
 

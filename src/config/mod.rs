@@ -35,6 +35,8 @@ const DEFAULT_BACKLOG: u32 = 1024;
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
+/// How long a UDP session lasts without a datagram when `idle_timeout` is not given.
+const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +201,34 @@ impl PartialEq for ListenerConfig {
     }
 }
 
+impl Config {
+    /// What is valid but probably unwise: a listener reachable from other machines with no
+    /// `allow` list, the metrics endpoint on a public address. Shown by `check`, logged at
+    /// start and on reload.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for l in &self.listeners {
+            if !l.addr.ip().is_loopback() && l.limits.acl.allow.is_empty() {
+                w.push(format!(
+                    "listener {:?} on {} is reachable from other machines and has no `allow` \
+                     list: anyone who can reach it may use it (add `allow = [\"10.0.0.0/8\"]` \
+                     or the like, or bind 127.0.0.1)",
+                    l.name,
+                    l.endpoint()
+                ));
+            }
+        }
+        if let Some(m) = self.daemon.metrics.filter(|m| !m.ip().is_loopback()) {
+            w.push(format!(
+                "[daemon] metrics on {m} is reachable from other machines: anyone who can \
+                 reach it sees listener names and traffic (bind 127.0.0.1 and scrape through a \
+                 tunnel or a proxy that checks who asks)"
+            ));
+        }
+        w
+    }
+}
+
 impl ListenerConfig {
     /// `127.0.0.1:8888/tcp`.
     pub fn endpoint(&self) -> String {
@@ -274,10 +304,46 @@ impl std::error::Error for ConfigErrors {}
 /// Reads files named in settings relative to the config's folder.
 struct FilesBeside<'a>(&'a Path);
 
+/// Largest config or script file read.
+const MAX_FILE: u64 = 16 << 20;
+
+/// Read a config or script file as text, safely: it must be a regular file (a FIFO would
+/// block the daemon, a device such as /dev/zero never ends), opened without blocking, and at
+/// most `MAX_FILE` bytes.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a FIFO, a device or a folder cannot be a config or a script)",
+        ));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than the {} MiB a config or a script may have",
+            meta.len(),
+            MAX_FILE >> 20
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(std::io::Error::other(
+            "it grew past the size limit while read",
+        ));
+    }
+    Ok(text)
+}
+
 impl BuildEnv for FilesBeside<'_> {
     fn read_file(&self, name: &str) -> Result<Arc<SourceFile>, String> {
         let path = self.0.join(name);
-        std::fs::read_to_string(&path)
+        read_text(&path)
             .map(|text| {
                 Arc::new(SourceFile {
                     path: path.clone(),
@@ -322,7 +388,7 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
     match path {
         None => parse(DEFAULT_CONFIG, Path::new(EMBEDDED_NAME), Path::new(".")),
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
+            let text = read_text(path).map_err(|e| {
                 ConfigErrors(vec![ConfigError {
                     file: path.to_path_buf(),
                     line: 0,

@@ -7,8 +7,7 @@
 
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
@@ -23,6 +22,8 @@ use super::core::OpId;
 use super::tokens::{Owner, Tokens};
 use super::transport::write_some;
 use crate::framing::split_lines;
+use crate::privileges::Handover;
+use crate::runtime_dir::ControlSocket;
 
 /// Output kept for an operator that does not read before it is detached.
 const OPERATOR_OUT_MAX: usize = 4 << 20;
@@ -106,7 +107,8 @@ struct Stdout {
 /// The control socket, its clients, and the stdin console.
 #[derive(Debug, Default)]
 pub(crate) struct Control {
-    listener: Option<(UnixListener, PathBuf, Token)>,
+    /// The listener, the guard that removes its file on drop, and its token.
+    listener: Option<(UnixListener, ControlSocket, Token)>,
     clients: Slab<Client>,
     /// fd 0's flags before it was made non-blocking, restored on drop.
     stdin_flags: Option<OFlags>,
@@ -121,9 +123,6 @@ impl Drop for Control {
         if let Some(flags) = self.stdin_flags {
             let _ = rustix::fs::fcntl_setfl(io::stdin().as_fd(), flags);
         }
-        if let Some((_, path, _)) = &self.listener {
-            let _ = std::fs::remove_file(path);
-        }
         if let Some(out) = self.stdout.take() {
             // Let the writer finish what is queued, but never hang on a stuck terminal.
             drop(out.lines);
@@ -133,42 +132,31 @@ impl Drop for Control {
 }
 
 impl Control {
-    /// Listen on the control socket. A stale file from a crash is replaced; a live socket
-    /// (another daemon) is an error.
+    /// Listen on the control socket, for a daemon serving as `serving_uid`. The folder is
+    /// checked (or made) and the socket bound as `runtime_dir` says: a stale file from a
+    /// crash is replaced; a live socket (another daemon), a file of another kind, a folder
+    /// that is a symlink or that another user could use, are errors.
     pub(crate) fn open_socket(
         &mut self,
         path: &Path,
+        serving_uid: u32,
         registry: &Registry,
         tokens: &mut Tokens,
     ) -> anyhow::Result<()> {
-        if let Some(dir) = path.parent()
-            && !dir.exists()
-        {
-            std::fs::create_dir_all(dir)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                anyhow::bail!(
-                    "control socket {} is in use by another running daemon; stop it or set [daemon] control_socket",
-                    path.display()
-                );
-            }
-            std::fs::remove_file(path)?;
-        }
-        let mut listener = UnixListener::bind(path)
-            .map_err(|e| anyhow::anyhow!("cannot create control socket {}: {e}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let (mut listener, socket) = crate::runtime_dir::bind_control_socket(path, serving_uid)?;
         let token = tokens.add(Owner::Control);
         registry.register(&mut listener, token, Interest::READABLE)?;
         info!(event = "control_socket", path = %path.display(), "control socket");
-        self.listener = Some((listener, path.to_path_buf(), token));
+        self.listener = Some((listener, socket, token));
         Ok(())
     }
 
-    /// The control socket's path, when there is one.
-    pub(crate) fn socket_path(&self) -> Option<&Path> {
-        self.listener.as_ref().map(|(_, p, _)| p.as_path())
+    /// The control socket's folder and file, for the privilege drop (none without a socket).
+    pub(crate) fn handover(&self) -> Vec<Handover<'_>> {
+        self.listener
+            .iter()
+            .flat_map(|(_, socket, _)| socket.handover())
+            .collect()
     }
 
     /// Read operator lines from the daemon's stdin, when it can be polled; returns the
@@ -202,11 +190,12 @@ impl Control {
         Some(op)
     }
 
-    /// Accept `switchboard attach` clients from our own user or root.
-    pub(crate) fn accept(&mut self, registry: &Registry, tokens: &mut Tokens) {
+    /// Accept `switchboard attach` clients from our own user or root. Returns false when it
+    /// ran out of file descriptors: the caller retries later.
+    pub(crate) fn accept(&mut self, registry: &Registry, tokens: &mut Tokens) -> bool {
         loop {
             let Some((listener, _, _)) = &self.listener else {
-                return;
+                return true;
             };
             match listener.accept() {
                 Ok((mut stream, _)) => {
@@ -251,11 +240,16 @@ impl Control {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if super::tcp::is_fd_exhaustion(&e) => {
+                    warn!(event = "accept_paused", socket = "control", error = %e,
+                        "control socket: out of file descriptors; retrying shortly");
+                    return false;
+                }
                 Err(e) => {
                     warn!(error = %e, "control socket: accept failed");
-                    return;
+                    return true;
                 }
             }
         }

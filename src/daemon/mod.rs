@@ -37,7 +37,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use switchboard_handlers::Proto;
@@ -63,6 +63,10 @@ const MAX_OPS_PER_EVENT: usize = 32;
 pub(crate) enum ShellDue {
     /// Try accepting again after running out of file descriptors.
     ResumeAccept(ListenerId),
+    /// The same, for the control socket.
+    RetryControl,
+    /// The same, for the metrics endpoint.
+    RetryMetrics,
     /// Drop a metrics scraper that has not finished by now (its key and when it came).
     Scraper(usize, Instant),
     /// Tell systemd's watchdog the loop is alive.
@@ -106,6 +110,10 @@ pub struct Daemon {
     daemon_cfg: crate::config::DaemonConfig,
     /// The logger, once `run` has it: reload and SIGUSR2 change it.
     logging: Option<crate::logging::Logging>,
+    /// Wakes the loop when a config read on another thread is ready.
+    waker: Arc<Waker>,
+    /// A reload whose config is being read.
+    loading: Option<reload::Loading>,
     now: Instant,
     notify: Notifier,
     /// Children of channels, running or being ended (`children.rs`).
@@ -143,6 +151,7 @@ impl Daemon {
         let token = tokens.add(Owner::Signals);
         poll.registry()
             .register(&mut signals, token, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), tokens.add(Owner::Waker))?);
         let now = Instant::now();
         let mut daemon = Daemon {
             poll,
@@ -162,13 +171,20 @@ impl Daemon {
             config_file: config.file.clone(),
             daemon_cfg: config.daemon.clone(),
             logging: None,
+            waker,
+            loading: None,
             now,
             notify: Notifier::from_env(),
             procs: slab::Slab::new(),
             chans: std::collections::BTreeMap::new(),
             tap: tap::Tap::default(),
         };
-        daemon.open_control(config)?;
+        // Who the daemon serves as once bound: a wrong user stops it before anything is made.
+        let run_as = crate::privileges::run_as(
+            config.daemon.user.as_deref(),
+            config.daemon.group.as_deref(),
+        )?;
+        daemon.open_control(config, crate::privileges::serving_uid(run_as.as_ref()))?;
         if let Some(addr) = config.daemon.metrics {
             daemon.metrics = Some(http::Metrics::bind(
                 addr,
@@ -193,14 +209,15 @@ impl Daemon {
             daemon.open_stdin_console(config);
         }
         inherited.close_unused();
-        let mut owned: Vec<&std::path::Path> = daemon.control.socket_path().into_iter().collect();
-        owned.extend(config.daemon.log_file.as_deref().filter(|p| p.exists()));
-        crate::privileges::drop_to(
-            config.daemon.user.as_deref(),
-            config.daemon.group.as_deref(),
-            &owned,
-        )?;
+        // What the daemon's user must own after the drop, by descriptor.
+        let log_file = crate::logging::open_log_file();
+        let mut owned = daemon.control.handover();
+        owned.extend(log_file.as_ref().map(|f| f.handover()));
+        crate::privileges::drop_to(run_as.as_ref(), &owned)?;
         rlimit::check_open_files(&config.listeners);
+        for w in config.warnings() {
+            warn!(event = "public_bind", "{w}");
+        }
         info!(event = "ready", listeners = config.listeners.len(), "ready");
         daemon
             .notify
@@ -208,16 +225,28 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// The control socket (attach, status, reload). A configured one must work; the default
-    /// one is skipped with a warning when another daemon of the same config name holds it.
-    fn open_control(&mut self, config: &Config) -> anyhow::Result<()> {
+    /// The control socket (attach, status, reload), for a daemon serving as `serving_uid`. A
+    /// configured one must work; the default one is skipped with a warning when another
+    /// daemon of the same config name holds it, or its folder is not fit for it.
+    fn open_control(&mut self, config: &Config, serving_uid: u32) -> anyhow::Result<()> {
         let registry = self.poll.registry();
+        let tokens = &mut self.tokens;
         match &config.daemon.control_socket {
-            Some(path) => self.control.open_socket(path, registry, &mut self.tokens),
+            Some(path) => self
+                .control
+                .open_socket(path, serving_uid, registry, tokens),
             None => {
                 let path = crate::console::default_socket(config.file.as_deref());
-                if let Err(e) = self.control.open_socket(&path, registry, &mut self.tokens) {
-                    warn!("{e:#}; running without a control socket (set [daemon] control_socket)");
+                if let Err(e) = self
+                    .control
+                    .open_socket(&path, serving_uid, registry, tokens)
+                {
+                    warn!(
+                        event = "no_control_socket",
+                        reason = crate::runtime_dir::reason_of(&e),
+                        path = %path.display(),
+                        "{e:#}; running without a control socket (set [daemon] control_socket)"
+                    );
                 }
                 Ok(())
             }
@@ -360,7 +389,8 @@ impl Daemon {
                 _ => warn!(?token, "event for a listener that is gone"),
             },
             Some(Owner::Signals) => self.on_signals(),
-            Some(Owner::Control) => self.control.accept(self.poll.registry(), &mut self.tokens),
+            Some(Owner::Waker) => self.reload_loaded(),
+            Some(Owner::Control) => self.control_accept(),
             Some(Owner::ControlClient(op)) => self.control_ready(op, readable, writable),
             Some(Owner::Stdin) => {
                 if let Some(op) = self.stdin_op {
@@ -429,6 +459,8 @@ impl Daemon {
     fn fire(&mut self, due: ShellDue) {
         match due {
             ShellDue::ResumeAccept(id) => self.resume_accepting(id),
+            ShellDue::RetryControl => self.control_accept(),
+            ShellDue::RetryMetrics => self.metrics_accept(),
             ShellDue::Scraper(key, since) => {
                 if let Some(m) = self.metrics.as_mut() {
                     m.expire(key, since, self.poll.registry(), &mut self.tokens);
@@ -470,9 +502,7 @@ impl Daemon {
                         self.core.halt();
                     }
                 }
-                SIGHUP => {
-                    let _ = self.reload();
-                }
+                SIGHUP => self.reload(None),
                 SIGUSR1 => self.core.log_status(),
                 SIGCHLD => self.reap(),
                 SIGUSR2 => match self.logging.as_mut().map(|l| l.reopen()) {
@@ -489,7 +519,11 @@ impl Daemon {
         let Some(m) = self.metrics.as_mut() else {
             return;
         };
-        let new = m.accept(self.poll.registry(), &mut self.tokens, self.now);
+        let (new, ok) = m.accept(self.poll.registry(), &mut self.tokens, self.now);
+        if !ok {
+            self.timers
+                .push(self.now + tcp::ACCEPT_RETRY, ShellDue::RetryMetrics);
+        }
         for key in new {
             self.timers.push(
                 self.now + http::SCRAPE_TIMEOUT,

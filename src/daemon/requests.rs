@@ -1,7 +1,7 @@
 //! What control clients ask (`attach`, `status`, `reload`, `watch`) and what goes back to
 //! them; the socket side is `control.rs`.
 
-use super::{Daemon, control, core};
+use super::{Daemon, ShellDue, control, core, tcp};
 
 impl Daemon {
     /// A control client is ready.
@@ -35,7 +35,9 @@ impl Daemon {
         }
     }
 
-    /// The first line of a control client. Returns whether it stays connected.
+    /// The first line of a control client. Returns whether to go on with the client: false
+    /// once it is answered and dropped, or while it waits for a reload (which answers it, even
+    /// if the client has already closed its side).
     fn control_request(&mut self, op: core::OpId, line: &str) -> bool {
         let reply: Vec<String> = match line.trim() {
             "attach" => {
@@ -59,10 +61,11 @@ impl Daemon {
                     Err(e) => vec![format!("(!) {e}")],
                 }
             }
-            "reload" => vec![match self.reload() {
-                Ok(summary) => format!("reloaded: {summary}"),
-                Err(e) => format!("reload refused: {e}"),
-            }],
+            "reload" => {
+                // Answered when the config has been read and applied.
+                self.reload(Some(op));
+                return false;
+            }
             other => vec![format!(
                 "(!) unknown request {other:?}: expected attach, status, reload or watch"
             )],
@@ -92,5 +95,12 @@ impl Daemon {
             }
         }
         self.core.set_watching(self.control.watching());
+    }
+
+    pub(super) fn control_accept(&mut self) {
+        if !self.control.accept(self.poll.registry(), &mut self.tokens) {
+            self.timers
+                .push(self.now + tcp::ACCEPT_RETRY, ShellDue::RetryControl);
+        }
     }
 }

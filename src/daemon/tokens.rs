@@ -11,6 +11,8 @@ use super::core::{ListenerId, SessionKey};
 pub(crate) enum Owner {
     /// The signal pipe.
     Signals,
+    /// The waker another thread uses to hand its result to the loop (a config read).
+    Waker,
     /// A listener's socket.
     Listener(ListenerId),
     /// A part of a session: its connection, or something else it owns.

@@ -70,11 +70,25 @@ impl Core {
             Input::Bytes(data) | Input::Datagram(data) => {
                 s.last_active = now;
                 s.counts.bytes_in += data.len() as u64;
+                let msgs_before = s.counts.msgs_in;
                 let (chain, info, counts) = (&mut s.chain, &s.info, &mut s.counts);
                 let result = s.framer.decode(data, |msg| {
                     counts.msgs_in += 1;
                     deliver(chain, info, msg, out, debug);
                 });
+                // The unfinished message (if any) began with this read unless it was there
+                // before and no message completed since.
+                match (s.framer.has_partial(), s.partial_since) {
+                    (false, _) => s.partial_since = None,
+                    (true, Some(_)) if s.counts.msgs_in == msgs_before => {}
+                    (true, old) => {
+                        s.partial_since = Some(now);
+                        if let (None, Some(t)) = (old, s.cfg.limits.message_timeout) {
+                            let sref = s.key_id(key);
+                            self.timers.push(now + t, Due::MessageTimeout(sref));
+                        }
+                    }
+                }
                 if result == Err(TooLong) {
                     too_long = true;
                     warn!(session = info.id, peer = %info.peer, event = "too_long",
@@ -223,7 +237,7 @@ impl Core {
         match s.phase {
             Phase::Open => s.phase = Phase::Draining(reason),
             Phase::Handshake => return self.end(key, reason),
-            Phase::Draining(_) | Phase::Lingering => return,
+            Phase::Draining(_) | Phase::Lingering { .. } => return,
         }
         if s.chain.is_closing() {
             // A handler asked for the end: its timers are forgotten.
@@ -259,7 +273,7 @@ impl Core {
             return;
         };
         let was_open = match s.phase {
-            Phase::Lingering => return,
+            Phase::Lingering { .. } => return,
             Phase::Handshake => false,
             Phase::Open | Phase::Draining(_) => true,
         };
@@ -320,7 +334,8 @@ impl Core {
             );
         if lingers {
             let s = &mut self.sessions[key];
-            s.phase = Phase::Lingering;
+            s.phase = Phase::Lingering { since: self.now };
+            s.last_active = self.now;
             let sref = s.key_id(key);
             self.timers.push(self.now + LINGER, Due::Linger(sref));
             self.effects.push_back(Effect::Close(key));

@@ -305,6 +305,7 @@ impl Core {
             timers: Vec::new(),
             opened: self.now,
             last_active: self.now,
+            partial_since: None,
             write_progress: self.now,
             write_timer: false,
             counts: session::Counts::default(),
@@ -376,7 +377,7 @@ impl Core {
                 self.begin_draining(key, CloseReason::PeerClosed);
             }
             Some(Phase::Handshake) => self.end(key, CloseReason::PeerClosed),
-            Some(Phase::Lingering) => self.lingered(key),
+            Some(Phase::Lingering { .. }) => self.lingered(key),
             Some(Phase::Draining(_)) | None => {}
         }
     }
@@ -384,9 +385,17 @@ impl Core {
     /// The transport failed (a reset, an error): the session ends at once.
     pub(crate) fn failed(&mut self, key: SessionKey, reason: CloseReason) {
         match self.sessions.get(key).map(|s| s.phase) {
-            Some(Phase::Lingering) => self.release(key),
+            Some(Phase::Lingering { .. }) => self.release(key),
             Some(_) => self.end(key, reason),
             None => {}
+        }
+    }
+
+    /// A lingering session's peer is still sending: the quiet the linger waits for starts
+    /// again.
+    pub(crate) fn discarded(&mut self, key: SessionKey) {
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.last_active = self.now;
         }
     }
 
@@ -395,7 +404,7 @@ impl Core {
         if self
             .sessions
             .get(key)
-            .is_some_and(|s| s.phase == Phase::Lingering)
+            .is_some_and(|s| matches!(s.phase, Phase::Lingering { .. }))
         {
             self.release(key);
         }
@@ -506,7 +515,7 @@ impl Core {
             match self.sessions[key].phase {
                 Phase::Open => self.begin_draining(key, CloseReason::Shutdown),
                 Phase::Handshake => self.end(key, CloseReason::Shutdown),
-                Phase::Draining(_) | Phase::Lingering => {}
+                Phase::Draining(_) | Phase::Lingering { .. } => {}
             }
         }
         let flushing = self.sessions.iter().filter(|(_, s)| s.is_live()).count();
@@ -526,7 +535,7 @@ impl Core {
             if self
                 .sessions
                 .get(key)
-                .is_some_and(|s| s.phase != Phase::Lingering)
+                .is_some_and(|s| !matches!(s.phase, Phase::Lingering { .. }))
             {
                 self.end(key, CloseReason::Shutdown);
             }

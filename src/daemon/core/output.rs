@@ -1,11 +1,17 @@
-//! A session's output on its way to the transport: what the shell writes now
-//! ([`Core::transmit`]), what it took ([`Core::transmitted`]), and the pending buffer that
-//! starts the `write_timeout` clock and, at `max_output`, pauses reading.
+//! A stream session's output: what the shell writes now ([`Core::transmit`]), what the
+//! transport took ([`Core::transmitted`]), and the pending buffer behind it, with
+//! `max_output` backpressure and the `write_timeout` clock.
+//!
+//! The output of the last drive is *staged*: it stays in the outbox (or the framer's
+//! scratch buffer) and is lent to the shell as it is, so the common case, a reply the kernel
+//! takes at once, is never copied. It moves into the session's pending buffer only when the
+//! kernel does not take all of it, or before the outbox is reused.
 
 use tracing::debug;
 
 use super::due::Due;
-use super::{Core, Effect, Note, ReadMode, SessionKey};
+use super::session::ReadMode;
+use super::{Core, Effect, Note, SessionKey};
 
 impl Core {
     /// The bytes to write for a session now, if any.

@@ -4,7 +4,7 @@
 //!  Handshake ──open──▶ Open ──close asked / end of input / stop──▶ Draining ──flushed──▶ (ended)
 //!      │                 │                                            │
 //!      └──── error, write timeout, reset: ended at once ◀─────────────┘
-//!  (ended) ──TCP, clean end──▶ Lingering ──peer's EOF or LINGER──▶ removed
+//!  (ended) ──TCP, clean end──▶ Lingering ──peer's EOF, or quiet for LINGER──▶ removed
 //!  (ended) ──UDP, or an error──▶ removed
 //! ```
 //!
@@ -23,9 +23,14 @@ use super::{ListenerId, SessionKey};
 use crate::config::ListenerConfig;
 use crate::framing::Framer;
 
-/// How long an ended TCP session keeps draining what the peer still sends, so that closing
-/// with unread input does not reset the connection and destroy replies in flight.
-pub(crate) const LINGER: Duration = Duration::from_secs(2);
+/// How long an ended TCP session waits for more of what the peer still sends, before it
+/// closes. Closing with unread input resets the connection, and a reset can destroy replies
+/// still in flight to the peer: so, as nginx's lingering close does, the connection is read
+/// and drained while data keeps coming (at most [`LINGER_MAX`] in all), and closed once the
+/// peer has been quiet this long or has closed its side.
+pub(crate) const LINGER: Duration = Duration::from_secs(5);
+/// The longest an ended TCP session lingers, however much the peer keeps sending.
+pub(crate) const LINGER_MAX: Duration = Duration::from_secs(30);
 
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +43,13 @@ pub(crate) enum Phase {
     /// Ending: no more input; waits for its output to be flushed and, unless a handler asked
     /// for the end, for the timers its handlers started.
     Draining(CloseReason),
-    /// Ended (the chain is closed, the end logged); the connection sent its FIN and its input
-    /// is read and dropped until the peer's EOF or [`LINGER`].
-    Lingering,
+    /// Ended (the chain is closed, the end logged) at `since`; the connection sent its FIN and
+    /// its input is read and dropped until the peer's EOF, [`LINGER`] of quiet, or
+    /// [`LINGER_MAX`].
+    Lingering {
+        /// When the session ended.
+        since: Instant,
+    },
 }
 
 /// Per-session traffic counts, logged when it ends and added to its listener's counters.
@@ -89,6 +98,8 @@ pub(crate) struct Session {
     pub(crate) timers: Vec<HandlerTimer>,
     pub(crate) opened: Instant,
     pub(crate) last_active: Instant,
+    /// When the unfinished message the framer holds began to arrive (`message_timeout`).
+    pub(crate) partial_since: Option<Instant>,
     /// When the transport last took output, or output started to pile up.
     pub(crate) write_progress: Instant,
     /// A `write_timeout` check is pending.
@@ -119,7 +130,7 @@ impl Session {
             Phase::Handshake => ReadMode::Read,
             Phase::Open if self.pending.len() < self.cfg.max_output => ReadMode::Read,
             Phase::Open | Phase::Draining(_) => ReadMode::Paused,
-            Phase::Lingering => ReadMode::Discard,
+            Phase::Lingering { .. } => ReadMode::Discard,
         }
     }
 
