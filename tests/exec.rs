@@ -464,3 +464,37 @@ fn over_max_children_peers_get_the_busy_message() {
     let ev = d.wait_event("refused");
     assert_eq!(field(&ev, "limit"), "max_children");
 }
+
+#[test]
+fn untrusted_children_get_their_limits_and_user() {
+    let root = rustix::process::geteuid().is_root();
+    let code = "import os, sys, json, resource as r\nsys.stdin.readline()\nprint(json.dumps({'nofile': r.getrlimit(r.RLIMIT_NOFILE), 'cpu': r.getrlimit(r.RLIMIT_CPU), 'as': r.getrlimit(r.RLIMIT_AS), 'uid': os.getuid(), 'gid': os.getgid()}), flush=True)";
+    // The child runs as nobody, from a folder nobody may enter.
+    let mut d = Daemon::start(&exec_listener(
+        "t",
+        r#"["exec"]"#,
+        "framing = \"line\"",
+        &format!(
+            "cmd = [\"/usr/bin/python3\", \"-c\", {code:?}]\ncwd = \"/\"\nrlimit_nofile = 32\nrlimit_cpu = 5\nrlimit_as = 1000000000\nuser = \"65534\"\ngroup = \"65534\""
+        ),
+    ));
+    let mut s = connect(d.addr("t"));
+    s.write_all(b"go\n").unwrap();
+    if !root {
+        // Only root may run a child as another user: the session ends, the daemon says why.
+        assert!(closed(&mut s));
+        d.wait_event("child_failed");
+        return;
+    }
+    let v: Value = serde_json::from_str(&line(&mut s)).expect("JSON from the child");
+    assert_eq!(v["nofile"], serde_json::json!([32, 32]));
+    assert_eq!(v["cpu"], serde_json::json!([5, 5]));
+    assert_eq!(
+        v["as"],
+        serde_json::json!([1_000_000_000u64, 1_000_000_000u64])
+    );
+    assert_eq!(
+        (v["uid"].as_u64(), v["gid"].as_u64()),
+        (Some(65534), Some(65534))
+    );
+}

@@ -341,7 +341,10 @@ impl Daemon {
             }
             self.events = Some(events);
             for token in std::mem::take(&mut self.pending) {
-                self.serve(token, true, false);
+                // Its owner may have gone since (a session released, a child's pipe closed).
+                if self.tokens.owner(token).is_some() {
+                    self.serve(token, true, false);
+                }
             }
             self.core.handle_timeout();
             self.settle();
