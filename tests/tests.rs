@@ -13,6 +13,7 @@ mod port;
 mod record;
 mod service;
 mod systemd;
+mod tutorial;
 mod users;
 mod util;
 mod watch;
