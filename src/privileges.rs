@@ -105,6 +105,38 @@ pub fn drop_to(run_as: Option<&RunAs>, owned: &[Handover<'_>]) -> anyhow::Result
     Ok(())
 }
 
+/// The uid and gid a child runs as (`exec`'s `user` and `group`, by name or number); a user
+/// without a group gets the user's primary group.
+pub fn child_ids(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> anyhow::Result<(Option<u32>, Option<u32>)> {
+    let (uid, primary) = match user {
+        None => (None, None),
+        Some(u) => match u.parse::<u32>() {
+            Ok(n) => (Some(n), None),
+            Err(_) => {
+                let a = User::from_name(u)
+                    .with_context(|| format!("user {u:?}: cannot look it up"))?
+                    .with_context(|| format!("user {u:?}: no such user"))?;
+                (Some(a.uid.as_raw()), Some(a.gid.as_raw()))
+            }
+        },
+    };
+    let gid = match group {
+        None => primary,
+        Some(g) => Some(match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => Group::from_name(g)
+                .with_context(|| format!("group {g:?}: cannot look it up"))?
+                .with_context(|| format!("group {g:?}: no such group"))?
+                .gid
+                .as_raw(),
+        }),
+    };
+    Ok((uid, gid))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

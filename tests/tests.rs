@@ -6,14 +6,18 @@ mod cli;
 mod clients;
 mod console;
 mod core;
+mod exec;
 mod files_as_root;
 mod limits;
 mod port;
 mod proxy;
+mod record;
 mod service;
 mod systemd;
 mod tls;
+mod tutorial;
 mod users;
 mod util;
+mod watch;
 
 mod bench;

@@ -1,6 +1,9 @@
 //! A listener's chain of handlers for one session.
 
-use crate::{Action, CloseReason, Flow, Handler, HandlerFactory, Outbox, Session, TimerId};
+use crate::{
+    Action, ChannelEvent, ChannelId, CloseReason, Flow, Handler, HandlerFactory, Outbox, Session,
+    TimerId,
+};
 use std::sync::Arc;
 
 /// The handlers of one session, in chain order. The loop calls the chain; the chain calls
@@ -92,6 +95,26 @@ impl Chain {
         if let Some(h) = self.links.get_mut(link) {
             out.link = link;
             h.on_timer(id, s, out);
+        }
+        self.note(out, from);
+    }
+
+    /// Something happened on channel `id` of link `link`. Ignored once a link asked to close.
+    pub fn channel(
+        &mut self,
+        link: usize,
+        id: ChannelId,
+        event: ChannelEvent<'_>,
+        s: &Session,
+        out: &mut Outbox,
+    ) {
+        if self.closing {
+            return;
+        }
+        let from = out.actions().len();
+        if let Some(h) = self.links.get_mut(link) {
+            out.link = link;
+            h.on_channel(id, event, s, out);
         }
         self.note(out, from);
     }

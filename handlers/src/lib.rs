@@ -19,8 +19,10 @@ use std::time::{Duration, SystemTime};
 
 pub mod bye_close;
 mod chain;
+pub mod channel;
 pub mod console_reply;
 pub mod echo;
+pub mod exec;
 pub mod rand;
 pub mod registry;
 pub mod scripted_reply;
@@ -29,6 +31,7 @@ pub mod testutil;
 pub mod text;
 
 pub use chain::Chain;
+pub use channel::{ChannelEvent, ChannelId, ChannelSpec, Ending};
 pub use registry::{BuildEnv, BuildError, Registry};
 pub use settings::Settings;
 
@@ -209,6 +212,45 @@ pub enum Action {
         /// The text.
         text: String,
     },
+    /// Open channel `id` of chain link `link` (see [`channel`]). Opening an id that is still
+    /// open is ignored.
+    #[non_exhaustive]
+    Open {
+        /// Index of the link in the chain.
+        link: usize,
+        /// The handler's own channel number.
+        id: ChannelId,
+        /// What to open.
+        spec: ChannelSpec,
+    },
+    /// Write bytes to the input of channel `id` of chain link `link`.
+    #[non_exhaustive]
+    ToChannel {
+        /// Index of the link in the chain.
+        link: usize,
+        /// The handler's own channel number.
+        id: ChannelId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// End the input of channel `id` once what was written is through (close a program's
+    /// stdin; half-close a connection).
+    #[non_exhaustive]
+    EndChannelInput {
+        /// Index of the link in the chain.
+        link: usize,
+        /// The handler's own channel number.
+        id: ChannelId,
+    },
+    /// End channel `id` now (a program: SIGTERM, then SIGKILL after its `grace`); its
+    /// `Closed` event still comes.
+    #[non_exhaustive]
+    CloseChannel {
+        /// Index of the link in the chain.
+        link: usize,
+        /// The handler's own channel number.
+        id: ChannelId,
+    },
 }
 
 /// Where a handler puts its answers. The loop owns one outbox and reuses it for every call,
@@ -260,6 +302,36 @@ impl Outbox {
     /// End the session (after flushing) with this reach.
     pub fn close(&mut self, scope: Scope) {
         self.push(Action::Close { scope });
+    }
+
+    /// Ask the loop to open channel `id` (see [`channel`]); its events come to
+    /// [`Handler::on_channel`].
+    pub fn open(&mut self, id: ChannelId, spec: ChannelSpec) {
+        let link = self.link;
+        self.push(Action::Open { link, id, spec });
+    }
+
+    /// Write bytes to channel `id`'s input. Bytes for a channel that is not open, or whose
+    /// input ended, are dropped.
+    pub fn to_channel(&mut self, id: ChannelId, bytes: &[u8]) {
+        let link = self.link;
+        self.push(Action::ToChannel {
+            link,
+            id,
+            data: bytes.to_vec(),
+        });
+    }
+
+    /// End channel `id`'s input once what was written is through.
+    pub fn end_channel_input(&mut self, id: ChannelId) {
+        let link = self.link;
+        self.push(Action::EndChannelInput { link, id });
+    }
+
+    /// End channel `id` now.
+    pub fn close_channel(&mut self, id: ChannelId) {
+        let link = self.link;
+        self.push(Action::CloseChannel { link, id });
     }
 
     /// Whether nothing was sent or asked for.
@@ -326,6 +398,16 @@ impl Outbox {
 ///   (a delayed answer) go out, until the daemon's `drain_timeout` passes.
 ///
 /// Every call gets the [`Session`] with `now` and `operators` as of that event.
+///
+/// Channels (see [`channel`]): a link that opened one with [`Outbox::open`] gets
+/// [`on_channel`](Handler::on_channel) for it, in this order: `Opened` (or straight `Closed`
+/// when it cannot be opened), any number of `Data` and `Stderr`, at most one `End`, and
+/// exactly one `Closed`, last. Channel events reach the chain in `Open` and while draining,
+/// like timers: after a handler asked to close, they no longer do. When the peer's input ends
+/// or the daemon stops gracefully, the loop ends each channel's input and the session drains
+/// until its channels are closed (each ends at most two `grace` periods later); when the
+/// session ends for any other reason, its channels are ended with it. `on_close` comes after
+/// the last channel event; a channel still open then gets no `Closed`.
 pub trait Handler: fmt::Debug {
     /// The session opened.
     fn on_open(&mut self, _s: &Session, _out: &mut Outbox) {}
@@ -342,6 +424,16 @@ pub trait Handler: fmt::Debug {
 
     /// A timer started by this instance fired.
     fn on_timer(&mut self, _timer: TimerId, _s: &Session, _out: &mut Outbox) {}
+
+    /// Something happened on channel `id`, which this instance opened.
+    fn on_channel(
+        &mut self,
+        _id: ChannelId,
+        _event: ChannelEvent<'_>,
+        _s: &Session,
+        _out: &mut Outbox,
+    ) {
+    }
 
     /// The session is ending.
     fn on_close(&mut self, _s: &Session, _reason: CloseReason) {}
@@ -360,5 +452,12 @@ pub trait HandlerFactory: fmt::Debug + Send + Sync {
     /// listeners that have one).
     fn takes_operator(&self) -> bool {
         false
+    }
+
+    /// The most sessions of the listener that may run this handler at once (`exec`'s
+    /// `max_children`); past it, the listener refuses new peers as it does at
+    /// `max_connections`.
+    fn max_sessions(&self) -> Option<usize> {
+        None
     }
 }

@@ -32,10 +32,19 @@ fn socket_of(c: &crate::config::Config, config: Option<&Path>) -> PathBuf {
 }
 
 fn connect(args: &AttachArgs, config: Option<&Path>) -> anyhow::Result<(UnixStream, PathBuf)> {
+    connect_to(args.socket.clone(), config)
+}
+
+/// Connect to a running daemon's control socket: `socket`, or the one of `config`; the
+/// listening process is checked first.
+pub(crate) fn connect_to(
+    socket: Option<PathBuf>,
+    config: Option<&Path>,
+) -> anyhow::Result<(UnixStream, PathBuf)> {
     let load = || crate::config::load(config).map_err(|e| anyhow::anyhow!("{e}"));
-    let (path, loaded) = match &args.socket {
+    let (path, loaded) = match socket {
         // The config, when one is named, only tells which user the daemon may run as.
-        Some(p) => (p.clone(), config.and_then(|_| load().ok())),
+        Some(p) => (p, config.and_then(|_| load().ok())),
         None => {
             let c = load()?;
             (socket_of(&c, config), Some(c))

@@ -8,8 +8,10 @@ mod attach;
 mod chat;
 mod send;
 mod tls;
+mod watch;
 
 pub use attach::{AttachArgs, attach, request};
+pub use watch::{WatchArgs, watch};
 
 use std::fmt;
 use std::io;

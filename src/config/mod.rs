@@ -20,10 +20,12 @@ mod chain;
 mod front;
 mod limits;
 mod read;
+mod record;
 mod validate;
 
 pub use front::ProxyProtocol;
 pub use limits::{Limits, Rate};
+pub use record::{DEFAULT_RECORD_MAX_BYTES, RecordConfig};
 use validate::Validator;
 
 /// The config served when none is given, kept as `config/switchboard.toml`.
@@ -129,6 +131,8 @@ pub struct ListenerConfig {
     pub tls: Option<crate::tls::TlsSettings>,
     /// TCP: a PROXY protocol header before everything else.
     pub proxy: Option<ProxyProtocol>,
+    /// Recordings of its sessions, when set.
+    pub record: Option<Arc<RecordConfig>>,
 }
 
 /// Faults the loop applies to a UDP listener's replies. Deterministic under `seed`.
@@ -173,6 +177,7 @@ impl PartialEq for ListenerConfig {
             limits,
             tls,
             proxy,
+            record,
         } = self;
         (
             name,
@@ -201,6 +206,7 @@ impl PartialEq for ListenerConfig {
             && *faults == o.faults
             && *limits == o.limits
             && (tls, proxy) == (&o.tls, &o.proxy)
+            && *record == o.record
     }
 }
 
@@ -318,7 +324,7 @@ const MAX_FILE: u64 = 16 << 20;
 
 /// Read a config or script file as text, safely: it must be a regular file (a FIFO would
 /// block the daemon, a device such as /dev/zero never ends), opened without blocking, and at
-/// most [`MAX_FILE`] bytes.
+/// most `MAX_FILE` bytes.
 pub fn read_text(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -360,6 +366,35 @@ impl BuildEnv for FilesBeside<'_> {
                 })
             })
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
+
+    fn dir(&self) -> Option<PathBuf> {
+        Some(self.0.to_path_buf())
+    }
+
+    fn program(&self, name: &str) -> Result<PathBuf, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let runnable = |p: &Path| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        if name.contains('/') {
+            let path = self.0.join(name);
+            return if runnable(&path) {
+                Ok(path)
+            } else {
+                Err(format!("{} is not an executable file", path.display()))
+            };
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| runnable(p))
+            .ok_or_else(|| {
+                format!(
+                    "program {name:?} is not found in PATH ({}); install it or give its full path",
+                    path.to_string_lossy()
+                )
+            })
     }
 }
 

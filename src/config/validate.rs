@@ -66,6 +66,7 @@ const LISTENER_KEYS: &[&str] = &[
     "tls",
     "proxy_protocol",
     "proxy_timeout",
+    "record",
 ];
 
 const PROTOCOLS: &[(&str, Proto)] = &[("tcp", Proto::Tcp), ("udp", Proto::Udp)];
@@ -451,6 +452,7 @@ impl Validator<'_> {
         }
         let handler_names: Vec<&str> = registry.names().collect();
         let mut f = self.fields(&label, span.clone(), rest, LISTENER_KEYS, &handler_names);
+        let record = self.record(&mut f, env.dir().as_deref().unwrap_or(Path::new(".")));
         let l = self.read_listener(&mut f);
         let tls = self.tls(&mut f, l.protocol, dir);
         let proxy = self.proxy_protocol(&mut f, l.protocol);
@@ -548,6 +550,7 @@ impl Validator<'_> {
             limits,
             tls,
             proxy,
+            record: record.map(Arc::new),
         })
     }
 }

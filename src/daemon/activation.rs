@@ -250,6 +250,7 @@ mod tests {
             limits: crate::config::Limits::default(),
             tls: None,
             proxy: None,
+            record: None,
         }
     }
 

@@ -31,6 +31,40 @@ const OPERATOR_OUT_MAX: usize = 4 << 20;
 const LINE_MAX: usize = 64 * 1024;
 /// Lines queued for the stdout writer before further ones are dropped.
 const STDOUT_QUEUE: usize = 4096;
+/// Output kept for a `watch` client; events beyond it are dropped for it, and counted.
+const WATCH_OUT_MAX: usize = 256 * 1024;
+
+/// What a `watch` client asked to see, and what it missed.
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    pub(crate) listener: Option<String>,
+    pub(crate) session: Option<u64>,
+    dropped: u64,
+}
+
+impl Watch {
+    /// `watch [listener=NAME] [session=ID]`.
+    pub(crate) fn parse(args: &str) -> Result<Watch, String> {
+        let mut w = Watch::default();
+        for word in args.split_whitespace() {
+            match word.split_once('=') {
+                Some(("listener", name)) => w.listener = Some(name.to_string()),
+                Some(("session", id)) => {
+                    w.session = Some(
+                        id.parse()
+                            .map_err(|_| format!("session={id:?} is not a number"))?,
+                    )
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown watch filter {word:?}: expected listener=NAME or session=ID"
+                    ));
+                }
+            }
+        }
+        Ok(w)
+    }
+}
 
 #[derive(Debug)]
 enum ClientIo {
@@ -49,6 +83,8 @@ struct Client {
     out: Vec<u8>,
     writable: bool,
     attached: bool,
+    /// A `watch` client: it gets events, and what it sends is ignored.
+    watch: Option<Watch>,
 }
 
 /// What a line from a client is.
@@ -78,6 +114,8 @@ pub(crate) struct Control {
     stdin_flags: Option<OFlags>,
     stdout: Option<Stdout>,
     accepted: u64,
+    /// How many clients watch.
+    watchers: usize,
 }
 
 impl Drop for Control {
@@ -146,6 +184,7 @@ impl Control {
             out: Vec::new(),
             writable: false,
             attached: true,
+            watch: None,
         });
         info!(event = "stdin_console", "operator console on stdin");
         Some(op)
@@ -181,6 +220,7 @@ impl Control {
                                 out: Vec::new(),
                                 writable: false,
                                 attached: false,
+                                watch: None,
                             });
                         }
                         Ok(cred) => {
@@ -242,6 +282,7 @@ impl Control {
             };
             match r {
                 Ok(0) => return Some("end of input"),
+                Ok(_) if c.watch.is_some() => {}
                 Ok(n) => {
                     let attached = c.attached;
                     let result = split_lines(&mut c.partial, &buf[..n], LINE_MAX, |l| {
@@ -269,6 +310,60 @@ impl Control {
         let c = self.clients.get_mut(op)?;
         c.attached = true;
         Some(c.name.clone())
+    }
+
+    /// The client becomes a watcher.
+    pub(crate) fn watch(&mut self, op: OpId, watch: Watch) {
+        if let Some(c) = self.clients.get_mut(op)
+            && c.watch.is_none()
+        {
+            c.watch = Some(watch);
+            self.watchers += 1;
+        }
+    }
+
+    /// Whether any client watches.
+    pub(crate) fn watching(&self) -> bool {
+        self.watchers > 0
+    }
+
+    /// An event line for the watchers whose filter it passes. One whose output is full
+    /// misses it (and is told how many it missed once it catches up). Returns the clients
+    /// that broke.
+    pub(crate) fn watch_line(
+        &mut self,
+        line: &str,
+        listener: &str,
+        session: u64,
+        registry: &Registry,
+    ) -> Vec<OpId> {
+        let mut gone = Vec::new();
+        for (op, c) in self.clients.iter_mut() {
+            let Some(w) = c.watch.as_mut() else {
+                continue;
+            };
+            if w.listener.as_deref().is_some_and(|l| l != listener)
+                || w.session.is_some_and(|s| s != session)
+            {
+                continue;
+            }
+            if c.out.len() + line.len() > WATCH_OUT_MAX {
+                w.dropped += 1;
+                continue;
+            }
+            if w.dropped > 0 {
+                let note = serde_json::json!({"event": "dropped", "count": w.dropped});
+                c.out.extend_from_slice(note.to_string().as_bytes());
+                c.out.push(b'\n');
+                w.dropped = 0;
+            }
+            c.out.extend_from_slice(line.as_bytes());
+            c.out.push(b'\n');
+            if c.flush(registry).is_err() {
+                gone.push(op);
+            }
+        }
+        gone
     }
 
     /// Whether a client is an attached operator.
@@ -334,6 +429,9 @@ impl Control {
             }
         }
         tokens.remove(c.token);
+        if c.watch.is_some() {
+            self.watchers -= 1;
+        }
         if !c.attached {
             debug!(client = %c.name, why, "control client done");
         }

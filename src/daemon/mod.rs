@@ -15,13 +15,17 @@
 mod activation;
 mod bind;
 mod certs;
+mod children;
 mod control;
 pub(crate) mod core;
 mod http;
 mod mmsg;
 mod notify;
+mod record;
 mod reload;
+mod requests;
 mod rlimit;
+mod tap;
 mod tcp;
 pub(crate) mod timers;
 mod tokens;
@@ -35,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use switchboard_handlers::Proto;
 use tracing::{info, warn};
@@ -43,7 +47,7 @@ use tracing::{info, warn};
 pub use activation::Inherited;
 pub use bind::BindError;
 use bind::Bound;
-use core::{Core, Effect, ListenerId, RunState, SessionKey};
+use core::{ChanRef, Core, Effect, ListenerId, RunState, SessionKey};
 use notify::Notifier;
 use timers::Timers;
 use tokens::{Owner, Part, Tokens};
@@ -70,6 +74,8 @@ pub(crate) enum ShellDue {
     Watchdog,
     /// Look whether TLS certificate files changed.
     CertCheck,
+    /// SIGKILL a child (its slot in `procs` and pid) that has not ended since SIGTERM.
+    Kill(usize, u32),
 }
 
 /// A listener's socket.
@@ -115,6 +121,12 @@ pub struct Daemon {
     notify: Notifier,
     /// TLS certificate files, watched.
     certs: certs::CertWatch,
+    /// Children of channels, running or being ended (`children.rs`).
+    procs: slab::Slab<children::Proc>,
+    /// The child of each open channel, by its place in `procs`.
+    chans: std::collections::BTreeMap<ChanRef, usize>,
+    /// Recordings and watchers (`tap.rs`).
+    tap: tap::Tap,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -140,7 +152,7 @@ impl Daemon {
     pub fn bind_with(config: &Config, mut inherited: Inherited) -> anyhow::Result<Daemon> {
         let poll = Poll::new()?;
         let mut tokens = Tokens::default();
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD])?;
         let token = tokens.add(Owner::Signals);
         poll.registry()
             .register(&mut signals, token, Interest::READABLE)?;
@@ -169,6 +181,9 @@ impl Daemon {
             now,
             notify: Notifier::from_env(),
             certs: certs::CertWatch::default(),
+            procs: slab::Slab::new(),
+            chans: std::collections::BTreeMap::new(),
+            tap: tap::Tap::default(),
         };
         // Who the daemon serves as once bound: a wrong user stops it before anything is made.
         let run_as = crate::privileges::run_as(
@@ -182,6 +197,13 @@ impl Daemon {
                 daemon.poll.registry(),
                 &mut daemon.tokens,
             )?);
+        }
+        for l in &config.listeners {
+            if let Some(r) = &l.record {
+                r.check_writable().map_err(|e| {
+                    anyhow::anyhow!("listener {:?}: [listener.record] dir: {e}", &*l.name)
+                })?;
+            }
         }
         inherited.reserve(&config.listeners);
         for cfg in &config.listeners {
@@ -326,7 +348,10 @@ impl Daemon {
             }
             self.events = Some(events);
             for token in std::mem::take(&mut self.pending) {
-                self.serve(token, true, false);
+                // Its owner may have gone since (a session released, a child's pipe closed).
+                if self.tokens.owner(token).is_some() {
+                    self.serve(token, true, false);
+                }
             }
             self.core.handle_timeout();
             self.settle();
@@ -334,6 +359,7 @@ impl Daemon {
                 self.fire(due);
             }
         }
+        self.end_children();
         info!(event = "stopped", "stopped");
         Ok(())
     }
@@ -352,6 +378,12 @@ impl Daemon {
     fn serve(&mut self, token: Token, readable: bool, writable: bool) {
         match self.tokens.owner(token) {
             Some(Owner::Session(key, Part::Peer)) => self.session_ready(key, readable, writable),
+            Some(Owner::Session(key, Part::Channel(slot, pipe))) => {
+                self.channel_ready(ChanRef::Session(key, slot), pipe, readable, writable)
+            }
+            Some(Owner::Shared(i, pipe)) => {
+                self.channel_ready(ChanRef::Shared(i), pipe, readable, writable)
+            }
             Some(Owner::Listener(id)) => match self.sockets.get(id.0) {
                 Some(Some(ListenerIo::Tcp(_))) => self.accept(id),
                 Some(Some(ListenerIo::Udp(_))) => {
@@ -393,6 +425,12 @@ impl Daemon {
                 Effect::StopListener(id) => self.stop_listener(id),
                 Effect::Tell(op, line) => self.tell(op, &line),
                 Effect::Datagrams => self.send_datagrams(),
+                Effect::OpenChannel(r) => self.open_channel(r),
+                Effect::ChannelWrite(r) => self.channel_write(r),
+                Effect::EndChannelInput(r) => self.end_channel_input(r),
+                Effect::CloseChannel(r) => self.close_channel(r),
+                Effect::ResumeChannel(r) => self.resume_channel(r),
+                Effect::Note(n) => self.tap_note(n),
             }
         }
     }
@@ -443,6 +481,7 @@ impl Daemon {
             }
             ShellDue::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
             ShellDue::CertCheck => self.check_certs(),
+            ShellDue::Kill(i, pid) => self.kill_due(i, pid),
         }
     }
 
@@ -476,6 +515,7 @@ impl Daemon {
                 }
                 SIGHUP => self.reload(None),
                 SIGUSR1 => self.core.log_status(),
+                SIGCHLD => self.reap(),
                 SIGUSR2 => match self.logging.as_mut().map(|l| l.reopen()) {
                     Some(Err(e)) => warn!(error = %e, "SIGUSR2: cannot reopen the log file"),
                     _ => info!(event = "log_reopened", "SIGUSR2: log file reopened"),
@@ -484,92 +524,6 @@ impl Daemon {
             }
         }
         self.settle();
-    }
-
-    /// A control client is ready.
-    fn control_ready(&mut self, op: core::OpId, readable: bool, writable: bool) {
-        let mut lines = Vec::new();
-        let gone = self.control.ready(
-            op,
-            readable,
-            writable,
-            &mut self.buf,
-            self.poll.registry(),
-            &mut lines,
-        );
-        for line in lines {
-            match line {
-                control::Line::Operator(op, text) => {
-                    if self.control.is_attached(op) {
-                        self.core.operator_line(op, &text);
-                        self.settle();
-                    }
-                }
-                control::Line::Request(op, text) => {
-                    if !self.control_request(op, &text) {
-                        return;
-                    }
-                }
-            }
-        }
-        if let Some(why) = gone {
-            self.drop_client(op, why);
-        }
-    }
-
-    /// The first line of a control client. Returns whether to go on with the client: false
-    /// once it is answered and dropped, or while it waits for a reload (which answers it, even
-    /// if the client has already closed its side).
-    fn control_request(&mut self, op: core::OpId, line: &str) -> bool {
-        let reply: Vec<String> = match line.trim() {
-            "attach" => {
-                if let Some(name) = self.control.attach(op) {
-                    self.core.attach_operator(op, name, true);
-                    self.settle();
-                }
-                return true;
-            }
-            "status" => self.core.status_lines(),
-            "reload" => {
-                // Answered when the config has been read and applied.
-                self.reload(Some(op));
-                return false;
-            }
-            other => vec![format!(
-                "(!) unknown request {other:?}: expected attach, status or reload"
-            )],
-        };
-        for l in reply {
-            self.control.tell(op, &l, self.poll.registry());
-        }
-        self.drop_client(op, "request answered");
-        false
-    }
-
-    /// A line for an operator.
-    fn tell(&mut self, op: core::OpId, line: &str) {
-        if let Some(why) = self.control.tell(op, line, self.poll.registry()) {
-            self.drop_client(op, why);
-        }
-    }
-
-    fn drop_client(&mut self, op: core::OpId, why: &str) {
-        if self
-            .control
-            .remove(op, why, self.poll.registry(), &mut self.tokens)
-        {
-            self.core.detach_operator(op, why);
-            if self.stdin_op == Some(op) {
-                self.stdin_op = None;
-            }
-        }
-    }
-
-    fn control_accept(&mut self) {
-        if !self.control.accept(self.poll.registry(), &mut self.tokens) {
-            self.timers
-                .push(self.now + tcp::ACCEPT_RETRY, ShellDue::RetryControl);
-        }
     }
 
     fn metrics_accept(&mut self) {

@@ -120,6 +120,12 @@ impl Daemon {
         for w in new.warnings() {
             warn!(event = "public_bind", "{w}");
         }
+        for l in &new.listeners {
+            if let Some(r) = &l.record {
+                r.check_writable()
+                    .map_err(|e| format!("listener {:?}: [listener.record] dir: {e}", &*l.name))?;
+            }
+        }
         let plan = self.core.plan_reload(&new);
         // Bind first: a failure here leaves everything as it was.
         let mut bound = Vec::new();

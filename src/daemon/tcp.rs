@@ -477,5 +477,8 @@ impl Daemon {
         if let Some(c) = self.conns.get_mut(key).and_then(Option::take) {
             self.tokens.remove(c.token);
         }
+        if !self.chans.is_empty() {
+            self.release_channels(key);
+        }
     }
 }

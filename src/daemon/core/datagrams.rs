@@ -125,11 +125,18 @@ impl Core {
                 None => return,
             },
         };
-        if self
+        if let Some(s) = self
             .sessions
             .get(key)
-            .is_some_and(|s| s.phase == super::Phase::Open)
+            .filter(|s| s.phase == super::Phase::Open)
         {
+            if self.tapped(s) {
+                let id = s.info.id;
+                self.effects.push_back(Effect::Note(super::Note::Read {
+                    id,
+                    bytes: data.to_vec(),
+                }));
+            }
             self.drive(key, Input::Datagram(data));
         }
     }

@@ -4,7 +4,7 @@
 //! [`Core::end`], [`Core::release`]).
 
 use switchboard_handlers::text::escape;
-use switchboard_handlers::{Action, CloseReason, Flow, Scope, TimerId};
+use switchboard_handlers::{Action, ChannelEvent, ChannelId, CloseReason, Flow, Scope, TimerId};
 use tracing::{debug, info, warn};
 
 use super::due::Due;
@@ -27,6 +27,12 @@ pub(super) enum Input<'a> {
     Operator(&'a str),
     /// A handler timer fired.
     Timer { link: usize, id: TimerId },
+    /// Something happened on a channel of link `link`.
+    Channel {
+        link: usize,
+        id: ChannelId,
+        event: ChannelEvent<'a>,
+    },
 }
 
 impl Core {
@@ -55,6 +61,10 @@ impl Core {
             }
             Input::Timer { link, id } => {
                 s.chain.timer(link, id, &s.info, out);
+                Flow::Handled
+            }
+            Input::Channel { link, id, event } => {
+                s.chain.channel(link, id, event, &s.info, out);
                 Flow::Handled
             }
             Input::Bytes(data) | Input::Datagram(data) => {
@@ -103,6 +113,7 @@ impl Core {
         if too_long {
             self.begin_draining(key, CloseReason::TooLong);
         }
+        self.deliver_opened_later();
         flow
     }
 
@@ -117,6 +128,14 @@ impl Core {
                 Framer::Datagram { .. } => {
                     s.counts.bytes_out += self.out.data().len() as u64;
                     let (lid, peer) = (s.listener, s.info.peer);
+                    if self.watching || s.cfg.record.is_some() {
+                        for m in self.out.messages() {
+                            self.effects.push_back(Effect::Note(super::Note::Wrote {
+                                id: s.info.id,
+                                bytes: m.to_vec(),
+                            }));
+                        }
+                    }
                     for m in self.out.messages() {
                         super::datagrams::reply(
                             &mut self.listeners[lid.0],
@@ -194,6 +213,18 @@ impl Core {
                 s.forget_timer(link, id);
             }
             Action::ToOperator { text, .. } => self.show_to_operators(key, &text),
+            Action::Open { link, id, spec, .. } => self.open_channel(key, link, id, spec),
+            Action::ToChannel { link, id, data, .. } => self.write_channel(key, link, id, &data),
+            Action::EndChannelInput { link, id, .. } => {
+                if let Some((slot, _)) = s.channel_at(link, id) {
+                    self.end_channel_input(key, slot);
+                }
+            }
+            Action::CloseChannel { link, id, .. } => {
+                if let Some((slot, _)) = s.channel_at(link, id) {
+                    self.close_channel(key, slot);
+                }
+            }
         }
     }
 
@@ -211,10 +242,15 @@ impl Core {
         if s.chain.is_closing() {
             // A handler asked for the end: its timers are forgotten.
             s.timers.clear();
-        } else if !s.timers.is_empty() {
-            let sref = s.key_id(key);
-            self.timers
-                .push(self.now + self.drain_timeout, Due::Drained(sref));
+        } else {
+            if !s.timers.is_empty() {
+                let sref = s.key_id(key);
+                self.timers
+                    .push(self.now + self.drain_timeout, Due::Drained(sref));
+            }
+            if !s.channels.is_empty() {
+                self.drain_channels(key);
+            }
         }
         self.settle(key);
     }
@@ -249,11 +285,20 @@ impl Core {
         let (lid, peer, id, counts) = (s.listener, s.info.peer, s.info.id, s.counts);
         let tls = s.tls.as_ref().map(|t| t.version);
         let client_cert = s.info.client_cert.clone();
+        let has_channels = !s.channels.is_empty();
         let takes_operator = s.cfg.takes_operator();
         let tcp = !matches!(s.framer, Framer::Datagram { .. });
         if was_open {
             s.chain.close(&s.info, reason);
         }
+        if has_channels {
+            self.end_channels(key);
+        }
+        if was_open && (self.watching || self.sessions[key].cfg.record.is_some()) {
+            self.effects
+                .push_back(Effect::Note(super::Note::Closed { id, reason }));
+        }
+        let s = &mut self.sessions[key];
         let duration = self.now.saturating_duration_since(s.opened);
         if was_open && takes_operator {
             self.console_closed(key, reason);

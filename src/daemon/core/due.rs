@@ -31,6 +31,10 @@ pub(super) enum Due {
     Retire(ListenerRef),
     /// The graceful stop gives up waiting.
     Stop,
+    /// A session channel's grace after its input ended: slot and channel serial.
+    ChannelGrace(SessionRef, u16, u64),
+    /// A listener channel's grace after its last session left: its slot and serial.
+    SharedGrace(usize, u64),
 }
 
 impl Core {
@@ -124,6 +128,8 @@ impl Core {
                 }
             }
             Due::Delayed(l) => self.send_delayed(l),
+            Due::ChannelGrace(r, slot, serial) => self.channel_grace_due(r, slot, serial),
+            Due::SharedGrace(i, serial) => self.shared_grace_due(i, serial),
             Due::Retire(l) => {
                 if self
                     .listeners

@@ -182,6 +182,7 @@ pub(crate) enum Refusal {
     BlockedPort(u16),
     /// A PROXY-protocol listener's connection from an address not in `trusted`.
     Untrusted,
+    MaxChildren(usize),
 }
 
 /// A listener's limits state.
@@ -263,6 +264,11 @@ impl State {
             && active >= max
         {
             return Some(Refusal::MaxConnections(max));
+        }
+        if let Some(max) = cfg.handlers.iter().filter_map(|h| h.max_sessions()).min()
+            && active >= max
+        {
+            return Some(Refusal::MaxChildren(max));
         }
         if let Some(rate) = l.accept_rate {
             let bucket = match &mut self.accept {

@@ -229,6 +229,10 @@ impl Listener {
                 warn!(parent: span, event = "refused", reason = "limit", limit = "max_connections",
                     %peer, max, suppressed, "peer refused: the listener is at a limit");
             }
+            Refusal::MaxChildren(max) => {
+                warn!(parent: span, event = "refused", reason = "limit", limit = "max_children",
+                    %peer, max, suppressed, "peer refused: the listener is at a limit");
+            }
             Refusal::MaxPerIp(max) => {
                 warn!(parent: span, event = "refused", reason = "limit", limit = "max_per_ip",
                     %peer, max, suppressed, "peer refused: the listener is at a limit");

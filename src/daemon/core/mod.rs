@@ -11,6 +11,7 @@
 //! Every kind of input reaches a session's chain through one path, [`Core::drive`]
 //! (`drive.rs`): refresh the session, call the chain, apply the outbox.
 
+mod channels;
 mod console;
 mod datagrams;
 mod drive;
@@ -22,6 +23,7 @@ mod metrics;
 mod output;
 mod reload;
 mod session;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -34,6 +36,7 @@ use slab::Slab;
 use switchboard_handlers::{Chain, CloseReason, Outbox, Proto};
 use tracing::{debug, info};
 
+pub(crate) use channels::{ChanRef, ChannelOpen};
 pub(crate) use console::OpId;
 pub(crate) use datagrams::Datagrams;
 use due::Due;
@@ -71,6 +74,39 @@ pub(crate) enum Effect {
     Tell(OpId, String),
     /// Datagrams are ready to send: [`Core::datagrams`].
     Datagrams,
+    /// Open a channel: [`Core::channel_open`] says what; report with
+    /// [`Core::channel_opened`], or [`Core::channel_closed`] if it cannot be opened.
+    OpenChannel(ChanRef),
+    /// A channel has input: write [`Core::channel_input`] and report with
+    /// [`Core::channel_written`].
+    ChannelWrite(ChanRef),
+    /// End a channel's input (close a program's stdin), its pending input being written.
+    EndChannelInput(ChanRef),
+    /// End a channel now (a program: SIGTERM, SIGKILL after its grace); keep reading it and
+    /// report its end with [`Core::channel_closed`].
+    CloseChannel(ChanRef),
+    /// A channel's output may be read again (its peer caught up).
+    ResumeChannel(ChanRef),
+    /// What a recorded or watched session did (`tap.rs`).
+    Note(Note),
+}
+
+/// What a session did, noted for recordings and watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Note {
+    /// It opened (a connection accepted and ready, or a new UDP peer).
+    Opened {
+        key: SessionKey,
+        id: u64,
+        listener: ListenerId,
+        peer: SocketAddr,
+    },
+    /// One read (or datagram) from its peer.
+    Read { id: u64, bytes: Vec<u8> },
+    /// One write (or datagram) to its peer.
+    Wrote { id: u64, bytes: Vec<u8> },
+    /// It ended.
+    Closed { id: u64, reason: CloseReason },
 }
 
 /// Where the daemon is in its life.
@@ -114,6 +150,12 @@ pub(crate) struct Core {
     timer_seq: u64,
     /// Whether debug events are on, asked once (at start and reload) rather than per message.
     debug: bool,
+    /// Listener channels (`core/channels.rs`).
+    shared: Slab<shared::Shared>,
+    /// Sessions that joined an open listener channel, to be told it is open.
+    opened_later: Vec<(SessionKey, u16)>,
+    /// A watcher is connected: every session's events are noted.
+    watching: bool,
     now: Instant,
     wall: SystemTime,
 }
@@ -136,6 +178,9 @@ impl Core {
             next_serial: 1,
             timer_seq: 0,
             debug: tracing::enabled!(tracing::Level::DEBUG),
+            shared: Slab::new(),
+            opened_later: Vec::new(),
+            watching: false,
             now,
             wall,
         }
@@ -145,6 +190,16 @@ impl Core {
     pub(crate) fn set_clock(&mut self, now: Instant, wall: SystemTime) {
         self.now = now;
         self.wall = wall;
+    }
+
+    /// Whether every session's events are to be noted (a watcher is connected).
+    pub(crate) fn set_watching(&mut self, on: bool) {
+        self.watching = on;
+    }
+
+    /// Whether a session's events are noted: its listener records, or someone watches.
+    fn tapped(&self, s: &Session) -> bool {
+        self.watching || s.cfg.record.is_some()
     }
 
     /// Ask the subscriber again whether debug events are on (after the log level changed).
@@ -264,6 +319,7 @@ impl Core {
             front: session::Front::Ready,
             front_deadline: self.now,
             tls: None,
+            channels: Vec::new(),
         })
     }
 
@@ -277,6 +333,16 @@ impl Core {
         }
         s.phase = Phase::Open;
         let (sref, lid, cfg) = (s.key_id(key), s.listener, s.cfg.clone());
+        if self.tapped(&self.sessions[key]) {
+            let s = &self.sessions[key];
+            self.effects.push_back(Effect::Note(Note::Opened {
+                key,
+                id: s.info.id,
+                listener: lid,
+                peer: s.info.peer,
+            }));
+        }
+        let s = &self.sessions[key];
         if self.debug {
             let l = &self.listeners[lid.0];
             let tls = s.tls.as_deref();
@@ -303,11 +369,14 @@ impl Core {
 
     /// Fresh bytes from a session's transport.
     pub(crate) fn input(&mut self, key: SessionKey, bytes: &[u8]) {
-        if self
-            .sessions
-            .get(key)
-            .is_some_and(|s| s.phase == Phase::Open)
-        {
+        if let Some(s) = self.sessions.get(key).filter(|s| s.phase == Phase::Open) {
+            if self.tapped(s) {
+                let id = s.info.id;
+                self.effects.push_back(Effect::Note(Note::Read {
+                    id,
+                    bytes: bytes.to_vec(),
+                }));
+            }
             self.drive(key, drive::Input::Bytes(bytes));
         }
     }
@@ -355,7 +424,11 @@ impl Core {
 
     /// What the shell should do before reading from a session.
     pub(crate) fn read_mode(&self, key: SessionKey) -> Option<ReadMode> {
-        self.sessions.get(key).map(Session::read_mode)
+        let mode = self.sessions.get(key).map(Session::read_mode)?;
+        if mode == ReadMode::Read && self.channels_full(key) {
+            return Some(ReadMode::Paused);
+        }
+        Some(mode)
     }
 
     /// Stop taking new sessions on a listener. TCP: its socket closes now and its sessions
@@ -371,6 +444,8 @@ impl Core {
         }
         l.span
             .in_scope(|| info!(event = "listener_stopped", why, "listener stopped"));
+        self.retire_shared(lid);
+        let l = &mut self.listeners[lid.0];
         let serving = l.phase == ListenerPhase::Serving;
         if !l.is_udp() {
             if serving {

@@ -11,7 +11,7 @@ use tracing::debug;
 
 use super::due::Due;
 use super::session::ReadMode;
-use super::{Core, Effect, SessionKey};
+use super::{Core, Effect, Note, SessionKey};
 
 impl Core {
     /// The bytes to write for a session now, if any.
@@ -34,10 +34,26 @@ impl Core {
     /// `n` bytes of what [`Core::transmit`] gave went out.
     pub(crate) fn transmitted(&mut self, key: SessionKey, n: usize) {
         let staged = self.staged.filter(|st| st.key == key);
+        if n > 0
+            && let Some(s) = self.sessions.get(key)
+            && self.tapped(s)
+        {
+            let id = s.info.id;
+            let bytes = match staged {
+                Some(st) if st.in_scratch => &self.scratch[..n],
+                Some(_) => &self.out.data()[..n],
+                None => &s.pending[..n.min(s.pending.len())],
+            };
+            self.effects.push_back(Effect::Note(Note::Wrote {
+                id,
+                bytes: bytes.to_vec(),
+            }));
+        }
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
         let was_paused = s.read_mode() == ReadMode::Paused;
+        let was_full = s.pending.len() >= s.cfg.max_output;
         if let Some(st) = staged {
             self.staged = None;
             let bytes = if st.in_scratch {
@@ -61,6 +77,9 @@ impl Core {
         let s = &self.sessions[key];
         if was_paused && s.read_mode() == ReadMode::Read {
             self.effects.push_back(Effect::Resume(key));
+        }
+        if was_full && s.pending.len() < s.cfg.max_output && !s.channels.is_empty() {
+            self.resume_channels(key);
         }
         self.settle(key);
     }

@@ -120,7 +120,12 @@ impl Core {
     /// sockets under (after applying the effects queued here).
     pub(crate) fn apply_reload(&mut self, plan: Plan, bound: &[SocketAddr]) -> Vec<ListenerId> {
         for (id, cfg) in plan.keep {
-            self.listeners[id.0].cfg = Rc::new(cfg);
+            // An unchanged listener keeps its very factories, so that its shared children
+            // go on; a changed one's serve its open sessions and end after them.
+            if *self.listeners[id.0].cfg != cfg {
+                self.listeners[id.0].cfg = Rc::new(cfg);
+                self.retire_shared(id);
+            }
         }
         for (id, cfg) in plan.revive {
             let l = &mut self.listeners[id.0];
@@ -141,6 +146,7 @@ impl Core {
 
     /// Stop a listener taking new sessions; it leaves when its sessions end.
     fn retire_listener(&mut self, id: ListenerId) {
+        self.retire_shared(id);
         let drain_timeout = self.drain_timeout;
         let l = &mut self.listeners[id.0];
         l.phase = ListenerPhase::Retiring;

@@ -16,8 +16,9 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use switchboard_handlers::{Chain, CloseReason, TimerId};
+use switchboard_handlers::{Chain, ChannelId, CloseReason, TimerId};
 
+use super::channels::Channel;
 use super::{ListenerId, SessionKey};
 use crate::config::ListenerConfig;
 use crate::framing::Framer;
@@ -143,6 +144,8 @@ pub(crate) struct Session {
     pub(crate) front_deadline: Instant,
     /// The TLS handshake's outcome, on a TLS listener.
     pub(crate) tls: Option<Box<TlsInfo>>,
+    /// The channels its handlers opened, by slot (`core/channels.rs`).
+    pub(crate) channels: Vec<Option<Channel>>,
 }
 
 impl Session {
@@ -169,12 +172,27 @@ impl Session {
     }
 
     /// Whether a draining session may end: nothing left to write and, unless a handler asked
-    /// for the end, no handler timer pending.
+    /// for the end, no handler timer pending and no channel open.
     pub(crate) fn drained(&self, staged: bool) -> bool {
         matches!(self.phase, Phase::Draining(_))
             && self.pending.is_empty()
             && !staged
             && self.timers.is_empty()
+            && (self.chain.is_closing() || self.channels.iter().all(Option::is_none))
+    }
+
+    /// The channel `(link, id)` and its slot.
+    pub(crate) fn channel_at(&mut self, link: usize, id: ChannelId) -> Option<(u16, &mut Channel)> {
+        self.channels.iter_mut().enumerate().find_map(|(i, c)| {
+            c.as_mut()
+                .filter(|c| (c.link, c.id) == (link, id))
+                .map(|c| (i as u16, c))
+        })
+    }
+
+    /// The channel in `slot`.
+    pub(crate) fn channel_mut(&mut self, slot: u16) -> Option<&mut Channel> {
+        self.channels.get_mut(slot as usize)?.as_mut()
     }
 
     /// Forget the timer `(link, id)`; whether it was pending.
