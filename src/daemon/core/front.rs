@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use switchboard_handlers::CloseReason;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::due::Due;
 use super::limits::{Event, Refusal};
@@ -96,6 +96,16 @@ impl Core {
             return;
         }
         s.front = Front::Ready;
+        if self.debug {
+            debug!(
+                session = s.info.id,
+                event = "tls_ready",
+                version = info.version,
+                sni = info.sni.as_deref(),
+                client_cert = info.client_cert.as_deref(),
+                "TLS handshake done"
+            );
+        }
         s.info.client_cert = info.client_cert.clone();
         s.tls = Some(Box::new(info));
         self.open(key);

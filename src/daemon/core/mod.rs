@@ -345,10 +345,7 @@ impl Core {
         let s = &self.sessions[key];
         if self.debug {
             let l = &self.listeners[lid.0];
-            let tls = s.tls.as_deref();
-            debug!(parent: &l.span, event = "session_opened", session = sref.id, peer = %s.info.peer,
-                tls = tls.map(|t| t.version), sni = tls.and_then(|t| t.sni.as_deref()),
-                client_cert = s.info.client_cert.as_deref(), "session opened");
+            debug!(parent: &l.span, event = "session_opened", session = sref.id, peer = %s.info.peer, "session opened");
         }
         if let Some(idle) = cfg.idle_timeout {
             self.timers.push(self.now + idle, Due::Idle(sref));
@@ -583,25 +580,6 @@ impl Core {
             }
             _ => {}
         }
-    }
-
-    /// Status lines for the log and `switchboard status`.
-    pub(crate) fn status_lines(&self) -> Vec<String> {
-        let rows = metrics::rows(&self.listeners, &self.sessions);
-        let open = self.sessions.iter().filter(|(_, s)| s.is_live()).count();
-        metrics::status_lines(&rows, open, self.console.attached())
-    }
-
-    /// Log the status (SIGUSR1).
-    pub(crate) fn log_status(&self) {
-        for line in self.status_lines() {
-            info!(event = "status", "{line}");
-        }
-    }
-
-    /// The Prometheus text exposition.
-    pub(crate) fn prometheus(&self) -> String {
-        metrics::prometheus(&metrics::rows(&self.listeners, &self.sessions))
     }
 
     pub(crate) fn set_drain_timeout(&mut self, d: Duration) {
