@@ -368,3 +368,99 @@ fn tls_on_udp_and_unusable_files_are_config_errors_naming_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn chat_and_bench_speak_tls_and_cert_keeps_files_unless_forced() {
+    let mut d = Daemon::start_with(
+        &tcp_listener(
+            "tls",
+            "[\"bye-close\", \"echo\"]",
+            "framing = \"line\"\n[listener.tls]\ncert = \"server.pem\"\nkey = \"server.key\"",
+        ),
+        |dir| make_cert(dir, "server", &["localhost"]),
+    );
+    let dir = d.dir.path().to_path_buf();
+    let (ca, target) = (
+        dir.join("server.pem"),
+        format!("localhost:{}", d.addr("tls").port()),
+    );
+    let ca = ca.to_str().unwrap();
+    let o = run_in(
+        &["chat", "--tls", "--ca", ca, "--newline", &target],
+        None,
+        "one\nbye\n",
+    );
+    assert_eq!(stdout(&o), "< one\n< bye\n", "{}", stderr(&o));
+    let o = run(&[
+        "bench",
+        "--tls",
+        "--ca",
+        ca,
+        &target,
+        "--mode",
+        "connect",
+        "--duration",
+        "300ms",
+        "--json",
+    ]);
+    let r: Value =
+        serde_json::from_str(stdout(&o).trim()).unwrap_or_else(|_| panic!("{}", stderr(&o)));
+    assert!(
+        r["ops"].as_u64() > Some(0) && r["errors"] == 0 && r["tls"] == true,
+        "{r}"
+    );
+    for mode in ["pingpong", "bulk"] {
+        let o = run(&[
+            "bench",
+            "--tls",
+            "--insecure",
+            &target,
+            "--mode",
+            mode,
+            "--connections",
+            "2",
+            "--duration",
+            "200ms",
+            "--json",
+        ]);
+        let r: Value =
+            serde_json::from_str(stdout(&o).trim()).unwrap_or_else(|_| panic!("{}", stderr(&o)));
+        assert!(
+            r["ops"].as_u64() > Some(0) && r["errors"] == 0,
+            "{mode}: {r}"
+        );
+    }
+    // A certificate the client does not trust: a clear error, exit 1.
+    make_cert(&dir, "other", &["localhost"]);
+    let other = dir.join("other.pem");
+    let o = run(&[
+        "send",
+        "--tls",
+        "--ca",
+        other.to_str().unwrap(),
+        &target,
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("TLS handshake with")
+            && stderr(&o).contains("invalid peer certificate"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(d.wait_event("handshake_failed").is_object());
+    // `cert` does not overwrite without --force.
+    let o = run(&[
+        "cert",
+        "localhost",
+        "--cert",
+        ca,
+        "--key",
+        dir.join("k").to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("exists"),
+        "{}",
+        stderr(&o)
+    );
+}
