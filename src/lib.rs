@@ -14,6 +14,7 @@ pub mod framing;
 pub mod logging;
 pub mod port;
 pub mod privileges;
+pub mod transcript;
 
 use std::path::Path;
 use std::process::ExitCode;

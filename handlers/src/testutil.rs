@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::registry::{BuildEnv, BuildError, NoFiles, Registry};
 use crate::settings::Settings;
-use crate::{Action, Chain, CloseReason, Flow, Handler, HandlerFactory, Outbox, Proto, Session};
+use crate::{
+    Action, Chain, CloseReason, Flow, Handler, HandlerFactory, Handoff, Outbox, Proto, Session,
+};
 
 /// A session with a fixed peer and clock, and a chain to call.
 #[derive(Debug)]
@@ -60,6 +62,13 @@ impl Harness {
     pub fn operator(&mut self, line: &str) -> &Outbox {
         self.out.clear();
         self.flow = Some(self.chain.operator(line, &self.session, &mut self.out));
+        &self.out
+    }
+
+    /// Tell the chain where the session stands with the people at the console.
+    pub fn handoff(&mut self, to: Handoff) -> &Outbox {
+        self.out.clear();
+        self.chain.handoff(to, &self.session, &mut self.out);
         &self.out
     }
 

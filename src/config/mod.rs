@@ -17,10 +17,12 @@ use switchboard_handlers::registry::SourceFile;
 use switchboard_handlers::{BuildEnv, HandlerFactory, Proto};
 
 mod chain;
+mod desk;
 mod limits;
 mod read;
 mod validate;
 
+pub use desk::{DEFAULT_MAX_TRANSCRIPT, ReplyMode, Transcripts};
 pub use limits::{Limits, Rate};
 use validate::Validator;
 
@@ -121,6 +123,10 @@ pub struct ListenerConfig {
     pub faults: Faults,
     /// Access rules, session limits and hardening (see `config/limits.rs`).
     pub limits: Limits,
+    /// How replies are paced against the peer's messages.
+    pub reply_mode: ReplyMode,
+    /// Where conversations are written, when they are.
+    pub transcripts: Option<Arc<Transcripts>>,
 }
 
 /// Faults the loop applies to a UDP listener's replies. Deterministic under `seed`.
@@ -163,6 +169,8 @@ impl PartialEq for ListenerConfig {
             once,
             faults,
             limits,
+            reply_mode,
+            transcripts,
         } = self;
         (
             name,
@@ -190,6 +198,7 @@ impl PartialEq for ListenerConfig {
             )
             && *faults == o.faults
             && *limits == o.limits
+            && (reply_mode, transcripts) == (&o.reply_mode, &o.transcripts)
     }
 }
 
@@ -202,6 +211,11 @@ impl ListenerConfig {
     /// Whether the chain has a handler that takes operator lines.
     pub fn takes_operator(&self) -> bool {
         self.handlers.iter().any(|h| h.takes_operator())
+    }
+
+    /// How many recent messages of a session operators are shown (0: none kept).
+    pub fn history(&self) -> usize {
+        self.handlers.iter().map(|h| h.history()).max().unwrap_or(0)
     }
 }
 

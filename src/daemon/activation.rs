@@ -248,6 +248,8 @@ mod tests {
             once: false,
             faults: crate::config::Faults::default(),
             limits: crate::config::Limits::default(),
+            reply_mode: crate::config::ReplyMode::Free,
+            transcripts: None,
         }
     }
 

@@ -24,6 +24,7 @@ mod rlimit;
 mod tcp;
 pub(crate) mod timers;
 mod tokens;
+mod transcripts;
 mod transport;
 mod udp;
 
@@ -87,6 +88,8 @@ pub struct Daemon {
     /// The stdin console's operator id, while it is attached.
     stdin_op: Option<core::OpId>,
     metrics: Option<http::Metrics>,
+    /// The transcript writer thread, once a listener writes transcripts.
+    transcripts: Option<transcripts::Writer>,
     timers: Timers<ShellDue>,
     /// The one read buffer every socket reads into.
     buf: Vec<u8>,
@@ -116,6 +119,17 @@ impl std::fmt::Debug for Daemon {
 /// Name, protocol and bound address of each listener.
 pub type LocalAddrs = Vec<(Arc<str>, Proto, SocketAddr)>;
 
+/// Every listener's transcript folder can be written (made if missing).
+pub(crate) fn check_transcripts(config: &Config) -> anyhow::Result<()> {
+    for l in &config.listeners {
+        if let Some(t) = &l.transcripts {
+            t.check()
+                .map_err(|e| anyhow::anyhow!("listener {:?}: transcripts: {e}", &*l.name))?;
+        }
+    }
+    Ok(())
+}
+
 impl Daemon {
     /// Bind every listener of `config` and prepare the loop. Nothing is served until
     /// [`run`](Daemon::run).
@@ -143,6 +157,7 @@ impl Daemon {
             control: control::Control::default(),
             stdin_op: None,
             metrics: None,
+            transcripts: None,
             timers: Timers::default(),
             buf: vec![0; READ_BUF],
             batch: None,
@@ -178,6 +193,9 @@ impl Daemon {
             config.daemon.group.as_deref(),
             &owned,
         )?;
+        // As the user the daemon serves as: a folder it cannot write is an error now, not
+        // lines lost later.
+        check_transcripts(config)?;
         rlimit::check_open_files(&config.listeners);
         info!(event = "ready", listeners = config.listeners.len(), "ready");
         daemon
@@ -356,6 +374,12 @@ impl Daemon {
                 Effect::StopListener(id) => self.stop_listener(id),
                 Effect::Tell(op, line) => self.tell(op, &line),
                 Effect::Datagrams => self.send_datagrams(),
+                Effect::Transcripts => {
+                    let records = self.core.take_records();
+                    self.transcripts
+                        .get_or_insert_with(transcripts::Writer::spawn)
+                        .write(records);
+                }
             }
         }
     }

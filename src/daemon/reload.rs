@@ -35,6 +35,7 @@ impl Daemon {
             }
             format!("the config has {} error(s): {errors}", errors.0.len())
         })?;
+        super::check_transcripts(&new).map_err(|e| format!("{e:#}"))?;
         let plan = self.core.plan_reload(&new);
         // Bind first: a failure here leaves everything as it was.
         let mut bound = Vec::new();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::registry::{BuildEnv, BuildError, SourceFile};
 use crate::testutil::{Harness, build_one, build_with};
-use crate::{Action, Flow, Outbox, Proto, Scope};
+use crate::{Action, Flow, Handoff, Outbox, Proto, Scope};
 
 fn bot(script: &str) -> Harness {
     let factory = build_one("scripted-reply", script).unwrap_or_else(|e| panic!("{e}"));
@@ -493,50 +493,103 @@ fn tcp_greeting_is_sent_on_open() {
     assert_eq!(ask(&mut h, "help"), ["help text"]);
 }
 
-fn udp_bot(script: &str) -> Harness {
-    let mut h = bot(script);
+#[test]
+fn udp_greeting_is_sent_ahead_of_the_first_answer_whoever_gives_it() {
+    let mut h = bot(GREETER);
     h.session.proto = Proto::Udp;
-    assert!(
-        h.open().is_empty(),
-        "UDP greeting held for the first answer"
+    let out = h.open();
+    assert!(!out.has_messages(), "no datagram of its own");
+    assert_eq!(
+        out.actions(),
+        &[Action::Ahead {
+            link: 0,
+            bytes: "您好 127.0.0.1:40000".into()
+        }],
+        "the loop puts it in front of the first answer"
     );
-    h
-}
-
-#[test]
-fn udp_greeting_rides_with_the_first_answer_in_one_datagram() {
-    let mut h = udp_bot(GREETER);
-    assert_eq!(ask(&mut h, "help"), ["您好 127.0.0.1:40000\nhelp text"]);
     assert_eq!(ask(&mut h, "help"), ["help text"]);
+}
 
-    let mut h = udp_bot(GREETER);
-    assert!(h.message(b"later").data().is_empty());
-    assert_eq!(
-        h.fire_timers().data(),
-        "您好 127.0.0.1:40000\nlater text".as_bytes()
-    );
+const HANDOFF: &str = r#"
+fallback = "sorry?"
+handoff_after_unmatched = 2
+[[rule]]
+match = "exact"
+pattern = "help"
+reply = "help text"
+[[rule]]
+match = "exact"
+pattern = "human"
+reply = "connecting you to a person"
+handoff = true
+[[rule]]
+match = "exact"
+pattern = "slow"
+reply = "slow text"
+delay = "1s"
+"#;
 
-    let mut h = udp_bot(GREETER);
-    assert_eq!(
-        ask(&mut h, "hush"),
-        ["您好 127.0.0.1:40000"],
-        "alone when the reply is empty"
-    );
-
-    let mut h = udp_bot(&format!("fallback = \"?\"\n{GREETER}"));
-    assert_eq!(ask(&mut h, "zzz"), ["您好 127.0.0.1:40000\n?"]);
+fn asked_handoff(out: &Outbox) -> bool {
+    out.actions()
+        .iter()
+        .any(|a| matches!(a, Action::Handoff { .. }))
 }
 
 #[test]
-fn udp_greeting_is_dropped_when_the_first_message_is_passed_on() {
-    let mut h = udp_bot(GREETER);
-    assert!(h.message(b"zzz").is_empty());
+fn a_handoff_rule_answers_then_asks_for_a_person_and_the_bot_falls_silent() {
+    let mut h = bot(HANDOFF);
+    let out = h.message(b"human");
+    assert!(asked_handoff(out));
+    assert_eq!(h.sent(), ["connecting you to a person"]);
+    h.handoff(Handoff::Waiting { position: 1 });
+    let out = h.message(b"help");
+    assert!(out.is_empty(), "silent: {out:?}");
+    assert_eq!(h.flow(), Some(Flow::Pass), "passed on to the person");
+    h.handoff(Handoff::Taken);
+    h.message(b"help");
     assert_eq!(h.flow(), Some(Flow::Pass));
-    assert_eq!(
-        ask(&mut h, "help"),
-        ["help text"],
-        "one datagram per message, in step"
+    h.handoff(Handoff::Released);
+    assert_eq!(ask(&mut h, "help"), ["help text"], "given back: answers again");
+}
+
+#[test]
+fn unmatched_messages_in_a_row_hand_over_and_a_match_resets_the_count() {
+    let mut h = bot(HANDOFF);
+    assert_eq!(ask(&mut h, "zzz"), ["sorry?"]);
+    assert_eq!(ask(&mut h, "help"), ["help text"], "the count starts again");
+    assert_eq!(ask(&mut h, "zzz"), ["sorry?"]);
+    let out = h.message(b"still zzz");
+    assert!(asked_handoff(out));
+    assert!(!out.has_messages(), "no fallback: the message goes to a person");
+    assert_eq!(h.flow(), Some(Flow::Pass));
+}
+
+#[test]
+fn a_reply_decided_before_the_handoff_still_goes_out() {
+    let mut h = bot(HANDOFF);
+    let timers: Vec<Action> = h.message(b"slow").actions().to_vec();
+    h.handoff(Handoff::Taken);
+    let mut out = Outbox::new();
+    for a in timers {
+        if let Action::Timer { link, id, .. } = a {
+            h.chain.timer(link, id, &h.session, &mut out);
+        }
+    }
+    let sent: Vec<&[u8]> = out.messages().collect();
+    assert_eq!(sent, [&b"slow text"[..]]);
+}
+
+#[test]
+fn handoff_settings_are_checked() {
+    let e = error("handoff_after_unmatched = 0\nfallback = \"?\"");
+    assert!(e.message.starts_with("key `handoff_after_unmatched`"), "{e}");
+    let e = error(
+        "[[rule]]\nmatch = \"exact\"\npattern = \"x\"\nreply = \"y\"\nclose = true\nhandoff = true",
     );
+    assert!(e.message.starts_with("rule 1: has both `close` and `handoff`"), "{e}");
+    let f = build_one("scripted-reply", HANDOFF).unwrap();
+    assert!(f.hands_off());
+    assert!(!build_one("scripted-reply", KINDS).unwrap().hands_off());
 }
 
 #[test]

@@ -13,12 +13,14 @@
 
 mod console;
 mod datagrams;
+mod desk;
 mod drive;
 mod due;
 mod limits;
 mod listeners;
 mod metrics;
 mod reload;
+mod replies;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -38,6 +40,7 @@ use due::Due;
 pub(crate) use limits::Refusal;
 pub(crate) use listeners::{Listener, ListenerId, ListenerPhase};
 pub(crate) use reload::ReloadSummary;
+pub(crate) use replies::Record;
 pub(crate) use session::ReadMode;
 use session::{Phase, Session};
 
@@ -69,6 +72,8 @@ pub(crate) enum Effect {
     Tell(OpId, String),
     /// Datagrams are ready to send: [`Core::datagrams`].
     Datagrams,
+    /// Transcript lines are ready to write: [`Core::take_records`].
+    Transcripts,
 }
 
 /// Where the daemon is in its life.
@@ -102,6 +107,8 @@ pub(crate) struct Core {
     datagrams: Datagrams,
     /// The one outbox every handler call writes into.
     out: Outbox,
+    /// What the drive in progress heard and said, and the transcript lines for the shell.
+    said: replies::Said,
     /// Framed output (line framing's newlines) for the last drive.
     scratch: Vec<u8>,
     staged: Option<Staged>,
@@ -126,6 +133,7 @@ impl Core {
             console: console::Console::default(),
             datagrams: Datagrams::default(),
             out: Outbox::new(),
+            said: replies::Said::default(),
             scratch: Vec::new(),
             staged: None,
             state: RunState::Running,
@@ -238,8 +246,14 @@ impl Core {
             now: self.wall,
             operators: self.console.attached(),
         };
+        let history =
+            (cfg.history() > 0 && cfg.takes_operator()).then(|| desk::History::new(cfg.history()));
         self.sessions.insert(Session {
             info,
+            owed: 0,
+            held: Vec::new(),
+            desk: desk::Desk::Bot,
+            history,
             listener: lid,
             chain: Chain::new(&cfg.handlers),
             framer,

@@ -1,6 +1,7 @@
 //! The core driven in process: sessions through every state, timers, drain and stop, UDP
 //! batches, the console, reload and metrics, with a virtual clock and no sockets.
 
+mod desk;
 mod harness;
 mod reload;
 mod udp;
