@@ -60,21 +60,20 @@ impl Entry {
 /// Read a transcript file. A line that is not an entry is an error naming the file and line.
 pub fn read(path: &Path) -> anyhow::Result<Vec<Entry>> {
     let file = std::fs::File::open(path).map_err(|e| {
-        anyhow::anyhow!("cannot read {}: {}", path.display(), crate::client::words(&e))
+        anyhow::anyhow!(
+            "cannot read {}: {}",
+            path.display(),
+            crate::client::words(&e)
+        )
     })?;
     let mut entries = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line =
-            line.map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), i + 1, e))?;
+        let line = line.map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), i + 1, e))?;
         if line.trim().is_empty() {
             continue;
         }
         let entry: Entry = serde_json::from_str(&line).map_err(|e| {
-            anyhow::anyhow!(
-                "{}:{}: not a transcript line: {e}",
-                path.display(),
-                i + 1
-            )
+            anyhow::anyhow!("{}:{}: not a transcript line: {e}", path.display(), i + 1)
         })?;
         entries.push(entry);
     }
