@@ -549,7 +549,11 @@ fn a_handoff_rule_answers_then_asks_for_a_person_and_the_bot_falls_silent() {
     h.message(b"help");
     assert_eq!(h.flow(), Some(Flow::Pass));
     h.handoff(Handoff::Released);
-    assert_eq!(ask(&mut h, "help"), ["help text"], "given back: answers again");
+    assert_eq!(
+        ask(&mut h, "help"),
+        ["help text"],
+        "given back: answers again"
+    );
 }
 
 #[test]
@@ -560,7 +564,10 @@ fn unmatched_messages_in_a_row_hand_over_and_a_match_resets_the_count() {
     assert_eq!(ask(&mut h, "zzz"), ["sorry?"]);
     let out = h.message(b"still zzz");
     assert!(asked_handoff(out));
-    assert!(!out.has_messages(), "no fallback: the message goes to a person");
+    assert!(
+        !out.has_messages(),
+        "no fallback: the message goes to a person"
+    );
     assert_eq!(h.flow(), Some(Flow::Pass));
 }
 
@@ -582,11 +589,18 @@ fn a_reply_decided_before_the_handoff_still_goes_out() {
 #[test]
 fn handoff_settings_are_checked() {
     let e = error("handoff_after_unmatched = 0\nfallback = \"?\"");
-    assert!(e.message.starts_with("key `handoff_after_unmatched`"), "{e}");
+    assert!(
+        e.message.starts_with("key `handoff_after_unmatched`"),
+        "{e}"
+    );
     let e = error(
         "[[rule]]\nmatch = \"exact\"\npattern = \"x\"\nreply = \"y\"\nclose = true\nhandoff = true",
     );
-    assert!(e.message.starts_with("rule 1: has both `close` and `handoff`"), "{e}");
+    assert!(
+        e.message
+            .starts_with("rule 1: has both `close` and `handoff`"),
+        "{e}"
+    );
     let f = build_one("scripted-reply", HANDOFF).unwrap();
     assert!(f.hands_off());
     assert!(!build_one("scripted-reply", KINDS).unwrap().hands_off());
@@ -913,12 +927,24 @@ fn support_bot_script_answers_in_chinese_and_english() {
         ask(&mut h, "订单").concat().contains("订单 12345"),
         "asks for the number"
     );
-    h.message(b"blah");
-    assert_eq!(
-        h.flow(),
-        Some(Flow::Pass),
-        "no fallback: unknown questions go to the operator"
+    assert!(
+        ask(&mut h, "blah").concat().contains("没听懂"),
+        "the fallback, the first time"
     );
+    let out = h.message(b"blah blah");
+    assert!(
+        out.actions()
+            .iter()
+            .any(|a| matches!(a, Action::Handoff { .. })),
+        "not understood twice: to a person"
+    );
+    assert_eq!(h.flow(), Some(Flow::Pass));
+    h.handoff(crate::Handoff::Waiting { position: 1 });
+    assert!(
+        h.message("人工".as_bytes()).is_empty(),
+        "silent until given back"
+    );
+    assert_eq!(h.flow(), Some(Flow::Pass));
 }
 
 #[test]
@@ -936,8 +962,7 @@ fn support_bot_refund_dialogue() {
     assert!(ask(&mut h, "12345").concat().contains("订单 12345"));
     assert!(ask(&mut h, "是").concat().contains("已提交"));
     // Back in start: a bare number is not taken as a refund any more.
-    h.message(b"12345");
-    assert_eq!(h.flow(), Some(Flow::Pass));
+    assert!(ask(&mut h, "12345").concat().contains("没听懂"));
 
     let mut h = support_bot();
     ask(&mut h, "refund");
