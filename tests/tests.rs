@@ -6,6 +6,8 @@ mod cli;
 mod clients;
 mod console;
 mod core;
+mod desk;
+mod dialogues;
 mod limits;
 mod port;
 mod service;
