@@ -41,8 +41,9 @@ pub(super) fn dialogues(entries: &[Entry], source: &str, only: Option<u64>) -> S
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Dialogues from the transcript {source}: what scripted-reply said there, which the\n\
-         # script must keep saying. Run: switchboard test-script SCRIPT THIS_FILE"
+        "# Dialogues from the transcript {source}:\n\
+         # what scripted-reply said there, which the script must keep saying.\n\
+         # Run: switchboard test-script SCRIPT THIS_FILE"
     );
     let mut listener = None;
     for (id, list) in sessions(entries) {

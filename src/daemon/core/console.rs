@@ -240,9 +240,13 @@ impl Core {
                         .tell(op, format!("(!) no open session #{id}"), &mut self.effects)
                 }
             },
-            Command::At(id, text) => self.operator_reply(op, id, &text),
+            Command::At(id, text) => {
+                self.operator_reply(op, id, &text);
+            }
             Command::Reply(text) => match self.focus_of(op) {
-                Some(id) => self.operator_reply(op, id, &text),
+                Some(id) => {
+                    self.operator_reply(op, id, &text);
+                }
                 None => self.console.tell(
                     op,
                     "(!) no session to reply to yet; /list shows the open ones",
@@ -319,7 +323,16 @@ impl Core {
         match text {
             Some(text) => {
                 let id = s.info.id;
-                self.operator_reply(op, id, &text);
+                if self.operator_reply(op, id, &text) {
+                    // They did not type it: show them what went out.
+                    let line = format!(
+                        "[{}] {}> {}",
+                        self.console_tag(key),
+                        self.op_name(op),
+                        escape(text.as_bytes())
+                    );
+                    self.console.tell(op, line, &mut self.effects);
+                }
             }
             None => {
                 let line = format!("(!) no canned reply named {name:?}; /c lists them");
@@ -328,15 +341,16 @@ impl Core {
         }
     }
 
-    fn operator_reply(&mut self, op: OpId, id: u64, text: &str) {
+    /// An operator's reply to session `id`; whether it was sent.
+    fn operator_reply(&mut self, op: OpId, id: u64, text: &str) -> bool {
         let Some(key) = self.find_session(id) else {
             let line = format!(
                 "(!) session #{id} has ended (or is closing); your reply was not sent (/list shows the open ones)"
             );
             self.console.tell(op, line, &mut self.effects);
-            return;
+            return false;
         };
-        match self.sessions[key].desk {
+        match self.sessions[key].desk.with {
             Desk::Taken { op: owner, .. } if owner == op => {}
             Desk::Taken { op: owner, .. } => {
                 let line = format!(
@@ -344,13 +358,13 @@ impl Core {
                     self.op_name(owner)
                 );
                 self.console.tell(op, line, &mut self.effects);
-                return;
+                return false;
             }
             // Answering a session takes it: its bot falls silent.
             Desk::Bot | Desk::Waiting { .. } => self.take(op, key, false),
         }
         if self.find_session(id).is_none() {
-            return;
+            return false;
         }
         let tag = self.console_tag(key);
         let name = self.op_name(op);
@@ -360,9 +374,10 @@ impl Core {
         if flow == Flow::Pass {
             let line = format!("(!) no handler of session #{id} takes replies");
             self.console.tell(op, line, &mut self.effects);
-            return;
+            return false;
         }
         let line = format!("[{tag}] {name}> {}", escape(text.as_bytes()));
         self.console.broadcast(&line, Some(op), &mut self.effects);
+        true
     }
 }

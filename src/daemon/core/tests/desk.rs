@@ -368,6 +368,11 @@ fn canned_replies_are_listed_and_sent_with_their_variables() {
     );
     say(&mut h, 1, "/c refund");
     assert_eq!(h.received(s), "refunds for 127.0.0.1:40001 take 3 days");
+    assert_eq!(
+        told(&mut h, 1),
+        ["[#1 t/tcp 127.0.0.1:40001] op1> refunds for 127.0.0.1:40001 take 3 days"],
+        "shown what went out"
+    );
 }
 
 #[test]
