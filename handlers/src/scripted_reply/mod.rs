@@ -69,6 +69,8 @@
 //! unknown template names, `reply` and `replies` both or neither, a `next` state no rule has as
 //! its `state` (a dead end), a `state` no rule leads to, a bad `delay`, an empty script.
 
+#[cfg(test)]
+mod handoff_tests;
 mod matcher;
 mod script;
 #[cfg(test)]

@@ -21,6 +21,7 @@ use super::console::OpId;
 use super::drive::Input;
 use super::replies::Speaker;
 use super::{Core, SessionKey};
+use crate::config::ListenerConfig;
 
 /// Where a session stands with the people at the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,6 +36,37 @@ pub(crate) enum Desk {
     Taken { op: OpId, seq: u64 },
 }
 
+/// A session's part of the support desk: who answers it, its recent messages, and what the
+/// reply discipline keeps for it (`replies.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct Attendance {
+    pub(crate) with: Desk,
+    /// Its recent messages both ways, when operators are shown them.
+    pub(crate) history: Option<Box<History>>,
+    /// `reply_mode = "one-per-message"`: messages of the peer not answered yet.
+    pub(crate) owed: u32,
+    /// Text that goes out in front of the next reply (empty, without capacity, when none).
+    pub(crate) held: Vec<u8>,
+}
+
+impl Attendance {
+    /// A session of this listener: with its handlers, and a history when operators are
+    /// shown one.
+    pub(crate) fn for_listener(cfg: &ListenerConfig) -> Attendance {
+        let max = cfg.history();
+        let history = (max > 0 && cfg.takes_operator()).then(|| {
+            Box::new(History {
+                lines: VecDeque::new(),
+                max,
+            })
+        });
+        Attendance {
+            history,
+            ..Attendance::default()
+        }
+    }
+}
+
 /// A session's recent messages, both ways, oldest first.
 #[derive(Debug)]
 pub(crate) struct History {
@@ -43,13 +75,6 @@ pub(crate) struct History {
 }
 
 impl History {
-    pub(crate) fn new(max: usize) -> Box<History> {
-        Box::new(History {
-            lines: VecDeque::new(),
-            max,
-        })
-    }
-
     pub(crate) fn push(&mut self, who: Speaker, text: String) {
         if self.lines.len() >= self.max {
             self.lines.pop_front();
@@ -83,14 +108,14 @@ impl Core {
     /// A waiting session whose place moved since its chain last heard it: the new place,
     /// now recorded as heard.
     pub(super) fn moved_position(&mut self, key: SessionKey) -> Option<usize> {
-        let Desk::Waiting { told, .. } = self.sessions.get(key)?.desk else {
+        let Desk::Waiting { told, .. } = self.sessions.get(key)?.desk.with else {
             return None;
         };
         let now = self.queue_position(key)?;
         if now == told {
             return None;
         }
-        if let Desk::Waiting { told, .. } = &mut self.sessions[key].desk {
+        if let Desk::Waiting { told, .. } = &mut self.sessions[key].desk.with {
             *told = now;
         }
         Some(now)
@@ -113,14 +138,14 @@ impl Core {
             debug!(session = s.info.id, by = %by, "handoff asked, but no handler takes operator lines; ignored");
             return;
         }
-        if s.desk != Desk::Bot {
+        if s.desk.with != Desk::Bot {
             return;
         }
         let id = s.info.id;
         self.console.next_seq += 1;
         let seq = self.console.next_seq;
         let position = self.enqueue(seq, key);
-        self.sessions[key].desk = Desk::Waiting {
+        self.sessions[key].desk.with = Desk::Waiting {
             seq,
             told: position,
         };
@@ -154,7 +179,7 @@ impl Core {
     pub(super) fn take(&mut self, op: OpId, key: SessionKey, explicit: bool) {
         let name = self.op_name(op);
         let s = &self.sessions[key];
-        let (prev, id) = (s.desk, s.info.id);
+        let (prev, id) = (s.desk.with, s.info.id);
         let tag = self.console_tag(key);
         if let Desk::Taken { op: owner, .. } = prev
             && owner == op
@@ -173,7 +198,7 @@ impl Core {
             }
         };
         self.dequeue(key);
-        self.sessions[key].desk = Desk::Taken { op, seq };
+        self.sessions[key].desk.with = Desk::Taken { op, seq };
         info!(event = "taken", session = id, operator = %name, explicit, "an operator took the session");
         self.transcribe_event(key, "taken", &Speaker::Operator(name.clone()), None);
         let line = format!("[{tag}] taken by {name}");
@@ -189,7 +214,7 @@ impl Core {
     pub(super) fn give_back(&mut self, op: OpId, key: SessionKey) {
         let name = self.op_name(op);
         let s = &self.sessions[key];
-        let (desk, id) = (s.desk, s.info.id);
+        let (desk, id) = (s.desk.with, s.info.id);
         let tag = self.console_tag(key);
         match desk {
             Desk::Bot => {
@@ -208,7 +233,7 @@ impl Core {
             Desk::Waiting { .. } | Desk::Taken { .. } => {}
         }
         self.dequeue(key);
-        self.sessions[key].desk = Desk::Bot;
+        self.sessions[key].desk.with = Desk::Bot;
         info!(event = "released", session = id, operator = %name, "given back to the handlers");
         self.transcribe_event(key, "released", &Speaker::Operator(name.clone()), None);
         let line = format!("[{tag}] released by {name}: the handlers answer again");
@@ -221,14 +246,14 @@ impl Core {
         let keys: Vec<(SessionKey, u64)> = self
             .sessions
             .iter()
-            .filter_map(|(k, s)| match s.desk {
+            .filter_map(|(k, s)| match s.desk.with {
                 Desk::Taken { op: o, seq } if o == op => Some((k, seq)),
                 _ => None,
             })
             .collect();
         for (key, seq) in keys {
             let position = self.enqueue(seq, key);
-            self.sessions[key].desk = Desk::Waiting {
+            self.sessions[key].desk.with = Desk::Waiting {
                 seq,
                 told: position,
             };
@@ -246,7 +271,7 @@ impl Core {
     fn show_history(&mut self, key: SessionKey, headline: &str, to: Option<OpId>) {
         let tag = self.console_tag(key);
         let mut lines = vec![format!("[{tag}] {headline}")];
-        if let Some(h) = &self.sessions[key].history {
+        if let Some(h) = &self.sessions[key].desk.history {
             for (who, text) in &h.lines {
                 lines.push(format!("[{tag}] | {who}> {}", escape(text.as_bytes())));
             }
@@ -268,7 +293,7 @@ impl Core {
 
     /// Who has a session, for `/list`.
     pub(super) fn desk_label(&self, key: SessionKey) -> String {
-        match self.sessions[key].desk {
+        match self.sessions[key].desk.with {
             Desk::Bot => "bot".into(),
             Desk::Waiting { .. } => {
                 format!("waiting {}", self.queue_position(key).map_or(0, |p| p))

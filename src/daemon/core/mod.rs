@@ -246,14 +246,9 @@ impl Core {
             now: self.wall,
             operators: self.console.attached(),
         };
-        let history =
-            (cfg.history() > 0 && cfg.takes_operator()).then(|| desk::History::new(cfg.history()));
         self.sessions.insert(Session {
             info,
-            owed: 0,
-            held: Vec::new(),
-            desk: desk::Desk::Bot,
-            history,
+            desk: desk::Attendance::for_listener(&cfg),
             listener: lid,
             chain: Chain::new(&cfg.handlers),
             framer,
@@ -606,25 +601,6 @@ impl Core {
             }
             _ => {}
         }
-    }
-
-    /// Status lines for the log and `switchboard status`.
-    pub(crate) fn status_lines(&self) -> Vec<String> {
-        let rows = metrics::rows(&self.listeners, &self.sessions);
-        let open = self.sessions.iter().filter(|(_, s)| s.is_live()).count();
-        metrics::status_lines(&rows, open, self.console.attached())
-    }
-
-    /// Log the status (SIGUSR1).
-    pub(crate) fn log_status(&self) {
-        for line in self.status_lines() {
-            info!(event = "status", "{line}");
-        }
-    }
-
-    /// The Prometheus text exposition.
-    pub(crate) fn prometheus(&self) -> String {
-        metrics::prometheus(&metrics::rows(&self.listeners, &self.sessions))
     }
 
     pub(crate) fn set_drain_timeout(&mut self, d: Duration) {

@@ -124,7 +124,7 @@ impl Core {
     pub(super) fn records(&self, key: SessionKey) -> bool {
         self.sessions
             .get(key)
-            .is_some_and(|s| s.history.is_some() || s.cfg.transcripts.is_some())
+            .is_some_and(|s| s.desk.history.is_some() || s.cfg.transcripts.is_some())
     }
 
     /// Record what the drive in progress heard and said and was not recorded yet.
@@ -199,11 +199,11 @@ impl Core {
     fn keep(&mut self, key: SessionKey, who: &Speaker, name: Option<String>, text: String) {
         let s = &mut self.sessions[key];
         if s.cfg.transcripts.is_some() {
-            if let Some(h) = &mut s.history {
+            if let Some(h) = &mut s.desk.history {
                 h.push(who.clone(), text.clone());
             }
             self.transcribe(key, who, name, None, text);
-        } else if let Some(h) = &mut s.history {
+        } else if let Some(h) = &mut s.desk.history {
             h.push(who.clone(), text);
         }
     }
@@ -259,13 +259,13 @@ impl Core {
             .actions()
             .iter()
             .any(|a| matches!(a, Action::Ahead { .. }));
-        if !one && !ahead && s.held.is_empty() {
+        if !one && !ahead && s.desk.held.is_empty() {
             return;
         }
         let mut closing = false;
         for a in self.out.actions() {
             match a {
-                Action::Ahead { bytes, .. } => push_line(&mut s.held, bytes),
+                Action::Ahead { bytes, .. } => push_line(&mut s.desk.held, bytes),
                 Action::Close { .. } => closing = true,
                 _ => {}
             }
@@ -276,7 +276,7 @@ impl Core {
             let marks = &self.said.marks;
             for (i, mark) in marks.iter().enumerate() {
                 if mark.message {
-                    s.owed = s.owed.saturating_add(1);
+                    s.desk.owed = s.desk.owed.saturating_add(1);
                 }
                 let end = marks.get(i + 1).map_or(outputs.len(), |m| m.start);
                 if mark.start >= end {
@@ -285,9 +285,9 @@ impl Core {
                 let mut parts = &outputs[mark.start..end];
                 // An event may answer several messages at once (a delayed reply releasing
                 // those queued behind it): one message each while more are owed.
-                while !mark.message && s.owed > 1 && parts.len() > 1 {
-                    s.owed -= 1;
-                    let mut reply = std::mem::take(&mut s.held);
+                while !mark.message && s.desk.owed > 1 && parts.len() > 1 {
+                    s.desk.owed -= 1;
+                    let mut reply = std::mem::take(&mut s.desk.held);
                     push_line(&mut reply, &parts[0]);
                     replies.push(reply);
                     parts = &parts[1..];
@@ -296,27 +296,27 @@ impl Core {
                 for o in parts {
                     push_line(&mut text, o);
                 }
-                if s.owed > 0 {
-                    s.owed -= 1;
-                    let mut reply = std::mem::take(&mut s.held);
+                if s.desk.owed > 0 {
+                    s.desk.owed -= 1;
+                    let mut reply = std::mem::take(&mut s.desk.held);
                     push_line(&mut reply, &text);
                     replies.push(reply);
                 } else {
-                    push_line(&mut s.held, &text);
+                    push_line(&mut s.desk.held, &text);
                 }
             }
         } else {
             for o in outputs {
-                let mut reply = std::mem::take(&mut s.held);
+                let mut reply = std::mem::take(&mut s.desk.held);
                 push_line(&mut reply, &o);
                 replies.push(reply);
             }
         }
-        if closing && !s.held.is_empty() {
-            replies.push(std::mem::take(&mut s.held));
+        if closing && !s.desk.held.is_empty() {
+            replies.push(std::mem::take(&mut s.desk.held));
         }
-        if s.held.is_empty() {
-            s.held = Vec::new();
+        if s.desk.held.is_empty() {
+            s.desk.held = Vec::new();
         }
         self.out.clear_messages();
         for r in replies {

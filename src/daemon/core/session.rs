@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_handlers::{Chain, CloseReason, TimerId};
 
-use super::desk::{Desk, History};
+use super::desk::Attendance;
 use super::{ListenerId, SessionKey};
 use crate::config::ListenerConfig;
 use crate::framing::Framer;
@@ -96,14 +96,8 @@ pub(crate) struct Session {
     pub(crate) counts: Counts,
     /// Messages shown to the operator since the last operator reply.
     pub(crate) unanswered: u32,
-    /// `reply_mode = "one-per-message"`: messages of the peer not answered yet.
-    pub(crate) owed: u32,
-    /// Text that goes out in front of the next reply (empty, without capacity, when none).
-    pub(crate) held: Vec<u8>,
-    /// Where the session stands with the people at the console.
-    pub(crate) desk: Desk,
-    /// Its recent messages both ways, when operators are shown them.
-    pub(crate) history: Option<Box<History>>,
+    /// Who answers it, its recent messages, and what the reply discipline keeps for it.
+    pub(crate) desk: Attendance,
 }
 
 impl Session {
