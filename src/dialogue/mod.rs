@@ -63,8 +63,10 @@ pub fn test_script(args: TestScriptArgs) -> anyhow::Result<ExitCode> {
     if let Some(transcript) = &args.from_transcript {
         let entries = crate::transcript::read(transcript)?;
         let text = convert::dialogues(&entries, &transcript.display().to_string(), args.session);
-        std::io::stdout().lock().write_all(text.as_bytes())?;
-        return Ok(ExitCode::SUCCESS);
+        match std::io::stdout().lock().write_all(text.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => return Ok(ExitCode::SUCCESS),
+        }
     }
     let (Some(script), Some(dialogues)) = (&args.script, &args.dialogues) else {
         anyhow::bail!("give SCRIPT and DIALOGUES, or --from-transcript FILE");
@@ -77,11 +79,24 @@ pub fn test_script(args: TestScriptArgs) -> anyhow::Result<ExitCode> {
         Ok(d) => d,
         Err(errors) => return Ok(invalid(&errors)),
     };
+    match report(&factory, &file, dialogues) {
+        // Whoever read the report stopped reading (`| head`): nothing more to say.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::FAILURE),
+        other => Ok(other?),
+    }
+}
+
+/// Run every dialogue and print how each went.
+fn report(
+    factory: &Arc<dyn HandlerFactory>,
+    file: &file::Dialogues,
+    dialogues: &Path,
+) -> std::io::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let (mut failed, mut turns, mut failed_turns) = (0, 0, 0);
     for d in &file.dialogues {
         turns += d.turns.len();
-        let failures = run::run(&factory, &file.listener, d);
+        let failures = run::run(factory, &file.listener, d);
         if failures.is_empty() {
             writeln!(out, "ok    {} ({} turn(s))", d.name, d.turns.len())?;
             continue;

@@ -1,6 +1,6 @@
 //! Transcripts: a listener's conversations as JSON lines, one object per message (or event),
 //! one file per day. The daemon writes them (`daemon/transcripts.rs`); `switchboard
-//! transcript` prints them readably ([`print`]), and `switchboard test-script
+//! transcript` prints them readably ([`print()`]), and `switchboard test-script
 //! --from-transcript` turns them into dialogue tests (`crate::dialogue`).
 //!
 //! ```json

@@ -48,6 +48,14 @@ pub fn print(args: PrintArgs) -> anyhow::Result<ExitCode> {
             None => anyhow::bail!("{}: no conversation in it", args.file.display()),
         }
     }
+    match show(&chosen) {
+        // Whoever read it stopped reading (`| head`): nothing more to say.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        other => Ok(other.map(|()| ExitCode::SUCCESS)?),
+    }
+}
+
+fn show(chosen: &[&(u64, Vec<&Entry>)]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     for (i, (id, list)) in chosen.iter().enumerate() {
         if i > 0 {
@@ -65,7 +73,7 @@ pub fn print(args: PrintArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", line(e))?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// One entry as lines: the time, who, and the text (its further lines indented).
