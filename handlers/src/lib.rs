@@ -191,6 +191,9 @@ pub enum Action {
         id: TimerId,
         /// How long from now.
         after: Duration,
+        /// Whether a session that is ending waits for it ([`Outbox::timer`]) or not
+        /// ([`Outbox::soft_timer`]).
+        holds: bool,
     },
     /// Forget the pending timer `id` of chain link `link`, if there is one.
     #[non_exhaustive]
@@ -286,7 +289,26 @@ impl Outbox {
     /// timer whose `id` is still pending restarts it.
     pub fn timer(&mut self, id: TimerId, after: Duration) {
         let link = self.link;
-        self.push(Action::Timer { link, id, after });
+        self.push(Action::Timer {
+            link,
+            id,
+            after,
+            holds: true,
+        });
+    }
+
+    /// A timer that does not hold up the end of the session: when the peer ends its input or
+    /// the daemon stops, the session ends without waiting for it (a reminder, such as "please
+    /// wait", rather than a reply already decided). It may still fire while the session's
+    /// output is flushed.
+    pub fn soft_timer(&mut self, id: TimerId, after: Duration) {
+        let link = self.link;
+        self.push(Action::Timer {
+            link,
+            id,
+            after,
+            holds: false,
+        });
     }
 
     /// Cancel the pending timer `id`; nothing happens if it already fired or never started.
@@ -384,7 +406,8 @@ impl Outbox {
 ///   timers reach the chain; the pending timers are forgotten;
 /// - after the peer ended its input, or while the daemon stops gracefully: no further messages
 ///   or operator lines, but timers already started still fire, so that replies already decided
-///   (a delayed answer) go out, until the daemon's `drain_timeout` passes.
+///   (a delayed answer) go out, until the daemon's `drain_timeout` passes (the session does not
+///   wait for a [soft timer](Outbox::soft_timer)).
 ///
 /// For listeners with a link that takes operator lines, [`on_handoff`](Handler::on_handoff) is
 /// called for every link, in order, when the session is handed to a person, taken by an

@@ -79,7 +79,9 @@ impl Harness {
             .actions()
             .iter()
             .filter_map(|a| match *a {
-                Action::Timer { link, id, after } => Some((after, link, id)),
+                Action::Timer {
+                    link, id, after, ..
+                } => Some((after, link, id)),
                 _ => None,
             })
             .collect();

@@ -272,7 +272,8 @@ impl Handler for ConsoleHandler {
             }
         } else if desk.tells_waiting() {
             self.last_timer += 1;
-            out.timer(self.last_timer, desk.wait_timeout);
+            // A reminder: a session that ends does not wait for it.
+            out.soft_timer(self.last_timer, desk.wait_timeout);
             self.waiting.push_back(self.last_timer);
         }
         Flow::Handled

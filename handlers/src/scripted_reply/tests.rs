@@ -393,6 +393,7 @@ fn delay_starts_a_timer_and_replies_when_it_fires() {
         link: 0,
         id: 1,
         after: Duration::from_millis(800),
+        holds: true,
     };
     assert_eq!(out.actions(), &[timer]);
     assert_eq!(

@@ -194,7 +194,11 @@ impl Core {
                 }
             }
             Action::Timer {
-                link, id, after, ..
+                link,
+                id,
+                after,
+                holds,
+                ..
             } => {
                 if s.chain.is_closing() || !s.is_live() {
                     return;
@@ -202,7 +206,12 @@ impl Core {
                 s.forget_timer(link, id);
                 self.timer_seq += 1;
                 let seq = self.timer_seq;
-                s.timers.push(HandlerTimer { link, id, seq });
+                s.timers.push(HandlerTimer {
+                    link,
+                    id,
+                    seq,
+                    holds,
+                });
                 let sref = s.key_id(key);
                 self.timers.push(self.now + after, Due::Handler(sref, seq));
             }
@@ -229,7 +238,7 @@ impl Core {
         if s.chain.is_closing() {
             // A handler asked for the end: its timers are forgotten.
             s.timers.clear();
-        } else if !s.timers.is_empty() {
+        } else if s.waits_for_timers() {
             let sref = s.key_id(key);
             self.timers
                 .push(self.now + self.drain_timeout, Due::Drained(sref));

@@ -58,6 +58,8 @@ pub(crate) struct HandlerTimer {
     pub(crate) link: usize,
     pub(crate) id: TimerId,
     pub(crate) seq: u64,
+    /// A session that ends waits for it (not for a soft timer).
+    pub(crate) holds: bool,
 }
 
 /// What the shell should do with a session's socket before reading from it.
@@ -124,12 +126,17 @@ impl Session {
     }
 
     /// Whether a draining session may end: nothing left to write and, unless a handler asked
-    /// for the end, no handler timer pending.
+    /// for the end, no handler timer pending that it waits for.
     pub(crate) fn drained(&self, staged: bool) -> bool {
         matches!(self.phase, Phase::Draining(_))
             && self.pending.is_empty()
             && !staged
-            && self.timers.is_empty()
+            && !self.waits_for_timers()
+    }
+
+    /// Whether a handler timer it waits for is pending.
+    pub(crate) fn waits_for_timers(&self) -> bool {
+        self.timers.iter().any(|t| t.holds)
     }
 
     /// Forget the timer `(link, id)`; whether it was pending.

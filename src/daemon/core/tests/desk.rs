@@ -419,3 +419,27 @@ fn transcripts_record_both_ways_with_who_said_it() {
             .all(|r| r.session == 1 && r.listener.as_ref() == "t")
     );
 }
+
+#[test]
+fn a_customer_waiting_for_a_person_does_not_hold_up_the_end_of_the_session_or_a_stop() {
+    let mut h = desk("");
+    h.core.attach_operator(1, "op1".into(), false);
+    let s = h.connect("t", PEER_A).unwrap();
+    h.send(s, b"human");
+    h.send(s, b"still there?");
+    // The peer leaves while its message waits for wait_timeout: the session ends now.
+    h.eof(s);
+    assert!(h.peer(s).released, "ended without waiting for the reminder");
+    let s = h.connect("t", PEER_B).unwrap();
+    h.send(s, b"human");
+    h.send(s, b"still there?");
+    h.core.stop();
+    h.settle();
+    assert!(h.peer(s).fin);
+    h.eof(s);
+    assert_eq!(
+        h.core.state(),
+        super::RunState::Exit,
+        "no wait for drain_timeout"
+    );
+}
