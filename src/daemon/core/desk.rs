@@ -74,10 +74,22 @@ pub(crate) struct History {
     max: usize,
 }
 
+/// The most of a message a history keeps (operators see the start of a longer one), so that a
+/// session's history stays small whatever its peer sends.
+const HISTORY_TEXT_MAX: usize = 1000;
+
 impl History {
-    pub(crate) fn push(&mut self, who: Speaker, text: String) {
+    pub(crate) fn push(&mut self, who: Speaker, mut text: String) {
         if self.lines.len() >= self.max {
             self.lines.pop_front();
+        }
+        if text.len() > HISTORY_TEXT_MAX {
+            let mut end = HISTORY_TEXT_MAX;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push('…');
         }
         self.lines.push_back((who, text));
     }

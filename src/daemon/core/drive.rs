@@ -43,6 +43,8 @@ impl Core {
         let operators = self.console.attached();
         let (now, debug) = (self.now, self.debug);
         let recording = self.records(key);
+        // Units are kept only where they are used: recording, or one reply per message.
+        let units = recording || self.counts_replies(key);
         let moved = match input {
             Input::Handoff(_) => None,
             _ => self.moved_position(key),
@@ -55,7 +57,9 @@ impl Core {
         let out = &mut self.out;
         let said = &mut self.said;
         // What is said before any message (an event, a moved place in the queue) is a unit.
-        said.mark(0, None, false);
+        if units {
+            said.mark(0, None, false);
+        }
         if let Some(position) = moved {
             s.chain.handoff(Handoff::Waiting { position }, &s.info, out);
         }
@@ -83,7 +87,9 @@ impl Core {
                 let (chain, info, counts) = (&mut s.chain, &s.info, &mut s.counts);
                 let result = s.framer.decode(data, |msg| {
                     counts.msgs_in += 1;
-                    heard(said, out, msg, recording);
+                    if units {
+                        heard(said, out, msg, recording);
+                    }
                     deliver(chain, info, msg, out, debug);
                 });
                 if result == Err(TooLong) {
@@ -101,7 +107,9 @@ impl Core {
                 let (chain, info, counts) = (&mut s.chain, &s.info, &mut s.counts);
                 s.framer.finish(|msg| {
                     counts.msgs_in += 1;
-                    heard(said, out, msg, recording);
+                    if units {
+                        heard(said, out, msg, recording);
+                    }
                     deliver(chain, info, msg, out, debug);
                 });
                 Flow::Handled

@@ -120,6 +120,13 @@ fn push_line(buf: &mut Vec<u8>, text: &[u8]) {
 }
 
 impl Core {
+    /// Whether a session's replies are paced one per message.
+    pub(super) fn counts_replies(&self, key: SessionKey) -> bool {
+        self.sessions
+            .get(key)
+            .is_some_and(|s| s.cfg.reply_mode == ReplyMode::OnePerMessage)
+    }
+
     /// Whether a session keeps what is said (history or transcripts).
     pub(super) fn records(&self, key: SessionKey) -> bool {
         self.sessions

@@ -443,3 +443,24 @@ fn a_customer_waiting_for_a_person_does_not_hold_up_the_end_of_the_session_or_a_
         "no wait for drain_timeout"
     );
 }
+
+#[test]
+fn the_history_keeps_the_start_of_a_long_message() {
+    let mut h = desk("");
+    h.core.attach_operator(1, "op1".into(), false);
+    let s = h.connect("t", PEER_A).unwrap();
+    h.send(s, "长".repeat(2000).as_bytes());
+    h.send(s, b"human");
+    let lines = told(&mut h, 1);
+    let long = lines
+        .iter()
+        .find(|l| l.contains("| customer> 长"))
+        .expect("the long message in the history");
+    let shown = long.split("customer> ").nth(1).unwrap();
+    assert!(shown.ends_with('…'), "{shown}");
+    assert_eq!(
+        shown.chars().count(),
+        1000 / 3 + 1,
+        "cut at a character boundary"
+    );
+}
