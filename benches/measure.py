@@ -46,7 +46,7 @@ PROFILE_SECS = 3
 PROFILE_SCENARIO = "pp50"
 STRACE_SCENARIOS = ["pp1", "pp50"]
 # Cycles of the CPU pass: fewer than compare's, since CPU per operation varies less than rates.
-CPU_REPEATS = 3
+CPU_REPEATS = 5
 
 
 def servers(bench_dir):

@@ -29,6 +29,9 @@ PER_OP = {"msgs/s": "msg", "MB/s": "MB", "conns/s": "conn", "dgrams/s": "dgram"}
 TARGET_VS_C = {"pp1": 0.95, "pp50": 0.95, "pp500": 0.95, "bulk1": 0.95, "bulk10": 0.95,
                "conn8": 0.90, "udp1": 1.00, "udp50": 1.00}
 TARGET_VS_TOKIO = {"pp1": 1.00, "pp50": 1.00, "pp500": 1.00}
+# Server CPU per operation (switchboard / C epoll, switchboard / tokio): at most this much.
+CPU_VS_C = {"pp50": 1.15, "pp500": 1.15, "bulk1": 1.15, "bulk10": 1.15, "conn8": 1.20}
+CPU_VS_TOKIO = {"pp50": 1.00, "pp500": 1.00}
 IDLE_KIB = 1.0
 BOT_VS_ECHO = 0.80
 ROTATED_VS_DEVNULL = 0.95
@@ -262,6 +265,40 @@ def cpu_table(cpu):
     return "\n".join(rows), bound, idle, repeats
 
 
+def cpu_targets(cpu):
+    """The CPU targets: paired per-cycle ratios of server CPU per operation, medians."""
+    rows = ["| scenario | switchboard / C | target | switchboard / tokio | target | met? |",
+            "| --- | ---: | --- | ---: | --- | --- |"]
+    missed = []
+
+    def paired(scen, other):
+        d = cpu.get(scen) or {}
+        return [s["server_us_per_op"] / o["server_us_per_op"]
+                for o, s in zip(d.get(other, []), d.get("switchboard", []))
+                if o and s and o.get("server_us_per_op") and s.get("server_us_per_op")]
+
+    for scen, vs_c in CPU_VS_C.items():
+        c, t = paired(scen, "c-epoll"), paired(scen, "tokio")
+        if not c:
+            continue
+        mc = statistics.median(c)
+        ok = mc <= vs_c
+        cell_c = f"**{mc:.2f}×** ({min(c):.2f}–{max(c):.2f})"
+        vs_t = CPU_VS_TOKIO.get(scen)
+        cell_t, target_t = "", ""
+        if t:
+            mt = statistics.median(t)
+            cell_t = f"{mt:.2f}× ({min(t):.2f}–{max(t):.2f})"
+            if vs_t is not None:
+                target_t = f"≤ {vs_t:.2f}× tokio"
+                ok = ok and mt <= vs_t
+        rows.append(f"| {scen} | {cell_c} | ≤ {vs_c:.2f}× C | {cell_t} | {target_t} "
+                    f"| {'met' if ok else '**MISSED**'} |")
+        if not ok:
+            missed.append(scen)
+    return "\n".join(rows), missed
+
+
 def profile_section(profile):
     if not profile or "skipped" in profile:
         why = profile.get("skipped") if profile else "no profile.json"
@@ -466,6 +503,7 @@ def main():
     bot_rows, bot_missed = bot_table(F)
     log_rows, log_missed = log_table(F)
     cpu_rows, bound, unsaturated, cpu_repeats = cpu_table(cpu) if cpu else ("", [], [], 0)
+    cpu_target_rows, cpu_missed = cpu_targets(cpu) if cpu else ("", [])
     chart(F, meta, os.path.join(HERE, "chart.svg"))
 
     missed = [f"{s} ({why})" for s, _, _, ok, why in summary if ok is False]
@@ -478,6 +516,9 @@ def main():
                "message where echo's hardly does." if any(m.startswith("bulk") for m in bot_missed) else ""
         lines.append(f"- **Missed** by the bot (bot20 < {BOT_VS_ECHO:.2f}× echo): "
                      f"{', '.join(bot_missed)}.{bulk}")
+    if cpu_missed:
+        lines.append(f"- **Missed** by server CPU per operation (table \"CPU targets\" below): "
+                     f"{', '.join(cpu_missed)}.")
     if log_missed:
         lines.append(f"- **Missed** by logging to a rotated file (more than 5 % below /dev/null): "
                      f"{', '.join(log_missed)}.")
@@ -614,6 +655,14 @@ the run: the figure that tuning the event loop lowers, whatever the rate; switch
 the median of the per-cycle ratios, with their range.
 
 {cpu_rows}
+
+### CPU targets
+
+The server's own CPU time per operation, switchboard over C epoll and over tokio: the median
+of the per-cycle ratios of the runs above, with their range. Where the load generator's core
+is saturated (pp50, pp500, bulk10, conn8), this is the fair comparison of the servers' cost.
+
+{cpu_target_rows}
 
 ## Profile
 

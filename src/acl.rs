@@ -8,12 +8,11 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ipnet::IpNet;
+
 /// One rule: a network in CIDR notation, or a single address (a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 /// Why a rule does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,100 +45,63 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
 }
 
-fn bits(ip: IpAddr) -> (u128, u8) {
-    match ip {
-        IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
-        IpAddr::V6(a) => (u128::from(a), 128),
-    }
-}
-
-/// The mask of the top `prefix` bits of a `width`-bit address.
-fn mask(prefix: u8, width: u8) -> u128 {
-    let host = u32::from(width - prefix);
-    let all = if width == 128 {
-        u128::MAX
-    } else {
-        (1u128 << width) - 1
-    };
-    if host >= 128 {
-        0
-    } else {
-        all & !((1u128 << host) - 1)
-    }
-}
-
 impl Cidr {
     /// Whether `ip` is in this network. IPv4-mapped IPv6 peers match IPv4 rules.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        if ip.is_ipv4() != self.net.is_ipv4() {
-            return false;
-        }
-        let (a, width) = bits(ip);
-        let (n, _) = bits(self.net);
-        let m = mask(self.prefix, width);
-        a & m == n & m
+        // ipnet answers false across families, so only the mapping is ours.
+        self.0.contains(&canonical(ip))
     }
 }
 
 impl FromStr for Cidr {
     type Err = CidrError;
 
+    /// ipnet's own parser takes only `addr/prefix` and says nothing of what is wrong, so the
+    /// rule is split here and each part's error named.
     fn from_str(text: &str) -> Result<Cidr, CidrError> {
         let t = text.trim();
         let (addr, prefix) = match t.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (t, None),
         };
-        let net: IpAddr = addr
+        let addr: IpAddr = addr
             .parse()
             .map_err(|_| CidrError::Address(text.to_string()))?;
-        let width = bits(net).1;
-        let prefix = match prefix {
-            None => width,
-            Some(p) => match p.parse::<u8>() {
-                Ok(p) if p <= width => p,
-                _ => {
-                    return Err(CidrError::Prefix {
-                        text: text.to_string(),
-                        max: width,
-                    });
-                }
-            },
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix.map(str::parse::<u8>) {
+            None => max,
+            Some(Ok(p)) => p,
+            Some(Err(_)) => max + 1,
         };
-        let (n, _) = bits(net);
-        let m = mask(prefix, width);
-        if n & !m != 0 {
-            let fixed = match net {
-                IpAddr::V4(_) => IpAddr::V4(((n & m) as u32).into()),
-                IpAddr::V6(_) => IpAddr::V6((n & m).into()),
-            };
+        let net = IpNet::new(addr, prefix).map_err(|_| CidrError::Prefix {
+            text: text.to_string(),
+            max,
+        })?;
+        if net.trunc() != net {
             return Err(CidrError::HostBits {
                 text: text.to_string(),
                 prefix,
-                fixed: format!("{fixed}/{prefix}"),
+                fixed: net.trunc().to_string(),
             });
         }
         // A rule written as an IPv4-mapped network is the IPv4 network it maps.
-        if let IpAddr::V6(v6) = net
+        if let IpNet::V6(v6) = net
             && prefix >= 96
-            && let Some(v4) = v6.to_ipv4_mapped()
+            && let Some(v4) = v6.addr().to_ipv4_mapped()
+            && let Ok(v4) = ipnet::Ipv4Net::new(v4, prefix - 96)
         {
-            return Ok(Cidr {
-                net: IpAddr::V4(v4),
-                prefix: prefix - 96,
-            });
+            return Ok(Cidr(IpNet::V4(v4)));
         }
-        Ok(Cidr { net, prefix })
+        Ok(Cidr(net))
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.prefix == bits(self.net).1 {
-            write!(f, "{}", self.net)
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            write!(f, "{}", self.0.addr())
         } else {
-            write!(f, "{}/{}", self.net, self.prefix)
+            write!(f, "{}", self.0)
         }
     }
 }
@@ -255,6 +217,45 @@ mod tests {
         // And a rule written in the mapped form is the IPv4 network.
         assert_eq!(cidr("::ffff:10.0.0.0/104"), cidr("10.0.0.0/8"));
         assert!(cidr("::ffff:127.0.0.1").contains(ip("127.0.0.1")));
+    }
+
+    /// Membership by the definition: the top `prefix` bits are equal.
+    fn same_top_bits(a: u128, b: u128, width: u32, prefix: u32) -> bool {
+        prefix == 0 || (a ^ b) >> (width - prefix) == 0
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ipv4_blocks_hold_the_addresses_that_share_their_prefix(
+            net: u32, prefix in 0u32..=32, peer: u32, mapped: bool
+        ) {
+            let net = if prefix == 0 { 0 } else { net & (u32::MAX << (32 - prefix)) };
+            let rule = cidr(&format!("{}/{prefix}", std::net::Ipv4Addr::from(net)));
+            let v4 = std::net::Ipv4Addr::from(peer);
+            let ip = if mapped { IpAddr::V6(v4.to_ipv6_mapped()) } else { IpAddr::V4(v4) };
+            proptest::prop_assert_eq!(
+                rule.contains(ip),
+                same_top_bits(u128::from(net), u128::from(peer), 32, prefix)
+            );
+        }
+
+        #[test]
+        fn ipv6_blocks_hold_the_addresses_that_share_their_prefix(
+            net: u128, prefix in 0u32..=128, peer: u128, map_net: bool, map_peer: bool
+        ) {
+            // Half the cases in the IPv4-mapped range ::ffff:0:0/96, which is IPv4's.
+            const MAPPED: u128 = 0xffff << 32;
+            let in_mapped = |a: u128, yes: bool| if yes { MAPPED | (a & 0xffff_ffff) } else { a };
+            let (net, peer) = (in_mapped(net, map_net), in_mapped(peer, map_peer));
+            let net = if prefix == 0 { 0 } else { net & (u128::MAX << (128 - prefix)) };
+            let rule = cidr(&format!("{}/{prefix}", std::net::Ipv6Addr::from(net)));
+            let is_mapped = |a: u128| std::net::Ipv6Addr::from(a).to_ipv4_mapped().is_some();
+            // A rule of prefix 96 or more inside the range is an IPv4 rule, and a mapped peer
+            // an IPv4 address: a family holds only its own addresses.
+            let rule_v4 = prefix >= 96 && is_mapped(net);
+            let expected = rule_v4 == is_mapped(peer) && same_top_bits(net, peer, 128, prefix);
+            proptest::prop_assert_eq!(rule.contains(IpAddr::V6(peer.into())), expected);
+        }
     }
 
     #[test]

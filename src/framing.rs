@@ -129,6 +129,11 @@ impl Framer {
         }
     }
 
+    /// Whether part of a message is held, waiting for the rest.
+    pub fn has_partial(&self) -> bool {
+        matches!(self, Framer::Line { partial, .. } if !partial.is_empty())
+    }
+
     /// The input ended: a last unterminated line is still a message.
     pub fn finish(&mut self, mut each: impl FnMut(&[u8])) {
         if let Framer::Line { partial, .. } = self

@@ -15,6 +15,7 @@ pub mod framing;
 pub mod logging;
 pub mod port;
 pub mod privileges;
+pub mod runtime_dir;
 pub mod transcript;
 
 use std::path::Path;
@@ -82,6 +83,9 @@ pub fn check(path: Option<&Path>) -> anyhow::Result<ExitCode> {
                     framing,
                     l.handler_names.join(" -> ")
                 );
+            }
+            for w in c.warnings() {
+                eprintln!("{}: warning: {w}", c.source.display());
             }
             Ok(ExitCode::SUCCESS)
         }

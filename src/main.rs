@@ -51,6 +51,8 @@ enum Command {
     Reload(Control),
     /// Be an operator of a running daemon: see messages for console-reply, type the replies.
     Attach(Control),
+    /// Follow a running daemon's sessions as they happen: opens, reads, writes, closes.
+    Watch(WatchCmd),
     /// Show which processes hold a port.
     Port(port::PortArgs),
     /// Print the conversations of a transcript file readably.
@@ -72,6 +74,16 @@ struct Control {
     config: Option<PathBuf>,
     #[command(flatten)]
     args: client::AttachArgs,
+}
+
+/// `switchboard watch`.
+#[derive(Debug, Args)]
+struct WatchCmd {
+    /// The running daemon's config file, to find its control socket.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    args: client::WatchArgs,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +168,7 @@ fn main() -> ExitCode {
         Command::Attach(c) => client::attach(c.args, either(c.config).as_deref()),
         Command::Status(c) => client::request(c.args, either(c.config).as_deref(), "status"),
         Command::Reload(c) => client::request(c.args, either(c.config).as_deref(), "reload"),
+        Command::Watch(c) => client::watch(c.args, either(c.config).as_deref()),
         Command::Bench(args) => bench::run(args),
         Command::Generate(g) => generate(g.what),
     };

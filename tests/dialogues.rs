@@ -257,7 +257,8 @@ fn an_unwritable_transcript_folder_stops_the_start() {
     assert_eq!(status.code(), Some(1));
     let err = d.drain_stderr();
     assert!(
-        err.contains("listener \"desk\": transcripts: ") && err.contains("taken is not a folder"),
+        err.contains("switchboard.toml: listener \"desk\" transcripts: ")
+            && err.contains("taken is not a folder"),
         "{err}"
     );
     assert_eq!(d.events("ready").count(), 0, "nothing was served");
@@ -277,7 +278,10 @@ fn a_reload_to_an_unwritable_transcript_folder_is_refused() {
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
     assert!(
-        out.starts_with("reload refused: listener \"desk\": transcripts: cannot create the folder"),
+        out.starts_with("reload refused: the config has 1 error(s): ")
+            && out.contains(
+                "switchboard.toml: listener \"desk\" transcripts: cannot create the folder"
+            ),
         "{out}"
     );
     let ev = d.wait_event("reload_refused");

@@ -454,3 +454,83 @@ fn default_max_per_ip_spares_loopback_peers() {
         assert_eq!(ask(c, &m), m);
     }
 }
+
+#[test]
+fn a_flood_of_udp_peers_never_locks_out_a_new_one() {
+    let d = Daemon::start(&udp_listener("u", ECHO, ""));
+    let to = d.addr("u");
+    // 30,000 source ports, each a new peer: three times the default table.
+    for _ in 0..30_000 {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(b"flood", to).unwrap();
+    }
+    let start = Instant::now();
+    let c = udp_client();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0; 64];
+    let answered = loop {
+        c.send_to(b"a new peer", to).unwrap();
+        if let Ok((n, _)) = c.recv_from(&mut buf) {
+            break &buf[..n] == b"a new peer";
+        }
+        assert!(start.elapsed() < WAIT, "never served");
+    };
+    assert!(answered);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "served within a second, after {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn slowloris_connections_are_closed_while_others_are_served() {
+    let mut d = Daemon::start(&tcp_listener(
+        "t",
+        ECHO,
+        "framing = \"line\"\nmessage_timeout = \"1s\"",
+    ));
+    let addr = d.addr("t");
+    let mut slow: Vec<TcpStream> = (0..20).map(|_| connect(addr)).collect();
+    let mut good = connect(addr);
+    let start = Instant::now();
+    // Each slow peer sends a byte at a time; none finishes its line.
+    while start.elapsed() < Duration::from_millis(1500) {
+        for s in &mut slow {
+            let _ = s.write_all(b"x");
+        }
+        good.write_all(b"ping\n").unwrap();
+        assert_eq!(read_n(&mut good, 5), b"ping\n");
+        // The attacker's pace (a byte every 100 ms), not a wait for the daemon.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for s in &mut slow {
+        assert_eq!(read_all(s), b"", "closed without an answer");
+    }
+    let ev = d
+        .wait_for(|v| event(v) == "session_closed" && field(v, "reason") == "message_timeout")
+        .expect("closed for message_timeout");
+    assert_eq!(field(&ev, "level"), "INFO");
+    good.write_all(b"still\n").unwrap();
+    assert_eq!(read_n(&mut good, 6), b"still\n");
+}
+
+#[test]
+fn a_status_request_waiting_out_a_descriptor_shortage_is_answered_when_it_ends() {
+    let mut d = Daemon::start_with_nofile(&tcp_listener("t", ECHO, ""), 40);
+    let addr = d.addr("t");
+    let clients: Vec<TcpStream> = (0..60).map(|_| connect(addr)).collect();
+    d.wait_for(|v| event(v) == "accept_paused" && field(v, "level") == "WARN")
+        .expect("out of descriptors");
+    // A status request comes while none is left for it...
+    let sock = d.dir.path().join("ctl.sock");
+    let status = std::thread::spawn(move || run(&["status", "--socket", sock.to_str().unwrap()]));
+    d.wait_for(|v| event(v) == "accept_paused" && field(v, "socket") == "control")
+        .expect("the control socket ran out too");
+    // ...and is answered once descriptors are free, with no other client to wake the socket.
+    drop(clients);
+    let o = status.join().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("t 127.0.0.1:"), "{}", stdout(&o));
+}

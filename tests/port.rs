@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 use switchboard::port::describe_holder;
 
+use crate::users;
 use crate::util::bin;
 
 fn port_cmd(args: &[&str]) -> Output {
@@ -159,6 +160,11 @@ impl Holder {
     /// `python3` with a TCP listener (or a UDP socket) on 127.0.0.1, port 0; it prints the
     /// port once bound, so reading that line is the synchronisation.
     fn python(udp: bool) -> Holder {
+        Holder::python_in(Command::new("python3"), udp)
+    }
+
+    /// The same, started through `command` (another user's python3).
+    fn python_in(mut command: Command, udp: bool) -> Holder {
         let script = format!(
             "import socket, sys\n\
              s = socket.socket(socket.AF_INET, socket.{})\n\
@@ -169,7 +175,7 @@ impl Holder {
             if udp { "SOCK_DGRAM" } else { "SOCK_STREAM" },
             if udp { "" } else { "s.listen()" },
         );
-        let mut child = Command::new("python3")
+        let mut child = command
             .args(["-c", &script])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -241,4 +247,49 @@ fn describe_holder_names_a_udp_holder_and_this_process() {
         "{text:?}"
     );
     assert!(text.ends_with(", this process)"), "{text:?}");
+}
+
+/// A uid that only the system's user database knows (a record of systemd's userdb, which
+/// nss-systemd serves, in a mount namespace of the test's own), and /etc/passwd does not:
+/// the USER column names it all the same.
+#[test]
+fn the_user_column_names_users_through_nss_not_only_etc_passwd() {
+    let test = "the_user_column_names_users_through_nss_not_only_etc_passwd";
+    if !users::can_switch_users(test) {
+        return;
+    }
+    let uid = users::OTHER_UID;
+    let known = Command::new("getent")
+        .args(["passwd", &uid.to_string()])
+        .output();
+    if !matches!(&known, Ok(o) if o.status.code() == Some(2)) {
+        eprintln!("skipped {test}: uid {uid} has an account here, or there is no getent");
+        return;
+    }
+    let holder = Holder::python_in(users::as_user(uid, uid, "python3"), false);
+    let record =
+        format!(r#"{{"userName":"sbport","uid":{uid},"gid":{uid},"disposition":"regular"}}"#);
+    // Exit 77: this system's NSS does not read userdb records (no nss-systemd).
+    let script = r#"mount -t tmpfs none /run && mkdir /run/userdb \
+        && printf '%s' "$1" > /run/userdb/sbport.user \
+        && ln -s sbport.user "/run/userdb/$2.user" \
+        && { getent passwd "$2" > /dev/null || exit 77; } \
+        && exec "$0" port "$3" --tcp"#;
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", script])
+        .arg(bin())
+        .arg(&record)
+        .arg(uid.to_string())
+        .arg(holder.port.to_string())
+        .output()
+        .expect("run unshare");
+    if out.status.code() == Some(77) {
+        eprintln!("skipped {test}: this system's NSS does not serve systemd's userdb records");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let addr = SocketAddr::from(([127, 0, 0, 1], holder.port));
+    let row = row_of(&out, "LISTEN", addr, holder.child.id())
+        .unwrap_or_else(|| panic!("no LISTEN row for the child in:\n{}", stdout(&out)));
+    assert_eq!(row[6], "sbport", "{row:?}");
 }

@@ -285,8 +285,10 @@ fn root_drops_to_the_configured_user_after_binding() {
         eprintln!("skipped: dropping privileges needs the test to run as root");
         return;
     }
+    // The control socket in a folder the daemon makes and gives to that user, not beside
+    // the config: a folder that was already there must belong to the user the daemon serves as.
     let d = Daemon::start(&format!(
-        "[daemon]\nuser = \"nobody\"\n{}",
+        "[daemon]\nuser = \"nobody\"\ncontrol_socket = \"run/ctl.sock\"\n{}",
         tcp_listener("a", ECHO, "")
     ));
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
@@ -296,4 +298,195 @@ fn root_drops_to_the_configured_user_after_binding() {
         "{uid}"
     );
     assert_eq!(ask(&mut connect(d.addr("a")), "as nobody"), "as nobody");
+}
+
+#[test]
+fn scripts_that_are_not_regular_files_are_refused_without_hanging() {
+    let bot = |script: &str| {
+        tcp_listener(
+            "a",
+            "[\"scripted-reply\"]",
+            &format!("[listener.scripted-reply]\nscript = \"{script}\""),
+        )
+    };
+    let mut d = Daemon::start(&tcp_listener("a", ECHO, ""));
+    let fifo = d.dir.path().join("fifo.toml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let mut c = connect(d.addr("a"));
+    for script in [fifo.to_str().unwrap(), "/dev/zero"] {
+        // `check` says why at once...
+        let path = d.dir.path().join("check.toml");
+        std::fs::write(&path, bot(script)).unwrap();
+        let o = run(&["check", "-c", path.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+        // ...and a reload to it is refused while the daemon goes on serving.
+        rewrite(&d, &bot(script));
+        d.signal(libc::SIGHUP);
+        let ev = d.wait_event("reload_refused");
+        assert!(field(&ev, "error").contains("not a regular file"), "{ev}");
+        assert_eq!(ask(&mut c, "still"), "still");
+    }
+}
+
+#[test]
+fn a_large_script_is_compiled_while_the_loop_keeps_serving() {
+    let rules: String = (0..20_000)
+        .map(|i| format!("[[rule]]\nmatch = \"exact\"\npattern = \"q{i}\"\nreply = \"a{i}\"\n"))
+        .collect();
+    // Debug, so that the daemon logs each message: its log is in the order it did things.
+    let debug = "[daemon]\nlog_level = \"info,switchboard::daemon=debug\"\n";
+    let echo = format!("{debug}{}", tcp_listener("a", ECHO, ""));
+    let bot = format!(
+        "{echo}{}",
+        tcp_listener(
+            "bot",
+            "[\"scripted-reply\"]",
+            "[listener.scripted-reply]\nscript = \"rules.toml\""
+        )
+    );
+    let mut d = Daemon::start_with(&echo, |dir| {
+        std::fs::write(dir.join("rules.toml"), &rules).unwrap()
+    });
+    let mut c = connect(d.addr("a"));
+    rewrite(&d, &bot);
+    d.signal(libc::SIGHUP);
+    d.wait_event("reload_started");
+    assert_eq!(ask(&mut c, "ping"), "ping");
+    let ev = d.wait_event("reloaded");
+    assert!(field(&ev, "summary").contains("added bot"), "{ev}");
+    // The loop answered while the new config was compiled: the message comes before the end
+    // of the reload in the daemon's own log.
+    let order: Vec<String> = d
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| event(v) == "reloaded" || (event(v) == "message" && field(v, "text") == "ping"))
+        .map(|v| event(&v).to_string())
+        .collect();
+    assert_eq!(order, ["message", "reloaded"]);
+    let bot = d
+        .events("listening")
+        .find(|v| field(v, "listener") == "bot")
+        .expect("the new listener");
+    let mut b = connect(field(&bot, "addr").parse().unwrap());
+    assert_eq!(ask(&mut b, "q19999"), "a19999");
+}
+
+#[test]
+fn public_listeners_without_allow_and_public_metrics_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("public.toml");
+    let open = tcp_listener("open", ECHO, "").replace("127.0.0.1", "0.0.0.0");
+    let guarded =
+        tcp_listener("guarded", ECHO, "allow = [\"10.0.0.0/8\"]").replace("127.0.0.1", "0.0.0.0");
+    std::fs::write(
+        &path,
+        format!(
+            "[daemon]\nmetrics = \"0.0.0.0:0\"\n{open}{guarded}{}",
+            tcp_listener("local", ECHO, "")
+        ),
+    )
+    .unwrap();
+    let o = run(&["check", "-c", path.to_str().unwrap()]);
+    assert!(o.status.success(), "warnings are no errors: {}", stderr(&o));
+    let err = stderr(&o);
+    let warned: Vec<&str> = err.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned[0].contains("listener \"open\"") && warned[0].contains("allow"));
+    assert!(warned[1].contains("metrics"));
+    // The daemon says the same when it starts.
+    let d = Daemon::start(&std::fs::read_to_string(&path).unwrap());
+    assert_eq!(d.events("public_bind").count(), 2);
+}
+
+#[test]
+fn sigterm_delivers_every_reply_already_decided() {
+    let bot = "[listener.scripted-reply]\n[[listener.scripted-reply.rule]]\nmatch = \"exact\"\npattern = \"slow\"\nreply = \"late\"\ndelay = \"300ms\"";
+    // Debug: the daemon logs each message it takes, so the test knows all arrived.
+    let mut d = Daemon::start(&format!(
+        "[daemon]\nlog_level = \"info,switchboard::daemon=debug\"\n{}{}",
+        udp_listener("u", ECHO, "delay = \"1s\""),
+        tcp_listener("bot", "[\"scripted-reply\"]", bot)
+    ));
+    let peers: Vec<std::net::UdpSocket> = (0..5).map(|_| udp_client()).collect();
+    for p in &peers {
+        p.send_to(b"delayed", d.addr("u")).unwrap();
+    }
+    let mut c = connect(d.addr("bot"));
+    c.write_all(b"slow").unwrap();
+    for _ in 0..6 {
+        d.wait_event("message");
+    }
+    d.signal(libc::SIGTERM);
+    let mut buf = [0; 64];
+    for p in &peers {
+        let (n, _) = p.recv_from(&mut buf).expect("the delayed reply");
+        assert_eq!(&buf[..n], b"delayed");
+    }
+    let mut got = String::new();
+    c.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "late");
+    assert!(d.wait_exit().success());
+}
+
+#[test]
+fn a_udp_listener_removed_and_added_back_keeps_serving() {
+    let mut d = Daemon::start(&format!(
+        "{}{}",
+        tcp_listener("t", ECHO, ""),
+        udp_listener("u", ECHO, "")
+    ));
+    let u = d.addr("u");
+    let peer = udp_client();
+    assert_eq!(udp_ask(&peer, u, "one"), "one");
+    let pinned = udp_listener("u", ECHO, "").replace("port = 0", &format!("port = {}", u.port()));
+    rewrite(&d, &tcp_listener("t", ECHO, ""));
+    d.signal(libc::SIGHUP);
+    d.wait_event("reloaded");
+    assert_eq!(udp_ask(&peer, u, "two"), "two", "its peer is still served");
+    rewrite(&d, &format!("{}{pinned}", tcp_listener("t", ECHO, "")));
+    d.signal(libc::SIGHUP);
+    let ev = d
+        .wait_for(|v| event(v) == "reloaded" || event(v) == "reload_refused")
+        .unwrap();
+    assert_eq!(event(&ev), "reloaded", "{ev}");
+    assert_eq!(udp_ask(&udp_client(), u, "new peer"), "new peer");
+    assert_eq!(udp_ask(&peer, u, "three"), "three");
+}
+
+#[test]
+fn add_and_remove_cycles_leave_no_rows_in_status_or_metrics() {
+    let base = format!(
+        "[daemon]\nmetrics = \"127.0.0.1:0\"\n{}",
+        tcp_listener("t", ECHO, "")
+    );
+    let mut d = Daemon::start(&base);
+    let metrics: std::net::SocketAddr =
+        field(&d.events("metrics_listening").next().unwrap(), "addr")
+            .parse()
+            .unwrap();
+    let extra = format!("{base}{}", udp_listener("x", ECHO, ""));
+    for i in 0..50 {
+        for config in [&extra, &base] {
+            rewrite(&d, config);
+            d.signal(libc::SIGHUP);
+            d.wait_event("reloaded");
+            if i == 0 && config == &extra {
+                assert!(http_get(metrics, "/metrics").contains("listener=\"x\""));
+            }
+        }
+    }
+    let sock = d.dir.path().join("ctl.sock");
+    let o = run(&["status", "--socket", sock.to_str().unwrap()]);
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    let body = http_get(metrics, "/metrics");
+    assert_eq!(
+        body.lines()
+            .filter(|l| l.starts_with("switchboard_sessions_active{"))
+            .count(),
+        1,
+        "{body}"
+    );
 }

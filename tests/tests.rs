@@ -8,10 +8,15 @@ mod console;
 mod core;
 mod desk;
 mod dialogues;
+mod exec;
+mod files_as_root;
 mod limits;
 mod port;
+mod record;
 mod service;
 mod systemd;
+mod users;
 mod util;
+mod watch;
 
 mod bench;

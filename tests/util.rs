@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -162,6 +163,9 @@ impl Daemon {
         stdout: Option<Stdio>,
     ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
+        // The daemon keeps its control socket here, and takes only a folder of its own.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod tempdir");
         prepare(dir.path());
         let path = dir.path().join("switchboard.toml");
         std::fs::write(&path, with_json_logs(config)).expect("write config");

@@ -1,7 +1,8 @@
 //! A listener's chain of handlers for one session.
 
 use crate::{
-    Action, CloseReason, Flow, Handler, HandlerFactory, Handoff, Outbox, Session, TimerId,
+    Action, ChannelEvent, ChannelId, CloseReason, Flow, Handler, HandlerFactory, Handoff, Outbox,
+    Session, TimerId,
 };
 use std::sync::Arc;
 
@@ -108,6 +109,26 @@ impl Chain {
         for (i, h) in self.links.iter_mut().enumerate() {
             out.link = i;
             h.on_handoff(to, s, out);
+        }
+        self.note(out, from);
+    }
+
+    /// Something happened on channel `id` of link `link`. Ignored once a link asked to close.
+    pub fn channel(
+        &mut self,
+        link: usize,
+        id: ChannelId,
+        event: ChannelEvent<'_>,
+        s: &Session,
+        out: &mut Outbox,
+    ) {
+        if self.closing {
+            return;
+        }
+        let from = out.actions().len();
+        if let Some(h) = self.links.get_mut(link) {
+            out.link = link;
+            h.on_channel(id, event, s, out);
         }
         self.note(out, from);
     }

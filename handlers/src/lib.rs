@@ -19,8 +19,10 @@ use std::time::{Duration, SystemTime};
 
 pub mod bye_close;
 mod chain;
+pub mod channel;
 pub mod console_reply;
 pub mod echo;
+pub mod exec;
 pub mod rand;
 pub mod registry;
 pub mod scripted_reply;
@@ -30,6 +32,7 @@ pub mod testutil;
 pub mod text;
 
 pub use chain::Chain;
+pub use channel::{ChannelEvent, ChannelId, ChannelSpec, Ending};
 pub use registry::{BuildEnv, BuildError, Registry};
 pub use settings::Settings;
 
@@ -140,6 +143,12 @@ pub enum CloseReason {
     Error,
     /// A message longer than the listener's `max_message` (TCP line framing).
     TooLong,
+    /// A line stayed unfinished longer than the listener's `message_timeout` (a peer that
+    /// trickles bytes to hold a session open).
+    MessageTimeout,
+    /// A UDP listener's session table was full: the least recently active session made room
+    /// for a new peer.
+    Evicted,
     /// Output stayed pending without progress for the listener's `write_timeout`: the peer
     /// does not read.
     WriteTimeout,
@@ -157,6 +166,8 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::Error => "error",
             CloseReason::TooLong => "too_long",
+            CloseReason::MessageTimeout => "message_timeout",
+            CloseReason::Evicted => "evicted",
             CloseReason::WriteTimeout => "write_timeout",
         }
     }
@@ -227,6 +238,45 @@ pub enum Action {
         link: usize,
         /// The bytes.
         bytes: Vec<u8>,
+    },
+    /// Open channel `id` of chain link `link` (see [`channel`]). Opening an id that is still
+    /// open is ignored.
+    #[non_exhaustive]
+    Open {
+        /// Index of the link in the chain.
+        link: usize,
+        /// The handler's own channel number.
+        id: ChannelId,
+        /// What to open.
+        spec: ChannelSpec,
+    },
+    /// Write bytes to the input of channel `id` of chain link `link`.
+    #[non_exhaustive]
+    ToChannel {
+        /// Index of the link in the chain.
+        link: usize,
+        /// The handler's own channel number.
+        id: ChannelId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// End the input of channel `id` once what was written is through (close a program's
+    /// stdin; half-close a connection).
+    #[non_exhaustive]
+    EndChannelInput {
+        /// Index of the link in the chain.
+        link: usize,
+        /// The handler's own channel number.
+        id: ChannelId,
+    },
+    /// End channel `id` now (a program: SIGTERM, then SIGKILL after its `grace`); its
+    /// `Closed` event still comes.
+    #[non_exhaustive]
+    CloseChannel {
+        /// Index of the link in the chain.
+        link: usize,
+        /// The handler's own channel number.
+        id: ChannelId,
     },
 }
 
@@ -327,6 +377,36 @@ impl Outbox {
         self.push(Action::Close { scope });
     }
 
+    /// Ask the loop to open channel `id` (see [`channel`]); its events come to
+    /// [`Handler::on_channel`].
+    pub fn open(&mut self, id: ChannelId, spec: ChannelSpec) {
+        let link = self.link;
+        self.push(Action::Open { link, id, spec });
+    }
+
+    /// Write bytes to channel `id`'s input. Bytes for a channel that is not open, or whose
+    /// input ended, are dropped.
+    pub fn to_channel(&mut self, id: ChannelId, bytes: &[u8]) {
+        let link = self.link;
+        self.push(Action::ToChannel {
+            link,
+            id,
+            data: bytes.to_vec(),
+        });
+    }
+
+    /// End channel `id`'s input once what was written is through.
+    pub fn end_channel_input(&mut self, id: ChannelId) {
+        let link = self.link;
+        self.push(Action::EndChannelInput { link, id });
+    }
+
+    /// End channel `id` now.
+    pub fn close_channel(&mut self, id: ChannelId) {
+        let link = self.link;
+        self.push(Action::CloseChannel { link, id });
+    }
+
     /// Whether nothing was sent or asked for.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty() && self.actions.is_empty()
@@ -415,6 +495,16 @@ impl Outbox {
 /// place in the queue has moved. What it sends joins the answer to the event in progress.
 ///
 /// Every call gets the [`Session`] with `now` and `operators` as of that event.
+///
+/// Channels (see [`channel`]): a link that opened one with [`Outbox::open`] gets
+/// [`on_channel`](Handler::on_channel) for it, in this order: `Opened` (or straight `Closed`
+/// when it cannot be opened), any number of `Data` and `Stderr`, at most one `End`, and
+/// exactly one `Closed`, last. Channel events reach the chain in `Open` and while draining,
+/// like timers: after a handler asked to close, they no longer do. When the peer's input ends
+/// or the daemon stops gracefully, the loop ends each channel's input and the session drains
+/// until its channels are closed (each ends at most two `grace` periods later); when the
+/// session ends for any other reason, its channels are ended with it. `on_close` comes after
+/// the last channel event; a channel still open then gets no `Closed`.
 pub trait Handler: fmt::Debug {
     /// The session opened.
     fn on_open(&mut self, _s: &Session, _out: &mut Outbox) {}
@@ -436,13 +526,23 @@ pub trait Handler: fmt::Debug {
     /// A bot falls silent while a person has the session.
     fn on_handoff(&mut self, _to: Handoff, _s: &Session, _out: &mut Outbox) {}
 
+    /// Something happened on channel `id`, which this instance opened.
+    fn on_channel(
+        &mut self,
+        _id: ChannelId,
+        _event: ChannelEvent<'_>,
+        _s: &Session,
+        _out: &mut Outbox,
+    ) {
+    }
+
     /// The session is ending.
     fn on_close(&mut self, _s: &Session, _reason: CloseReason) {}
 }
 
 /// Makes one [`Handler`] per session. Built once from the config; holds what sessions share
 /// (compiled rules, loaded scripts).
-pub trait HandlerFactory: fmt::Debug {
+pub trait HandlerFactory: fmt::Debug + Send + Sync {
     /// The registry name of the handler (`"echo"`, `"bye-close"`, ...).
     fn name(&self) -> &'static str;
 
@@ -475,6 +575,13 @@ pub trait HandlerFactory: fmt::Debug {
 
     /// The canned reply `name` rendered for session `s`, when this handler has one.
     fn render_canned(&self, _name: &str, _s: &Session) -> Option<String> {
+        None
+    }
+
+    /// The most sessions of the listener that may run this handler at once (`exec`'s
+    /// `max_children`); past it, the listener refuses new peers as it does at
+    /// `max_connections`.
+    fn max_sessions(&self) -> Option<usize> {
         None
     }
 }

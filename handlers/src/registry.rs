@@ -22,6 +22,17 @@ pub struct SourceFile {
 pub trait BuildEnv {
     /// Read a file named in a setting.
     fn read_file(&self, name: &str) -> Result<Arc<SourceFile>, String>;
+
+    /// The folder relative paths in settings are taken from (the config's); `None` in tests.
+    fn dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// Find a program named in a setting: a path (relative ones from [`dir`](Self::dir)) or a
+    /// name looked up in `PATH`. By default the name is taken as it is.
+    fn program(&self, name: &str) -> Result<PathBuf, String> {
+        Ok(PathBuf::from(name))
+    }
 }
 
 /// A `BuildEnv` without files.
@@ -103,6 +114,7 @@ impl Registry {
                 ("bye-close", crate::bye_close::build),
                 ("console-reply", crate::console_reply::build),
                 ("scripted-reply", crate::scripted_reply::build),
+                ("exec", crate::exec::build),
             ],
         }
     }

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use crate::registry::{BuildEnv, BuildError, NoFiles, Registry};
 use crate::settings::Settings;
 use crate::{
-    Action, Chain, CloseReason, Flow, Handler, HandlerFactory, Handoff, Outbox, Proto, Session,
+    Action, Chain, ChannelEvent, ChannelId, CloseReason, Flow, Handler, HandlerFactory, Handoff,
+    Outbox, Proto, Session,
 };
 
 /// A session with a fixed peer and clock, and a chain to call.
@@ -91,6 +92,14 @@ impl Harness {
             self.session.now += after;
             self.chain.timer(link, id, &self.session, &mut self.out);
         }
+        &self.out
+    }
+
+    /// An event on channel `id` of link `link`; returns what the handlers produced.
+    pub fn channel(&mut self, link: usize, id: ChannelId, event: ChannelEvent<'_>) -> &Outbox {
+        self.out.clear();
+        self.chain
+            .channel(link, id, event, &self.session, &mut self.out);
         &self.out
     }
 

@@ -30,8 +30,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use rustix::io::Errno;
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use switchboard_handlers::Proto;
 
-pub use plan::{BenchArgs, Mode, Plan, Proto};
+pub use plan::{BenchArgs, Mode, Plan};
 use report::{Report, SoFar};
 use stats::{Published, Stats, Window};
 use stream::StreamLoad;
@@ -280,12 +283,12 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 
 /// What to do about a failed connect.
 fn hint(e: &io::Error) -> &'static str {
-    match (e.kind(), e.raw_os_error()) {
+    match (e.kind(), Errno::from_io_error(e)) {
         (io::ErrorKind::ConnectionRefused, _) => "; is a server listening there?",
-        (_, Some(libc::EMFILE | libc::ENFILE)) => {
+        (_, Some(Errno::MFILE | Errno::NFILE)) => {
             "; too many open files: raise `ulimit -n` or use fewer --connections"
         }
-        (_, Some(libc::EADDRNOTAVAIL)) => "; no local port left: use fewer --connections",
+        (_, Some(Errno::ADDRNOTAVAIL)) => "; no local port left: use fewer --connections",
         (io::ErrorKind::TimedOut, _) => "; the server does not accept connections quickly enough",
         _ => "",
     }
@@ -294,15 +297,15 @@ fn hint(e: &io::Error) -> &'static str {
 /// Raise the soft limit on open files to the hard one, as a load generator with thousands
 /// of connections needs (loadgen does the same).
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read or write the struct they are given.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
+    let limit = getrlimit(Resource::Nofile);
+    // The soft limit is at most the hard one, so unequal means lower (`None` is unlimited).
+    if limit.current != limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
     }
 }

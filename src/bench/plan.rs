@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use switchboard_handlers::Proto;
+
 /// What each connection does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -24,25 +26,6 @@ impl Mode {
             Mode::Pingpong => "pingpong",
             Mode::Bulk => "bulk",
             Mode::Connect => "connect",
-        }
-    }
-}
-
-/// Transport used to reach the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    /// TCP connections.
-    Tcp,
-    /// UDP sockets, one peer each.
-    Udp,
-}
-
-impl Proto {
-    /// `"tcp"` or `"udp"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
         }
     }
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
+use switchboard_handlers::Proto;
 
-use super::plan::{Mode, Plan, Proto};
+use super::plan::{Mode, Plan};
 use super::stats::Stats;
 use super::udp::LOSS_TIMEOUT;
 
@@ -102,7 +103,7 @@ impl Report {
         let p = &self.plan;
         let mut o = Map::new();
         o.insert("mode".into(), json!(p.mode.name()));
-        o.insert("proto".into(), json!(p.proto.name()));
+        o.insert("proto".into(), json!(p.proto.as_str()));
         o.insert("target".into(), json!(self.target));
         o.insert("connections".into(), json!(p.connections));
         o.insert("size".into(), json!(p.size));
@@ -167,7 +168,7 @@ impl Report {
             s,
             "{} over {} to {}: {peers}, {}-byte {unit}",
             p.mode.name(),
-            p.proto.name().to_uppercase(),
+            p.proto.as_str().to_uppercase(),
             self.target,
             p.size,
         );

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use nix::unistd::{Uid, User};
 
 /// Arguments of `switchboard attach`.
 #[derive(Debug, clap::Args)]
@@ -19,22 +20,35 @@ pub struct AttachArgs {
 }
 
 /// The socket the daemon of this config listens on.
-fn socket_of(config: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let c = crate::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(c.daemon.control_socket.unwrap_or_else(|| {
+fn socket_of(c: &crate::config::Config, config: Option<&Path>) -> PathBuf {
+    c.daemon.control_socket.clone().unwrap_or_else(|| {
         let places = crate::console::default_sockets(config);
         places
             .iter()
             .find(|p| p.exists())
             .unwrap_or(&places[0])
             .clone()
-    }))
+    })
 }
 
 fn connect(args: &AttachArgs, config: Option<&Path>) -> anyhow::Result<(UnixStream, PathBuf)> {
-    let path = match &args.socket {
-        Some(p) => p.clone(),
-        None => socket_of(config)?,
+    connect_to(args.socket.clone(), config)
+}
+
+/// Connect to a running daemon's control socket: `socket`, or the one of `config`; the
+/// listening process is checked first.
+pub(crate) fn connect_to(
+    socket: Option<PathBuf>,
+    config: Option<&Path>,
+) -> anyhow::Result<(UnixStream, PathBuf)> {
+    let load = || crate::config::load(config).map_err(|e| anyhow::anyhow!("{e}"));
+    let (path, loaded) = match socket {
+        // The config, when one is named, only tells which user the daemon may run as.
+        Some(p) => (p, config.and_then(|_| load().ok())),
+        None => {
+            let c = load()?;
+            (socket_of(&c, config), Some(c))
+        }
     };
     let stream = UnixStream::connect(&path).with_context(|| {
         format!(
@@ -42,7 +56,37 @@ fn connect(args: &AttachArgs, config: Option<&Path>) -> anyhow::Result<(UnixStre
             path.display()
         )
     })?;
+    let daemon_user = loaded.and_then(|c| c.daemon.user);
+    check_server(&stream, &path, daemon_user.as_deref())?;
     Ok((stream, path))
+}
+
+/// Before anything is sent: the process listening on the socket must run as this user, as
+/// root, or as the config's `[daemon] user` (a daemon that dropped privileges). Anyone else
+/// may have put a socket of their own in the daemon's place, to read the operator's replies.
+fn check_server(stream: &UnixStream, path: &Path, daemon_user: Option<&str>) -> anyhow::Result<()> {
+    let server = rustix::net::sockopt::socket_peercred(stream)
+        .with_context(|| format!("cannot check who listens on {}", path.display()))?
+        .uid
+        .as_raw();
+    let me = rustix::process::geteuid().as_raw();
+    let uid_of = |name: &str| User::from_name(name).ok().flatten().map(|u| u.uid.as_raw());
+    if server == me || server == 0 || daemon_user.and_then(uid_of) == Some(server) {
+        return Ok(());
+    }
+    let name = match User::from_uid(Uid::from_raw(server)) {
+        Ok(Some(u)) => format!("uid {server} ({})", u.name),
+        _ => format!("uid {server}"),
+    };
+    let expected = match daemon_user {
+        Some(u) => format!("you (uid {me}), root or the config's [daemon] user {u:?}"),
+        None => format!("you (uid {me}) or root"),
+    };
+    anyhow::bail!(
+        "refusing to talk to {}: the process listening there runs as {name}, not as {expected}; \
+         another user may have put that socket there. Nothing was sent",
+        path.display()
+    )
 }
 
 /// `switchboard status` and `switchboard reload`: one request over the control socket,

@@ -7,8 +7,10 @@
 mod attach;
 mod chat;
 mod send;
+mod watch;
 
 pub use attach::{AttachArgs, attach, request};
+pub use watch::{WatchArgs, watch};
 
 use std::fmt;
 use std::io;
@@ -16,6 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs,
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
+use switchboard_handlers::Proto;
 
 use anyhow::anyhow;
 
@@ -201,21 +204,6 @@ impl Target {
         } else {
             format!("{self}/{proto} ({})", list.join(", "))
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        })
     }
 }
 

@@ -30,6 +30,14 @@ impl BuildEnv for Recording<'_> {
         self.read.borrow_mut().push(file.clone());
         Ok(file)
     }
+
+    fn dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.dir()
+    }
+
+    fn program(&self, name: &str) -> Result<std::path::PathBuf, String> {
+        self.inner.program(name)
+    }
 }
 
 /// A handler's settings table as canonical TOML (key order, quoting and comments do not

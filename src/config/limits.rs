@@ -19,6 +19,9 @@ const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_MAX_PER_IP: usize = 256;
 /// How long output may stay pending without progress when `write_timeout` is not given.
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a line may take to arrive in full (line framing) when `message_timeout` is not
+/// given: a peer that trickles a line a byte at a time cannot hold its session forever.
+const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// UDP replies per second to one peer address when `reply_rate` is not given.
 const DEFAULT_REPLY_RATE: f64 = 100.0;
 /// UDP source ports never answered when `udp_blocked_ports` is not given: services that
@@ -78,6 +81,9 @@ pub struct Limits {
     pub too_long_reply: Option<String>,
     /// TCP: close a session whose output makes no progress for this long.
     pub write_timeout: Duration,
+    /// Line framing: close a session whose unfinished line is this old (slowloris); `None`
+    /// for no limit.
+    pub message_timeout: Option<Duration>,
     /// UDP: datagrams from these source ports are dropped unanswered (port 0 always is).
     pub udp_blocked_ports: Vec<u16>,
     /// UDP: replies per second to one peer address (all its ports); `None` for no limit.
@@ -100,6 +106,7 @@ impl Default for Limits {
             busy_message: None,
             too_long_reply: None,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            message_timeout: None,
             udp_blocked_ports: DEFAULT_UDP_BLOCKED_PORTS.to_vec(),
             reply_rate: Some(Rate {
                 per_second: DEFAULT_REPLY_RATE,
@@ -168,6 +175,23 @@ impl Validator<'_> {
             }
             limits.write_timeout = d;
         }
+        let line = l.framing.as_ref().map(|f| *f.get_ref()) == Some(Framing::Line);
+        limits.message_timeout = match &l.message_timeout {
+            Some(m) => {
+                let d = self.duration(m, format!("{label} message_timeout"));
+                if !line {
+                    self.error(
+                        Some(m.span()),
+                        key("message_timeout"),
+                        "applies to framing = \"line\" only (a raw read or a datagram is a \
+                         whole message as soon as it arrives)",
+                    );
+                }
+                d.filter(|d| !d.is_zero())
+            }
+            None if line => Some(DEFAULT_MESSAGE_TIMEOUT),
+            None => None,
+        };
         if let Some(ports) = &l.udp_blocked_ports {
             limits.udp_blocked_ports = ports.get_ref().clone();
         }
@@ -181,7 +205,6 @@ impl Validator<'_> {
             m
         });
         limits.too_long_reply = l.too_long_reply.as_ref().map(|m| m.get_ref().clone());
-        let line = l.framing.as_ref().map(|f| *f.get_ref()) == Some(Framing::Line);
         if let (Some(r), false) = (&l.too_long_reply, line) {
             self.error(
                 Some(r.span()),

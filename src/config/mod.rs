@@ -20,10 +20,12 @@ mod chain;
 mod desk;
 mod limits;
 mod read;
+mod record;
 mod validate;
 
 pub use desk::{DEFAULT_MAX_TRANSCRIPT, ReplyMode, Transcripts};
 pub use limits::{Limits, Rate};
+pub use record::{DEFAULT_RECORD_MAX_BYTES, RecordConfig};
 use validate::Validator;
 
 /// The config served when none is given, kept as `config/switchboard.toml`.
@@ -35,6 +37,8 @@ const DEFAULT_BACKLOG: u32 = 1024;
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
+/// How long a UDP session lasts without a datagram when `idle_timeout` is not given.
+const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +131,8 @@ pub struct ListenerConfig {
     pub reply_mode: ReplyMode,
     /// Where conversations are written, when they are.
     pub transcripts: Option<Arc<Transcripts>>,
+    /// Recordings of its sessions, when set.
+    pub record: Option<Arc<RecordConfig>>,
 }
 
 /// Faults the loop applies to a UDP listener's replies. Deterministic under `seed`.
@@ -171,6 +177,7 @@ impl PartialEq for ListenerConfig {
             limits,
             reply_mode,
             transcripts,
+            record,
         } = self;
         (
             name,
@@ -199,6 +206,35 @@ impl PartialEq for ListenerConfig {
             && *faults == o.faults
             && *limits == o.limits
             && (reply_mode, transcripts) == (&o.reply_mode, &o.transcripts)
+            && *record == o.record
+    }
+}
+
+impl Config {
+    /// What is valid but probably unwise: a listener reachable from other machines with no
+    /// `allow` list, the metrics endpoint on a public address. Shown by `check`, logged at
+    /// start and on reload.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for l in &self.listeners {
+            if !l.addr.ip().is_loopback() && l.limits.acl.allow.is_empty() {
+                w.push(format!(
+                    "listener {:?} on {} is reachable from other machines and has no `allow` \
+                     list: anyone who can reach it may use it (add `allow = [\"10.0.0.0/8\"]` \
+                     or the like, or bind 127.0.0.1)",
+                    l.name,
+                    l.endpoint()
+                ));
+            }
+        }
+        if let Some(m) = self.daemon.metrics.filter(|m| !m.ip().is_loopback()) {
+            w.push(format!(
+                "[daemon] metrics on {m} is reachable from other machines: anyone who can \
+                 reach it sees listener names and traffic (bind 127.0.0.1 and scrape through a \
+                 tunnel or a proxy that checks who asks)"
+            ));
+        }
+        w
     }
 }
 
@@ -282,10 +318,46 @@ impl std::error::Error for ConfigErrors {}
 /// Reads files named in settings relative to the config's folder.
 struct FilesBeside<'a>(&'a Path);
 
+/// Largest config or script file read.
+const MAX_FILE: u64 = 16 << 20;
+
+/// Read a config or script file as text, safely: it must be a regular file (a FIFO would
+/// block the daemon, a device such as /dev/zero never ends), opened without blocking, and at
+/// most `MAX_FILE` bytes.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a FIFO, a device or a folder cannot be a config or a script)",
+        ));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than the {} MiB a config or a script may have",
+            meta.len(),
+            MAX_FILE >> 20
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(std::io::Error::other(
+            "it grew past the size limit while read",
+        ));
+    }
+    Ok(text)
+}
+
 impl BuildEnv for FilesBeside<'_> {
     fn read_file(&self, name: &str) -> Result<Arc<SourceFile>, String> {
         let path = self.0.join(name);
-        std::fs::read_to_string(&path)
+        read_text(&path)
             .map(|text| {
                 Arc::new(SourceFile {
                     path: path.clone(),
@@ -294,6 +366,35 @@ impl BuildEnv for FilesBeside<'_> {
             })
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
     }
+
+    fn dir(&self) -> Option<PathBuf> {
+        Some(self.0.to_path_buf())
+    }
+
+    fn program(&self, name: &str) -> Result<PathBuf, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let runnable = |p: &Path| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
+        if name.contains('/') {
+            let path = self.0.join(name);
+            return if runnable(&path) {
+                Ok(path)
+            } else {
+                Err(format!("{} is not an executable file", path.display()))
+            };
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| runnable(p))
+            .ok_or_else(|| {
+                format!(
+                    "program {name:?} is not found in PATH ({}); install it or give its full path",
+                    path.to_string_lossy()
+                )
+            })
+    }
 }
 
 /// Read and validate the config at `path`, or the embedded default when `None`.
@@ -301,7 +402,7 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
     match path {
         None => parse(DEFAULT_CONFIG, Path::new(EMBEDDED_NAME), Path::new(".")),
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
+            let text = read_text(path).map_err(|e| {
                 ConfigErrors(vec![ConfigError {
                     file: path.to_path_buf(),
                     line: 0,

@@ -89,6 +89,10 @@ impl IntRange {
         min: 1,
         max: u32::MAX as i128,
     };
+    pub(super) const U64_POSITIVE: IntRange = IntRange {
+        min: 1,
+        max: u64::MAX as i128,
+    };
     pub(super) const U64: IntRange = IntRange {
         min: 0,
         max: u64::MAX as i128,

@@ -16,8 +16,8 @@ use super::desk::REPLY_MODES;
 use super::read::{Fields, IntRange, Value};
 use super::{
     Config, ConfigError, DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_MESSAGE,
-    DEFAULT_MAX_OUTPUT, DaemonConfig, Faults, FilesBeside, Framing, ListenerConfig, LogFormat,
-    ReplyMode, Rotation, line_col,
+    DEFAULT_MAX_OUTPUT, DEFAULT_UDP_IDLE_TIMEOUT, DaemonConfig, Faults, FilesBeside, Framing,
+    ListenerConfig, LogFormat, ReplyMode, Rotation, line_col,
 };
 
 const TOP_KEYS: &[&str] = &["daemon", "listener"];
@@ -60,12 +60,14 @@ const LISTENER_KEYS: &[&str] = &[
     "busy_message",
     "too_long_reply",
     "write_timeout",
+    "message_timeout",
     "udp_blocked_ports",
     "reply_rate",
     "reply_burst",
     "reply_mode",
     "transcripts",
     "max_transcript",
+    "record",
 ];
 
 const PROTOCOLS: &[(&str, Proto)] = &[("tcp", Proto::Tcp), ("udp", Proto::Udp)];
@@ -99,6 +101,7 @@ pub(super) struct FileListener {
     pub(super) busy_message: Option<Spanned<String>>,
     pub(super) too_long_reply: Option<Spanned<String>>,
     pub(super) write_timeout: Option<Spanned<String>>,
+    pub(super) message_timeout: Option<Spanned<String>>,
     pub(super) udp_blocked_ports: Option<Spanned<Vec<u16>>>,
     pub(super) reply_rate: Option<Spanned<f64>>,
     pub(super) reply_burst: Option<Spanned<u32>>,
@@ -408,6 +411,7 @@ impl Validator<'_> {
             busy_message: self.string(f, "busy_message"),
             too_long_reply: self.string(f, "too_long_reply"),
             write_timeout: self.duration_text(f, "write_timeout"),
+            message_timeout: self.duration_text(f, "message_timeout"),
             udp_blocked_ports: self.integers(f, "udp_blocked_ports", IntRange::PORT),
             reply_rate: self.number(f, "reply_rate", 0.0, f64::INFINITY),
             reply_burst: self.integer(f, "reply_burst", IntRange::U32_POSITIVE),
@@ -456,6 +460,7 @@ impl Validator<'_> {
         }
         let handler_names: Vec<&str> = registry.names().collect();
         let mut f = self.fields(&label, span.clone(), rest, LISTENER_KEYS, &handler_names);
+        let record = self.record(&mut f, env.dir().as_deref().unwrap_or(Path::new(".")));
         let l = self.read_listener(&mut f);
         let key = |k: &str| Some(f.key(k));
         if let Some(name) = &l.name {
@@ -494,10 +499,14 @@ impl Validator<'_> {
                 "UDP has no stream to frame: each datagram is one message; remove framing",
             );
         }
-        let idle_timeout = l
-            .idle_timeout
-            .as_ref()
-            .and_then(|v| self.duration(v, f.key("idle_timeout")));
+        // UDP sessions expire by default (a UDP peer never says it left); "0" turns it off.
+        let idle_timeout = match &l.idle_timeout {
+            Some(v) => self
+                .duration(v, f.key("idle_timeout"))
+                .filter(|d| !d.is_zero()),
+            None if udp => Some(DEFAULT_UDP_IDLE_TIMEOUT),
+            None => None,
+        };
         let mut faults = Faults {
             seed: l.seed.as_ref().map_or(0, |s| *s.get_ref()),
             loss: l.loss.as_ref().map_or(0.0, |v| *v.get_ref()),
@@ -548,6 +557,7 @@ impl Validator<'_> {
             limits,
             reply_mode,
             transcripts,
+            record: record.map(Arc::new),
         })
     }
 }

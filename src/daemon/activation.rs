@@ -250,6 +250,7 @@ mod tests {
             limits: crate::config::Limits::default(),
             reply_mode: crate::config::ReplyMode::Free,
             transcripts: None,
+            record: None,
         }
     }
 

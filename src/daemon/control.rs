@@ -7,8 +7,7 @@
 
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
@@ -23,6 +22,8 @@ use super::core::OpId;
 use super::tokens::{Owner, Tokens};
 use super::transport::write_some;
 use crate::framing::split_lines;
+use crate::privileges::Handover;
+use crate::runtime_dir::ControlSocket;
 
 /// Output kept for an operator that does not read before it is detached.
 const OPERATOR_OUT_MAX: usize = 4 << 20;
@@ -30,6 +31,40 @@ const OPERATOR_OUT_MAX: usize = 4 << 20;
 const LINE_MAX: usize = 64 * 1024;
 /// Lines queued for the stdout writer before further ones are dropped.
 const STDOUT_QUEUE: usize = 4096;
+/// Output kept for a `watch` client; events beyond it are dropped for it, and counted.
+const WATCH_OUT_MAX: usize = 256 * 1024;
+
+/// What a `watch` client asked to see, and what it missed.
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    pub(crate) listener: Option<String>,
+    pub(crate) session: Option<u64>,
+    dropped: u64,
+}
+
+impl Watch {
+    /// `watch [listener=NAME] [session=ID]`.
+    pub(crate) fn parse(args: &str) -> Result<Watch, String> {
+        let mut w = Watch::default();
+        for word in args.split_whitespace() {
+            match word.split_once('=') {
+                Some(("listener", name)) => w.listener = Some(name.to_string()),
+                Some(("session", id)) => {
+                    w.session = Some(
+                        id.parse()
+                            .map_err(|_| format!("session={id:?} is not a number"))?,
+                    )
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown watch filter {word:?}: expected listener=NAME or session=ID"
+                    ));
+                }
+            }
+        }
+        Ok(w)
+    }
+}
 
 #[derive(Debug)]
 enum ClientIo {
@@ -48,6 +83,8 @@ struct Client {
     out: Vec<u8>,
     writable: bool,
     attached: bool,
+    /// A `watch` client: it gets events, and what it sends is ignored.
+    watch: Option<Watch>,
 }
 
 /// What a line from a client is.
@@ -70,21 +107,21 @@ struct Stdout {
 /// The control socket, its clients, and the stdin console.
 #[derive(Debug, Default)]
 pub(crate) struct Control {
-    listener: Option<(UnixListener, PathBuf, Token)>,
+    /// The listener, the guard that removes its file on drop, and its token.
+    listener: Option<(UnixListener, ControlSocket, Token)>,
     clients: Slab<Client>,
     /// fd 0's flags before it was made non-blocking, restored on drop.
     stdin_flags: Option<OFlags>,
     stdout: Option<Stdout>,
     accepted: u64,
+    /// How many clients watch.
+    watchers: usize,
 }
 
 impl Drop for Control {
     fn drop(&mut self) {
         if let Some(flags) = self.stdin_flags {
             let _ = rustix::fs::fcntl_setfl(io::stdin().as_fd(), flags);
-        }
-        if let Some((_, path, _)) = &self.listener {
-            let _ = std::fs::remove_file(path);
         }
         if let Some(out) = self.stdout.take() {
             // Let the writer finish what is queued, but never hang on a stuck terminal.
@@ -95,42 +132,31 @@ impl Drop for Control {
 }
 
 impl Control {
-    /// Listen on the control socket. A stale file from a crash is replaced; a live socket
-    /// (another daemon) is an error.
+    /// Listen on the control socket, for a daemon serving as `serving_uid`. The folder is
+    /// checked (or made) and the socket bound as `runtime_dir` says: a stale file from a
+    /// crash is replaced; a live socket (another daemon), a file of another kind, a folder
+    /// that is a symlink or that another user could use, are errors.
     pub(crate) fn open_socket(
         &mut self,
         path: &Path,
+        serving_uid: u32,
         registry: &Registry,
         tokens: &mut Tokens,
     ) -> anyhow::Result<()> {
-        if let Some(dir) = path.parent()
-            && !dir.exists()
-        {
-            std::fs::create_dir_all(dir)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                anyhow::bail!(
-                    "control socket {} is in use by another running daemon; stop it or set [daemon] control_socket",
-                    path.display()
-                );
-            }
-            std::fs::remove_file(path)?;
-        }
-        let mut listener = UnixListener::bind(path)
-            .map_err(|e| anyhow::anyhow!("cannot create control socket {}: {e}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let (mut listener, socket) = crate::runtime_dir::bind_control_socket(path, serving_uid)?;
         let token = tokens.add(Owner::Control);
         registry.register(&mut listener, token, Interest::READABLE)?;
         info!(event = "control_socket", path = %path.display(), "control socket");
-        self.listener = Some((listener, path.to_path_buf(), token));
+        self.listener = Some((listener, socket, token));
         Ok(())
     }
 
-    /// The control socket's path, when there is one.
-    pub(crate) fn socket_path(&self) -> Option<&Path> {
-        self.listener.as_ref().map(|(_, p, _)| p.as_path())
+    /// The control socket's folder and file, for the privilege drop (none without a socket).
+    pub(crate) fn handover(&self) -> Vec<Handover<'_>> {
+        self.listener
+            .iter()
+            .flat_map(|(_, socket, _)| socket.handover())
+            .collect()
     }
 
     /// Read operator lines from the daemon's stdin, when it can be polled; returns the
@@ -158,16 +184,18 @@ impl Control {
             out: Vec::new(),
             writable: false,
             attached: true,
+            watch: None,
         });
         info!(event = "stdin_console", "operator console on stdin");
         Some(op)
     }
 
-    /// Accept `switchboard attach` clients from our own user or root.
-    pub(crate) fn accept(&mut self, registry: &Registry, tokens: &mut Tokens) {
+    /// Accept `switchboard attach` clients from our own user or root. Returns false when it
+    /// ran out of file descriptors: the caller retries later.
+    pub(crate) fn accept(&mut self, registry: &Registry, tokens: &mut Tokens) -> bool {
         loop {
             let Some((listener, _, _)) = &self.listener else {
-                return;
+                return true;
             };
             match listener.accept() {
                 Ok((mut stream, _)) => {
@@ -192,6 +220,7 @@ impl Control {
                                 out: Vec::new(),
                                 writable: false,
                                 attached: false,
+                                watch: None,
                             });
                         }
                         Ok(cred) => {
@@ -211,11 +240,16 @@ impl Control {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if super::tcp::is_fd_exhaustion(&e) => {
+                    warn!(event = "accept_paused", socket = "control", error = %e,
+                        "control socket: out of file descriptors; retrying shortly");
+                    return false;
+                }
                 Err(e) => {
                     warn!(error = %e, "control socket: accept failed");
-                    return;
+                    return true;
                 }
             }
         }
@@ -248,6 +282,7 @@ impl Control {
             };
             match r {
                 Ok(0) => return Some("end of input"),
+                Ok(_) if c.watch.is_some() => {}
                 Ok(n) => {
                     let attached = c.attached;
                     let result = split_lines(&mut c.partial, &buf[..n], LINE_MAX, |l| {
@@ -275,6 +310,60 @@ impl Control {
         let c = self.clients.get_mut(op)?;
         c.attached = true;
         Some(c.name.clone())
+    }
+
+    /// The client becomes a watcher.
+    pub(crate) fn watch(&mut self, op: OpId, watch: Watch) {
+        if let Some(c) = self.clients.get_mut(op)
+            && c.watch.is_none()
+        {
+            c.watch = Some(watch);
+            self.watchers += 1;
+        }
+    }
+
+    /// Whether any client watches.
+    pub(crate) fn watching(&self) -> bool {
+        self.watchers > 0
+    }
+
+    /// An event line for the watchers whose filter it passes. One whose output is full
+    /// misses it (and is told how many it missed once it catches up). Returns the clients
+    /// that broke.
+    pub(crate) fn watch_line(
+        &mut self,
+        line: &str,
+        listener: &str,
+        session: u64,
+        registry: &Registry,
+    ) -> Vec<OpId> {
+        let mut gone = Vec::new();
+        for (op, c) in self.clients.iter_mut() {
+            let Some(w) = c.watch.as_mut() else {
+                continue;
+            };
+            if w.listener.as_deref().is_some_and(|l| l != listener)
+                || w.session.is_some_and(|s| s != session)
+            {
+                continue;
+            }
+            if c.out.len() + line.len() > WATCH_OUT_MAX {
+                w.dropped += 1;
+                continue;
+            }
+            if w.dropped > 0 {
+                let note = serde_json::json!({"event": "dropped", "count": w.dropped});
+                c.out.extend_from_slice(note.to_string().as_bytes());
+                c.out.push(b'\n');
+                w.dropped = 0;
+            }
+            c.out.extend_from_slice(line.as_bytes());
+            c.out.push(b'\n');
+            if c.flush(registry).is_err() {
+                gone.push(op);
+            }
+        }
+        gone
     }
 
     /// Whether a client is an attached operator.
@@ -340,6 +429,9 @@ impl Control {
             }
         }
         tokens.remove(c.token);
+        if c.watch.is_some() {
+            self.watchers -= 1;
+        }
         if !c.attached {
             debug!(client = %c.name, why, "control client done");
         }

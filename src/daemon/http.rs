@@ -73,13 +73,14 @@ impl Metrics {
         })
     }
 
-    /// Accept scrapers; returns the new ones, to be served at once and timed.
+    /// Accept scrapers; returns the new ones, to be served at once and timed, and false when
+    /// it ran out of file descriptors (the caller retries later).
     pub(crate) fn accept(
         &mut self,
         registry: &Registry,
         tokens: &mut Tokens,
         now: Instant,
-    ) -> Vec<usize> {
+    ) -> (Vec<usize>, bool) {
         let mut new = Vec::new();
         loop {
             if self.scrapers.len() >= MAX_SCRAPERS {
@@ -91,7 +92,7 @@ impl Metrics {
                         "metrics: too many scrapers at once; the others wait until one leaves"
                     );
                 }
-                return new;
+                return (new, true);
             }
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
@@ -114,11 +115,16 @@ impl Metrics {
                     });
                     new.push(key);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return new,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (new, true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if super::tcp::is_fd_exhaustion(&e) => {
+                    warn!(event = "accept_paused", socket = "metrics", error = %e,
+                        "metrics: out of file descriptors; retrying shortly");
+                    return (new, false);
+                }
                 Err(e) => {
                     warn!(error = %e, "metrics: accept failed");
-                    return new;
+                    return (new, true);
                 }
             }
         }

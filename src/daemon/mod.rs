@@ -14,13 +14,17 @@
 
 mod activation;
 mod bind;
+mod children;
 mod control;
 pub(crate) mod core;
 mod http;
 mod mmsg;
 mod notify;
+mod record;
 mod reload;
+mod requests;
 mod rlimit;
+mod tap;
 mod tcp;
 pub(crate) mod timers;
 mod tokens;
@@ -34,8 +38,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 use switchboard_handlers::Proto;
 use tracing::{info, warn};
@@ -43,7 +47,7 @@ use tracing::{info, warn};
 pub use activation::Inherited;
 pub use bind::BindError;
 use bind::Bound;
-use core::{Core, Effect, ListenerId, RunState, SessionKey};
+use core::{ChanRef, Core, Effect, ListenerId, RunState, SessionKey};
 use notify::Notifier;
 use timers::Timers;
 use tokens::{Owner, Part, Tokens};
@@ -60,10 +64,16 @@ const MAX_OPS_PER_EVENT: usize = 32;
 pub(crate) enum ShellDue {
     /// Try accepting again after running out of file descriptors.
     ResumeAccept(ListenerId),
+    /// The same, for the control socket.
+    RetryControl,
+    /// The same, for the metrics endpoint.
+    RetryMetrics,
     /// Drop a metrics scraper that has not finished by now (its key and when it came).
     Scraper(usize, Instant),
     /// Tell systemd's watchdog the loop is alive.
     Watchdog,
+    /// SIGKILL a child (its slot in `procs` and pid) that has not ended since SIGTERM.
+    Kill(usize, u32),
 }
 
 /// A listener's socket.
@@ -103,8 +113,18 @@ pub struct Daemon {
     daemon_cfg: crate::config::DaemonConfig,
     /// The logger, once `run` has it: reload and SIGUSR2 change it.
     logging: Option<crate::logging::Logging>,
+    /// Wakes the loop when a config read on another thread is ready.
+    waker: Arc<Waker>,
+    /// A reload whose config is being read.
+    loading: Option<reload::Loading>,
     now: Instant,
     notify: Notifier,
+    /// Children of channels, running or being ended (`children.rs`).
+    procs: slab::Slab<children::Proc>,
+    /// The child of each open channel, by its place in `procs`.
+    chans: std::collections::BTreeMap<ChanRef, usize>,
+    /// Recordings and watchers (`tap.rs`).
+    tap: tap::Tap,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -120,11 +140,16 @@ impl std::fmt::Debug for Daemon {
 pub type LocalAddrs = Vec<(Arc<str>, Proto, SocketAddr)>;
 
 /// Every listener's transcript folder can be written (made if missing).
-pub(crate) fn check_transcripts(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn check_transcripts(config: &Config) -> Result<(), crate::config::ConfigError> {
     for l in &config.listeners {
         if let Some(t) = &l.transcripts {
-            t.check()
-                .map_err(|e| anyhow::anyhow!("listener {:?}: transcripts: {e}", &*l.name))?;
+            t.check().map_err(|message| crate::config::ConfigError {
+                file: config.source.clone(),
+                line: 0,
+                column: 0,
+                key: Some(format!("listener {:?} transcripts", &*l.name)),
+                message,
+            })?;
         }
     }
     Ok(())
@@ -141,10 +166,11 @@ impl Daemon {
     pub fn bind_with(config: &Config, mut inherited: Inherited) -> anyhow::Result<Daemon> {
         let poll = Poll::new()?;
         let mut tokens = Tokens::default();
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD])?;
         let token = tokens.add(Owner::Signals);
         poll.registry()
             .register(&mut signals, token, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), tokens.add(Owner::Waker))?);
         let now = Instant::now();
         let mut daemon = Daemon {
             poll,
@@ -165,16 +191,33 @@ impl Daemon {
             config_file: config.file.clone(),
             daemon_cfg: config.daemon.clone(),
             logging: None,
+            waker,
+            loading: None,
             now,
             notify: Notifier::from_env(),
+            procs: slab::Slab::new(),
+            chans: std::collections::BTreeMap::new(),
+            tap: tap::Tap::default(),
         };
-        daemon.open_control(config)?;
+        // Who the daemon serves as once bound: a wrong user stops it before anything is made.
+        let run_as = crate::privileges::run_as(
+            config.daemon.user.as_deref(),
+            config.daemon.group.as_deref(),
+        )?;
+        daemon.open_control(config, crate::privileges::serving_uid(run_as.as_ref()))?;
         if let Some(addr) = config.daemon.metrics {
             daemon.metrics = Some(http::Metrics::bind(
                 addr,
                 daemon.poll.registry(),
                 &mut daemon.tokens,
             )?);
+        }
+        for l in &config.listeners {
+            if let Some(r) = &l.record {
+                r.check_writable().map_err(|e| {
+                    anyhow::anyhow!("listener {:?}: [listener.record] dir: {e}", &*l.name)
+                })?;
+            }
         }
         inherited.reserve(&config.listeners);
         for cfg in &config.listeners {
@@ -186,17 +229,18 @@ impl Daemon {
             daemon.open_stdin_console(config);
         }
         inherited.close_unused();
-        let mut owned: Vec<&std::path::Path> = daemon.control.socket_path().into_iter().collect();
-        owned.extend(config.daemon.log_file.as_deref().filter(|p| p.exists()));
-        crate::privileges::drop_to(
-            config.daemon.user.as_deref(),
-            config.daemon.group.as_deref(),
-            &owned,
-        )?;
+        // What the daemon's user must own after the drop, by descriptor.
+        let log_file = crate::logging::open_log_file();
+        let mut owned = daemon.control.handover();
+        owned.extend(log_file.as_ref().map(|f| f.handover()));
+        crate::privileges::drop_to(run_as.as_ref(), &owned)?;
         // As the user the daemon serves as: a folder it cannot write is an error now, not
         // lines lost later.
-        check_transcripts(config)?;
+        check_transcripts(config).map_err(|e| anyhow::anyhow!("{e}"))?;
         rlimit::check_open_files(&config.listeners);
+        for w in config.warnings() {
+            warn!(event = "public_bind", "{w}");
+        }
         info!(event = "ready", listeners = config.listeners.len(), "ready");
         daemon
             .notify
@@ -204,16 +248,28 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// The control socket (attach, status, reload). A configured one must work; the default
-    /// one is skipped with a warning when another daemon of the same config name holds it.
-    fn open_control(&mut self, config: &Config) -> anyhow::Result<()> {
+    /// The control socket (attach, status, reload), for a daemon serving as `serving_uid`. A
+    /// configured one must work; the default one is skipped with a warning when another
+    /// daemon of the same config name holds it, or its folder is not fit for it.
+    fn open_control(&mut self, config: &Config, serving_uid: u32) -> anyhow::Result<()> {
         let registry = self.poll.registry();
+        let tokens = &mut self.tokens;
         match &config.daemon.control_socket {
-            Some(path) => self.control.open_socket(path, registry, &mut self.tokens),
+            Some(path) => self
+                .control
+                .open_socket(path, serving_uid, registry, tokens),
             None => {
                 let path = crate::console::default_socket(config.file.as_deref());
-                if let Err(e) = self.control.open_socket(&path, registry, &mut self.tokens) {
-                    warn!("{e:#}; running without a control socket (set [daemon] control_socket)");
+                if let Err(e) = self
+                    .control
+                    .open_socket(&path, serving_uid, registry, tokens)
+                {
+                    warn!(
+                        event = "no_control_socket",
+                        reason = crate::runtime_dir::reason_of(&e),
+                        path = %path.display(),
+                        "{e:#}; running without a control socket (set [daemon] control_socket)"
+                    );
                 }
                 Ok(())
             }
@@ -308,7 +364,10 @@ impl Daemon {
             }
             self.events = Some(events);
             for token in std::mem::take(&mut self.pending) {
-                self.serve(token, true, false);
+                // Its owner may have gone since (a session released, a child's pipe closed).
+                if self.tokens.owner(token).is_some() {
+                    self.serve(token, true, false);
+                }
             }
             self.core.handle_timeout();
             self.settle();
@@ -316,6 +375,7 @@ impl Daemon {
                 self.fire(due);
             }
         }
+        self.end_children();
         info!(event = "stopped", "stopped");
         Ok(())
     }
@@ -334,6 +394,12 @@ impl Daemon {
     fn serve(&mut self, token: Token, readable: bool, writable: bool) {
         match self.tokens.owner(token) {
             Some(Owner::Session(key, Part::Peer)) => self.session_ready(key, readable, writable),
+            Some(Owner::Session(key, Part::Channel(slot, pipe))) => {
+                self.channel_ready(ChanRef::Session(key, slot), pipe, readable, writable)
+            }
+            Some(Owner::Shared(i, pipe)) => {
+                self.channel_ready(ChanRef::Shared(i), pipe, readable, writable)
+            }
             Some(Owner::Listener(id)) => match self.sockets.get(id.0) {
                 Some(Some(ListenerIo::Tcp(_))) => self.accept(id),
                 Some(Some(ListenerIo::Udp(_))) => {
@@ -349,7 +415,8 @@ impl Daemon {
                 _ => warn!(?token, "event for a listener that is gone"),
             },
             Some(Owner::Signals) => self.on_signals(),
-            Some(Owner::Control) => self.control.accept(self.poll.registry(), &mut self.tokens),
+            Some(Owner::Waker) => self.reload_loaded(),
+            Some(Owner::Control) => self.control_accept(),
             Some(Owner::ControlClient(op)) => self.control_ready(op, readable, writable),
             Some(Owner::Stdin) => {
                 if let Some(op) = self.stdin_op {
@@ -380,6 +447,12 @@ impl Daemon {
                         .get_or_insert_with(transcripts::Writer::spawn)
                         .write(records);
                 }
+                Effect::OpenChannel(r) => self.open_channel(r),
+                Effect::ChannelWrite(r) => self.channel_write(r),
+                Effect::EndChannelInput(r) => self.end_channel_input(r),
+                Effect::CloseChannel(r) => self.close_channel(r),
+                Effect::ResumeChannel(r) => self.resume_channel(r),
+                Effect::Note(n) => self.tap_note(n),
             }
         }
     }
@@ -418,6 +491,8 @@ impl Daemon {
     fn fire(&mut self, due: ShellDue) {
         match due {
             ShellDue::ResumeAccept(id) => self.resume_accepting(id),
+            ShellDue::RetryControl => self.control_accept(),
+            ShellDue::RetryMetrics => self.metrics_accept(),
             ShellDue::Scraper(key, since) => {
                 if let Some(m) = self.metrics.as_mut() {
                     m.expire(key, since, self.poll.registry(), &mut self.tokens);
@@ -427,6 +502,7 @@ impl Daemon {
                 }
             }
             ShellDue::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
+            ShellDue::Kill(i, pid) => self.kill_due(i, pid),
         }
     }
 
@@ -458,10 +534,9 @@ impl Daemon {
                         self.core.halt();
                     }
                 }
-                SIGHUP => {
-                    let _ = self.reload();
-                }
+                SIGHUP => self.reload(None),
                 SIGUSR1 => self.core.log_status(),
+                SIGCHLD => self.reap(),
                 SIGUSR2 => match self.logging.as_mut().map(|l| l.reopen()) {
                     Some(Err(e)) => warn!(error = %e, "SIGUSR2: cannot reopen the log file"),
                     _ => info!(event = "log_reopened", "SIGUSR2: log file reopened"),
@@ -472,87 +547,15 @@ impl Daemon {
         self.settle();
     }
 
-    /// A control client is ready.
-    fn control_ready(&mut self, op: core::OpId, readable: bool, writable: bool) {
-        let mut lines = Vec::new();
-        let gone = self.control.ready(
-            op,
-            readable,
-            writable,
-            &mut self.buf,
-            self.poll.registry(),
-            &mut lines,
-        );
-        for line in lines {
-            match line {
-                control::Line::Operator(op, text) => {
-                    if self.control.is_attached(op) {
-                        self.core.operator_line(op, &text);
-                        self.settle();
-                    }
-                }
-                control::Line::Request(op, text) => {
-                    if !self.control_request(op, &text) {
-                        return;
-                    }
-                }
-            }
-        }
-        if let Some(why) = gone {
-            self.drop_client(op, why);
-        }
-    }
-
-    /// The first line of a control client. Returns whether it stays connected.
-    fn control_request(&mut self, op: core::OpId, line: &str) -> bool {
-        let reply: Vec<String> = match line.trim() {
-            "attach" => {
-                if let Some(name) = self.control.attach(op) {
-                    self.core.attach_operator(op, name, true);
-                    self.settle();
-                }
-                return true;
-            }
-            "status" => self.core.status_lines(),
-            "reload" => vec![match self.reload() {
-                Ok(summary) => format!("reloaded: {summary}"),
-                Err(e) => format!("reload refused: {e}"),
-            }],
-            other => vec![format!(
-                "(!) unknown request {other:?}: expected attach, status or reload"
-            )],
-        };
-        for l in reply {
-            self.control.tell(op, &l, self.poll.registry());
-        }
-        self.drop_client(op, "request answered");
-        false
-    }
-
-    /// A line for an operator.
-    fn tell(&mut self, op: core::OpId, line: &str) {
-        if let Some(why) = self.control.tell(op, line, self.poll.registry()) {
-            self.drop_client(op, why);
-        }
-    }
-
-    fn drop_client(&mut self, op: core::OpId, why: &str) {
-        if self
-            .control
-            .remove(op, why, self.poll.registry(), &mut self.tokens)
-        {
-            self.core.detach_operator(op, why);
-            if self.stdin_op == Some(op) {
-                self.stdin_op = None;
-            }
-        }
-    }
-
     fn metrics_accept(&mut self) {
         let Some(m) = self.metrics.as_mut() else {
             return;
         };
-        let new = m.accept(self.poll.registry(), &mut self.tokens, self.now);
+        let (new, ok) = m.accept(self.poll.registry(), &mut self.tokens, self.now);
+        if !ok {
+            self.timers
+                .push(self.now + tcp::ACCEPT_RETRY, ShellDue::RetryMetrics);
+        }
         for key in new {
             self.timers.push(
                 self.now + http::SCRAPE_TIMEOUT,

@@ -1,22 +1,103 @@
-//! Reload (SIGHUP, `switchboard reload`), the shell's part: re-read the config, let the core
-//! plan the diff, bind what is new (a failure changes nothing), commit, and install the new
-//! sockets. The plan and its commit are the core's (`core/reload.rs`).
+//! Reload (SIGHUP, `switchboard reload`), the shell's part: read and compile the new config
+//! on a thread of its own (a script of many thousand rules takes a while, and the loop keeps
+//! serving meanwhile), then, back in the loop, let the core plan the diff, bind what is new
+//! (a failure changes nothing), commit, and install the new sockets. The plan and its commit
+//! are the core's (`core/reload.rs`).
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError, channel};
 
 use tracing::{error, info, warn};
 
 use super::bind;
-use super::core::{ReloadSummary, RunState};
+use super::core::{OpId, ReloadSummary, RunState};
 use super::{Daemon, Inherited, ListenerIo};
-use crate::config;
+use crate::config::{self, Config, ConfigErrors};
+
+/// A reload whose config is being read.
+#[derive(Debug)]
+pub(super) struct Loading {
+    result: Receiver<Result<Config, ConfigErrors>>,
+    /// Control clients waiting for the outcome.
+    waiters: Vec<OpId>,
+    /// Another reload was asked for meanwhile: the file may have changed again.
+    again: bool,
+}
 
 impl Daemon {
-    /// Re-read the config and apply it. On any error the running config stays as it is.
-    pub(super) fn reload(&mut self) -> Result<ReloadSummary, String> {
+    /// Start a reload (SIGHUP, or `switchboard reload` from control client `waiter`): the
+    /// config is read on a thread; [`Daemon::reload_loaded`] applies it when it is ready.
+    pub(super) fn reload(&mut self, waiter: Option<OpId>) {
         if self.core.state() != RunState::Running {
-            return Err("the daemon is stopping".into());
+            if let Some(op) = waiter {
+                self.answer_reload(op, &Err("the daemon is stopping".into()));
+            }
+            return;
+        }
+        if let Some(loading) = self.loading.as_mut() {
+            loading.waiters.extend(waiter);
+            loading.again = true;
+            return;
         }
         self.notify.reloading();
-        let result = self.try_reload();
+        info!(event = "reload_started", "reloading: reading the config");
+        let (tx, rx) = channel();
+        let (file, waker) = (self.config_file.clone(), Arc::clone(&self.waker));
+        let spawned = std::thread::Builder::new()
+            .name("config-reload".into())
+            .spawn(move || {
+                // A transcript folder the daemon cannot write refuses the reload.
+                let loaded = config::load(file.as_deref()).and_then(|c| {
+                    super::check_transcripts(&c).map_err(|e| ConfigErrors(vec![e]))?;
+                    Ok(c)
+                });
+                let _ = tx.send(loaded);
+                let _ = waker.wake();
+            });
+        if let Err(e) = spawned {
+            let result = Err(format!("cannot start reading the config: {e}"));
+            self.reload_done(result, waiter.into_iter().collect());
+            return;
+        }
+        self.loading = Some(Loading {
+            result: rx,
+            waiters: waiter.into_iter().collect(),
+            again: false,
+        });
+    }
+
+    /// The waker fired: apply the config read on the thread, if it is there.
+    pub(super) fn reload_loaded(&mut self) {
+        let Some(loading) = self.loading.as_ref() else {
+            return;
+        };
+        let loaded = match loading.result.try_recv() {
+            Ok(r) => r,
+            Err(TryRecvError::Empty) => return,
+            Err(TryRecvError::Disconnected) => Err(ConfigErrors(Vec::new())),
+        };
+        let Loading { waiters, again, .. } = self.loading.take().expect("checked above");
+        let result = match loaded {
+            Err(errors) if errors.0.is_empty() => Err("reading the config failed".to_string()),
+            Err(errors) => {
+                for e in &errors.0 {
+                    error!(event = "config_error", error = %e, "{e}");
+                }
+                Err(format!(
+                    "the config has {} error(s): {errors}",
+                    errors.0.len()
+                ))
+            }
+            Ok(new) if self.core.state() == RunState::Running => self.apply(new),
+            Ok(_) => Err("the daemon is stopping".into()),
+        };
+        self.reload_done(result, waiters);
+        if again {
+            self.reload(None);
+        }
+    }
+
+    fn reload_done(&mut self, result: Result<ReloadSummary, String>, waiters: Vec<OpId>) {
         self.notify.serving(self.core.serving());
         match &result {
             Ok(summary) => info!(event = "reloaded", %summary, "reloaded"),
@@ -25,17 +106,31 @@ impl Daemon {
                 self.notify.status(&format!("reload refused: {e}"));
             }
         }
-        result
+        for op in waiters {
+            self.answer_reload(op, &result);
+        }
     }
 
-    fn try_reload(&mut self) -> Result<ReloadSummary, String> {
-        let new = config::load(self.config_file.as_deref()).map_err(|errors| {
-            for e in &errors.0 {
-                error!(event = "config_error", error = %e, "{e}");
+    fn answer_reload(&mut self, op: OpId, result: &Result<ReloadSummary, String>) {
+        let line = match result {
+            Ok(summary) => format!("reloaded: {summary}"),
+            Err(e) => format!("reload refused: {e}"),
+        };
+        self.control.tell(op, &line, self.poll.registry());
+        self.drop_client(op, "request answered");
+    }
+
+    /// Apply a new config: plan, bind, commit.
+    fn apply(&mut self, new: Config) -> Result<ReloadSummary, String> {
+        for w in new.warnings() {
+            warn!(event = "public_bind", "{w}");
+        }
+        for l in &new.listeners {
+            if let Some(r) = &l.record {
+                r.check_writable()
+                    .map_err(|e| format!("listener {:?}: [listener.record] dir: {e}", &*l.name))?;
             }
-            format!("the config has {} error(s): {errors}", errors.0.len())
-        })?;
-        super::check_transcripts(&new).map_err(|e| format!("{e:#}"))?;
+        }
         let plan = self.core.plan_reload(&new);
         // Bind first: a failure here leaves everything as it was.
         let mut bound = Vec::new();

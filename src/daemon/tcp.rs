@@ -53,7 +53,9 @@ pub(crate) struct Conn {
     read_eof: bool,
 }
 
-fn is_fd_exhaustion(e: &io::Error) -> bool {
+/// Whether an `accept` failed for want of file descriptors (or kernel memory): worth a retry
+/// later, as no new readiness edge comes for the connections already waiting.
+pub(super) fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -256,7 +258,7 @@ impl Daemon {
         };
         for _ in 0..MAX_OPS_PER_EVENT {
             match c.transport.read(&mut self.buf) {
-                Readout::Data(_) => {}
+                Readout::Data(_) => self.core.discarded(key),
                 Readout::WouldBlock => return,
                 Readout::Eof | Readout::Failed(..) => break,
             }
@@ -316,6 +318,9 @@ impl Daemon {
     pub(super) fn release_session(&mut self, key: SessionKey) {
         if let Some(c) = self.conns.get_mut(key).and_then(Option::take) {
             self.tokens.remove(c.token);
+        }
+        if !self.chans.is_empty() {
+            self.release_channels(key);
         }
     }
 }

@@ -11,6 +11,8 @@ use super::core::{ListenerId, SessionKey};
 pub(crate) enum Owner {
     /// The signal pipe.
     Signals,
+    /// The waker another thread uses to hand its result to the loop (a config read).
+    Waker,
     /// A listener's socket.
     Listener(ListenerId),
     /// A part of a session: its connection, or something else it owns.
@@ -25,6 +27,8 @@ pub(crate) enum Owner {
     Metrics,
     /// A metrics scraper's connection.
     Scraper(usize),
+    /// A pipe of a listener's shared child (`ChanRef::Shared`).
+    Shared(usize, Pipe),
 }
 
 /// The parts of a session the poller watches. Everything a session owns is registered under
@@ -35,6 +39,16 @@ pub(crate) enum Owner {
 pub(crate) enum Part {
     /// The peer's connection, through its transport.
     Peer,
+    /// A pipe of a channel the session's handlers opened (`ChanRef::Session`'s slot).
+    Channel(u16, Pipe),
+}
+
+/// Which pipe of a child a token stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pipe {
+    Stdin,
+    Stdout,
+    Stderr,
 }
 
 /// The owners of the tokens in use.

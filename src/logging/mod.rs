@@ -1,11 +1,14 @@
 //! Log output: text or JSON, to stderr or a rotated file through a non-blocking writer.
 //! The whole output layer sits behind a reload handle, so a config reload can change the
 //! level, the format and the file, and SIGUSR2 can reopen the file after an external
-//! logrotate.
+//! logrotate. The file is opened so that another local user cannot redirect it (see
+//! [`file`]).
 
+mod file;
 mod text;
 
 use std::io;
+use std::sync::Mutex;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation as AppenderRotation};
@@ -15,8 +18,24 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 use crate::config::{DaemonConfig, LogFormat, Rotation};
+pub use file::LogFile;
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// The file the installed logger writes to (`log_rotation = "never"`), by descriptor. A
+/// global, as the logger is: the privilege drop takes it from here.
+static CURRENT_FILE: Mutex<Option<LogFile>> = Mutex::new(None);
+
+/// The log file in use, when the logger writes to one it opened itself, for the privilege
+/// drop to give to the daemon's user.
+pub fn open_log_file() -> Option<LogFile> {
+    let current = CURRENT_FILE.lock().unwrap_or_else(|e| e.into_inner());
+    current.as_ref().and_then(LogFile::try_clone)
+}
+
+fn set_current_file(file: Option<LogFile>) {
+    *CURRENT_FILE.lock().unwrap_or_else(|e| e.into_inner()) = file;
+}
 
 /// The installed logger. Dropping it flushes every queued line: hold it until `main` returns
 /// (`std::process::exit` would skip the flush).
@@ -60,12 +79,13 @@ fn trim_directives(directives: &str) -> String {
 /// Install the global subscriber described by the `[daemon]` table. `RUST_LOG`, when set,
 /// overrides `log_level`.
 pub fn init(cfg: &DaemonConfig) -> io::Result<Logging> {
-    let (layer, worker) = build(cfg)?;
+    let (layer, worker, file) = build(cfg)?;
     let (layer, handle) = reload::Layer::new(layer);
     tracing_subscriber::registry()
         .with(layer)
         .try_init()
         .map_err(|e| io::Error::other(format!("cannot install the logger: {e}")))?;
+    set_current_file(file);
     Ok(Logging {
         handle,
         _worker: worker,
@@ -76,10 +96,11 @@ pub fn init(cfg: &DaemonConfig) -> io::Result<Logging> {
 impl Logging {
     /// Apply new settings (level, format, file, rotation). On error the old ones stay.
     pub fn reload(&mut self, cfg: &DaemonConfig) -> io::Result<()> {
-        let (layer, worker) = build(cfg)?;
+        let (layer, worker, file) = build(cfg)?;
         self.handle
             .reload(layer)
             .map_err(|e| io::Error::other(format!("cannot swap the logger: {e}")))?;
+        set_current_file(file);
         // The old writer's guard drops here, flushing what it still held.
         self._worker = worker;
         self.current = cfg.clone();
@@ -108,15 +129,16 @@ impl Logging {
     }
 }
 
-fn build(cfg: &DaemonConfig) -> io::Result<(BoxedLayer, Option<WorkerGuard>)> {
+fn build(cfg: &DaemonConfig) -> io::Result<(BoxedLayer, Option<WorkerGuard>, Option<LogFile>)> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(trim_directives(&v))
             .map_err(|e| io::Error::other(format!("RUST_LOG={v:?} is not a valid filter: {e}")))?,
         _ => config_filter(&cfg.log_level).map_err(io::Error::other)?,
     };
-    let (writer, guard) = match &cfg.log_file {
+    let (writer, guard, file) = match &cfg.log_file {
         None => (
             tracing_subscriber::fmt::writer::BoxMakeWriter::new(io::stderr),
+            None,
             None,
         ),
         Some(path) => {
@@ -133,27 +155,48 @@ fn build(cfg: &DaemonConfig) -> io::Result<(BoxedLayer, Option<WorkerGuard>)> {
             let file_name = path.file_name().ok_or_else(|| {
                 io::Error::other(format!("log_file {} names no file", path.display()))
             })?;
+            // Before the drop: whom the file may belong to. A wrong user is reported by the
+            // daemon's own lookup.
+            let run_as = crate::privileges::run_as(cfg.user.as_deref(), cfg.group.as_deref())
+                .ok()
+                .flatten();
+            let serving_uid = crate::privileges::serving_uid(run_as.as_ref());
             let rotation = match cfg.log_rotation {
-                Rotation::Never => AppenderRotation::NEVER,
-                Rotation::Hourly => AppenderRotation::HOURLY,
-                Rotation::Daily => AppenderRotation::DAILY,
+                Rotation::Never => None,
+                Rotation::Hourly => Some(AppenderRotation::HOURLY),
+                Rotation::Daily => Some(AppenderRotation::DAILY),
             };
-            let appender = RollingFileAppender::builder()
-                .rotation(rotation)
-                .filename_prefix(file_name.to_string_lossy())
-                .build(dir)
-                .map_err(|e| {
-                    io::Error::other(format!("cannot open log file {}: {e}", path.display()))
-                })?;
             // Not lossy: a log line is never dropped silently. If the disk stalls long enough
             // to fill the queue, the loop waits rather than lose the record of what happened.
-            let (nb, guard) = NonBlockingBuilder::default()
+            let builder = NonBlockingBuilder::default()
                 .lossy(false)
-                .buffered_lines_limit(64 * 1024)
-                .finish(appender);
+                .buffered_lines_limit(64 * 1024);
+            let (nb, guard, file) = match rotation {
+                None => {
+                    let (writer, file) = file::open_append(path, serving_uid)?;
+                    let (nb, guard) = builder.finish(writer);
+                    (nb, guard, Some(file))
+                }
+                Some(rotation) => {
+                    file::check_rotation_folder(dir, serving_uid)?;
+                    let appender = RollingFileAppender::builder()
+                        .rotation(rotation)
+                        .filename_prefix(file_name.to_string_lossy())
+                        .build(dir)
+                        .map_err(|e| {
+                            io::Error::other(format!(
+                                "cannot open log file {}: {e}",
+                                path.display()
+                            ))
+                        })?;
+                    let (nb, guard) = builder.finish(appender);
+                    (nb, guard, None)
+                }
+            };
             (
                 tracing_subscriber::fmt::writer::BoxMakeWriter::new(nb),
                 Some(guard),
+                file,
             )
         }
     };
@@ -180,5 +223,5 @@ fn build(cfg: &DaemonConfig) -> io::Result<(BoxedLayer, Option<WorkerGuard>)> {
             )
             .boxed(),
     };
-    Ok((layer, guard))
+    Ok((layer, guard, file))
 }

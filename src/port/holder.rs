@@ -4,8 +4,10 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
+use switchboard_handlers::Proto;
+
 use super::owners::{Owners, Process, find_owners};
-use super::proc_net::{Proto, SocketEntry};
+use super::proc_net::SocketEntry;
 use super::read_sockets;
 
 /// Describe who holds `addr` for the protocol (`udp` or TCP), for an error message that says

@@ -1,8 +1,8 @@
 //! `switchboard port`: which process holds a port, from /proc (Linux).
 //!
 //! Sockets come from /proc/net/{tcp,tcp6,udp,udp6} (`proc_net`), their processes from one
-//! pass over the `socket:[INODE]` links of /proc/*/fd (`owners`). The daemon calls
-//! [`describe_holder`] when a bind fails with EADDRINUSE.
+//! pass over the `socket:[INODE]` links of /proc/*/fd (`owners`), both read with procfs. The
+//! daemon calls [`describe_holder`] when a bind fails with EADDRINUSE.
 
 mod holder;
 mod owners;
@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub use holder::describe_holder;
+use procfs::ProcError;
+use switchboard_handlers::Proto;
 
 use owners::{Owners, find_owners, user_names};
-use proc_net::{Proto, SocketEntry, read_table};
+use proc_net::{SocketEntry, read_table, tables};
 use report::{Held, Owner};
 
 /// Arguments of `switchboard port`.
@@ -49,7 +51,7 @@ pub enum PortError {
         /// The table, e.g. /proc/net/tcp.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        source: ProcError,
     },
     /// The process list could not be read.
     #[error("cannot list the processes in {}", path.display())]
@@ -57,7 +59,7 @@ pub enum PortError {
         /// Usually /proc.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        source: ProcError,
     },
 }
 
@@ -136,7 +138,7 @@ fn lookup(proc_root: &Path, protos: &[Proto], port: u16) -> Result<Vec<Held>, Po
     held.sort_by(|a, b| {
         let key = |h: &Held| {
             (
-                h.socket.proto,
+                h.socket.proto == Proto::Udp,
                 !h.socket.is_listening(),
                 h.socket.local,
                 h.socket.remote,
@@ -163,7 +165,7 @@ fn read_sockets(
 ) -> Result<Vec<SocketEntry>, PortError> {
     let mut sockets = Vec::new();
     for &proto in protos {
-        for path in proto.tables(proc_root) {
+        for path in tables(proto, proc_root) {
             let table =
                 read_table(proto, &path).map_err(|source| PortError::ReadTable { path, source })?;
             sockets.extend(table.into_iter().filter(|s| s.local.port() == port));

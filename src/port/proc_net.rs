@@ -1,40 +1,21 @@
-//! The socket tables of /proc/net/{tcp,tcp6,udp,udp6}: pure parsing plus a thin reader.
-//!
-//! A line looks like
-//! `   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000  0 12345 ...`
-//! (slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode). Addresses are
-//! the kernel's `__be32` words printed with `%08X` as if they were host-order integers, so the
-//! bytes come back with `to_ne_bytes`: an IPv4 address is one such word, an IPv6 address four.
-//! Ports are printed after `ntohs`, so they are plain hexadecimal numbers.
+//! The socket tables of /proc/net/{tcp,tcp6,udp,udp6}, read with procfs, and how
+//! `switchboard port` names their states and addresses.
 
 use std::fmt;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-/// Transport protocol of a socket table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Proto {
-    Tcp,
-    Udp,
-}
+use procfs::net::{TcpNetEntries, TcpNetEntry, UdpNetEntries, UdpNetEntry};
+use procfs::{FromReadSI, ProcError, ProcResult};
+use switchboard_handlers::Proto;
 
-impl Proto {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-
-    /// The two tables (IPv4, IPv6) that hold this protocol's sockets, under `proc_root`.
-    pub(crate) fn tables(self, proc_root: &Path) -> [PathBuf; 2] {
-        let name = self.as_str();
-        [
-            proc_root.join("net").join(name),
-            proc_root.join("net").join(format!("{name}6")),
-        ]
-    }
+/// The two tables (IPv4, IPv6) that hold `proto`'s sockets, under `proc_root`.
+pub(crate) fn tables(proto: Proto, proc_root: &Path) -> [PathBuf; 2] {
+    let name = proto.as_str();
+    [
+        proc_root.join("net").join(name),
+        proc_root.join("net").join(format!("{name}6")),
+    ]
 }
 
 /// One socket as the kernel lists it.
@@ -92,69 +73,55 @@ impl SocketEntry {
     }
 }
 
-/// Parse a whole table, skipping the header and any line that does not parse.
-pub(crate) fn parse_table(proto: Proto, text: &str) -> Vec<SocketEntry> {
-    text.lines().filter_map(|l| parse_line(proto, l)).collect()
+impl From<TcpNetEntry> for SocketEntry {
+    fn from(e: TcpNetEntry) -> SocketEntry {
+        SocketEntry {
+            proto: Proto::Tcp,
+            local: e.local_address,
+            remote: e.remote_address,
+            state: e.state.to_u8(),
+            uid: e.uid,
+            inode: e.inode,
+        }
+    }
 }
 
-/// Parse one line of a table; `None` for the header and for anything malformed.
-pub(crate) fn parse_line(proto: Proto, line: &str) -> Option<SocketEntry> {
-    let mut fields = line.split_whitespace();
-    let slot = fields.next()?;
-    if !slot.ends_with(':') {
-        return None; // the header ("sl local_address ...") and garbage
+impl From<UdpNetEntry> for SocketEntry {
+    fn from(e: UdpNetEntry) -> SocketEntry {
+        SocketEntry {
+            proto: Proto::Udp,
+            local: e.local_address,
+            remote: e.remote_address,
+            state: e.state.to_u8(),
+            uid: e.uid,
+            inode: e.inode,
+        }
     }
-    let local = parse_endpoint(fields.next()?)?;
-    let remote = parse_endpoint(fields.next()?)?;
-    let state = u8::from_str_radix(fields.next()?, 16).ok()?;
-    // tx_queue:rx_queue, tr:tm->when, retrnsmt
-    let mut fields = fields.skip(3);
-    let uid = fields.next()?.parse().ok()?;
-    let _timeout = fields.next()?;
-    let inode = fields.next()?.parse().ok()?;
-    Some(SocketEntry {
-        proto,
-        local,
-        remote,
-        state,
-        uid,
-        inode,
+}
+
+/// Parse a whole table as the kernel writes it (header line first).
+pub(crate) fn parse_table(proto: Proto, text: &[u8]) -> ProcResult<Vec<SocketEntry>> {
+    let system = procfs::current_system_info();
+    Ok(match proto {
+        Proto::Tcp => TcpNetEntries::from_read(text, system)?
+            .0
+            .into_iter()
+            .map(SocketEntry::from)
+            .collect(),
+        Proto::Udp => UdpNetEntries::from_read(text, system)?
+            .0
+            .into_iter()
+            .map(SocketEntry::from)
+            .collect(),
     })
 }
 
-/// `0100007F:1F90` -> 127.0.0.1:8080; 32 hex digits before the colon for IPv6.
-fn parse_endpoint(s: &str) -> Option<SocketAddr> {
-    let (addr, port) = s.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let ip = match addr.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(hex_word(addr)?)),
-        32 => {
-            let mut octets = [0u8; 16];
-            for (i, chunk) in octets.chunks_exact_mut(4).enumerate() {
-                chunk.copy_from_slice(&hex_word(addr.get(i * 8..i * 8 + 8)?)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(octets))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-/// Eight hex digits printed from a network-order word read as a host integer -> its bytes.
-fn hex_word(s: &str) -> Option<[u8; 4]> {
-    // from_str_radix accepts a leading '+', which is not hex: insist on digits only.
-    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    Some(u32::from_str_radix(s, 16).ok()?.to_ne_bytes())
-}
-
 /// Read one table. A missing table (IPv6 disabled, no /proc) is an empty one.
-pub(crate) fn read_table(proto: Proto, path: &Path) -> io::Result<Vec<SocketEntry>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(parse_table(proto, &text)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
+pub(crate) fn read_table(proto: Proto, path: &Path) -> ProcResult<Vec<SocketEntry>> {
+    match std::fs::read(path) {
+        Ok(text) => parse_table(proto, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(ProcError::Io(e, Some(path.to_owned()))),
     }
 }
 
@@ -179,9 +146,6 @@ mod tests {
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 12345 1 0000000000000000 100 0 0 10 0
    1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000  1000        0 12346 1 0000000000000000 20 4 30 10 -1
    2: 0100007F:1F90 0100007F:C351 06 00000000:00000000 03:00000F9C 00000000     0        0 0 3 0000000000000000
-this is not a socket
-   3: 0100007F:ZZZZ 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1
-   4: 0100007F:1F90 00000000:0000 0A 00000000:00000000
 ";
 
     const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -201,8 +165,8 @@ this is not a socket
     // The samples were taken on x86-64; the words of a big-endian kernel print the other way.
     #[cfg(target_endian = "little")]
     #[test]
-    fn ipv4_lines_parse_and_header_and_garbage_are_skipped() {
-        let v = parse_table(Proto::Tcp, TCP);
+    fn ipv4_lines_give_entries_with_state_uid_and_inode() {
+        let v = parse_table(Proto::Tcp, TCP.as_bytes()).unwrap();
         assert_eq!(v.len(), 3, "{v:#?}");
         assert_eq!(
             v[0],
@@ -226,14 +190,15 @@ this is not a socket
     #[cfg(target_endian = "little")]
     #[test]
     fn ipv6_addresses_are_four_host_order_words() {
-        let v = parse_table(Proto::Tcp, TCP6);
+        let v = parse_table(Proto::Tcp, TCP6.as_bytes()).unwrap();
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].local, addr("[::1]:8443"));
         assert_eq!(v[1].local, addr("[::]:8080"));
         assert_eq!((v[1].uid, v[1].inode), (33, 777));
 
-        let v = parse_table(Proto::Udp, UDP6);
+        let v = parse_table(Proto::Udp, UDP6.as_bytes()).unwrap();
         assert_eq!(v.len(), 2);
+        assert_eq!(v[0].proto, Proto::Udp);
         assert_eq!(v[0].local, addr("[::ffff:127.0.0.1]:54407"));
         assert_eq!(v[0].remote, addr("[::ffff:127.0.0.1]:6354"));
         assert_eq!(v[0].state_name(), "ESTAB");
@@ -243,44 +208,57 @@ this is not a socket
     }
 
     #[test]
-    fn malformed_lines_give_none_without_panicking() {
+    fn a_malformed_table_is_an_error_not_a_panic() {
+        let header = TCP.lines().next().unwrap();
         for line in [
-            "",
-            ":",
-            "0:",
-            "  sl  local_address rem_address   st",
             "0: 0100007F",
-            "0: 0100007F:1F90",
             "0: 0100007F:1F90 00000000:0000",
-            "0: 0100007F:1F90 00000000:0000 0A",
             "0: +100007F:1F90 00000000:0000 0A 0:0 0:0 0 0 0 1",
             "0: 0100007F:1F90 00000000:0000 0A 0:0 0:0 0 x 0 1",
-            "0: 0100007F:1F90 00000000:0000 0A 0:0 0:0 0 0 0 -1",
             "0: 0100007F:10000 00000000:0000 0A 0:0 0:0 0 0 0 1",
-            "0: 0100007F1:1F90 00000000:0000 0A 0:0 0:0 0 0 0 1",
-            // 32 bytes, but the 8-digit words would split the 'é'
-            "0: 0000000é00000000000000000100000:1F90 00000000:0000 0A 0:0 0:0 0 0 0 1",
             "0: 010000é:1F90 00000000:0000 0A 0:0 0:0 0 0 0 1",
-            "0: 0100007F:1F90 00000000:0000 1FF 0:0 0:0 0 0 0 1",
+            "0: 0000000é00000000000000000100000:1F90 00000000:0000 0A 0:0 0:0 0 0 0 1",
+            "0: 0100007F:1F90 00000000:0000 42 0:0 0:0 0 0 0 1",
         ] {
-            assert_eq!(parse_line(Proto::Tcp, line), None, "{line:?}");
+            let table = format!("{header}\n{line}\n");
+            assert!(
+                parse_table(Proto::Tcp, table.as_bytes()).is_err(),
+                "{line:?}"
+            );
         }
         assert!(
-            parse_line(
-                Proto::Tcp,
-                "0: 0100007F:1F90 00000000:0000 0A 0:0 0:0 0 0 0 1"
-            )
-            .is_some()
+            parse_table(Proto::Tcp, format!("{header}\n").as_bytes())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_missing_table_is_empty_and_the_real_ones_read() {
+        let none = read_table(Proto::Tcp, Path::new("/nonexistent/net/tcp")).unwrap();
+        assert!(none.is_empty());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let [v4, _] = tables(Proto::Tcp, Path::new("/proc"));
+        let table = read_table(Proto::Tcp, &v4).unwrap();
+        assert!(
+            table
+                .iter()
+                .any(|s| s.local == local && s.is_listening() && s.inode != 0),
+            "{local} not in {table:#?}"
         );
     }
 
     #[test]
     fn unknown_states_have_a_name_too() {
-        let mut e = parse_line(
-            Proto::Udp,
-            "0: 00000000:0035 00000000:0000 0A 0:0 0:0 0 0 0 1",
-        )
-        .unwrap();
+        let mut e = SocketEntry {
+            proto: Proto::Udp,
+            local: addr("0.0.0.0:53"),
+            remote: addr("0.0.0.0:0"),
+            state: TCP_LISTEN,
+            uid: 0,
+            inode: 1,
+        };
         assert_eq!(e.state_name(), "UNKNOWN");
         e.proto = Proto::Tcp;
         e.state = 0x42;

@@ -2,8 +2,10 @@
 
 use std::fmt::Write as _;
 
+use switchboard_handlers::Proto;
+
 use super::owners::Process;
-use super::proc_net::{DisplayAddr, Proto, SocketEntry};
+use super::proc_net::{DisplayAddr, SocketEntry};
 
 /// A socket on the port and what is known of its owner.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Instant;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::drive::Input;
 use super::due::Due;
@@ -125,26 +125,81 @@ impl Core {
                 None => return,
             },
         };
-        if self
+        if let Some(s) = self
             .sessions
             .get(key)
-            .is_some_and(|s| s.phase == super::Phase::Open)
+            .filter(|s| s.phase == super::Phase::Open)
         {
+            if self.tapped(s) {
+                let id = s.info.id;
+                self.effects.push_back(Effect::Note(super::Note::Read {
+                    id,
+                    bytes: data.to_vec(),
+                }));
+            }
             self.drive(key, Input::Datagram(data));
         }
     }
 
-    /// A new UDP peer: a session if the limits let it in.
+    /// A new UDP peer: a session if the limits let it in. A full table makes room rather
+    /// than refuse every newcomer for good (a UDP peer never says it left).
     fn open_udp(&mut self, lid: ListenerId, peer: SocketAddr) -> Option<SessionKey> {
+        if self.listeners[lid.0].is_full() {
+            self.make_room(lid);
+        }
         let key = self.admit(lid, peer).ok()?;
-        if let Some(u) = self.listeners[lid.0].udp.as_mut() {
+        let (id, now) = (self.sessions[key].info.id, self.now);
+        let live = |k: SessionKey, id: u64| self.sessions.get(k).is_some_and(|s| s.info.id == id);
+        let l = &mut self.listeners[lid.0];
+        if let Some(u) = l.udp.as_mut() {
             u.peers.insert(peer, key);
+            u.order.push_back((key, id, now));
+            if u.order.len() > 2 * u.peers.len() + 64 {
+                u.order.retain(|&(k, id, _)| live(k, id));
+            }
         }
         self.open(key);
         self.sessions
             .get(key)
             .is_some_and(|s| s.phase == super::Phase::Open)
             .then_some(key)
+    }
+
+    /// End the least recently active session of a full UDP listener. Sessions seen active
+    /// since they were queued go to the back once; the scan is bounded, so a flood of new
+    /// peers costs little each.
+    fn make_room(&mut self, lid: ListenerId) {
+        const SCAN: usize = 64;
+        for _ in 0..SCAN {
+            let Some((key, id, stamp)) = self.listeners[lid.0]
+                .udp
+                .as_mut()
+                .and_then(|u| u.order.pop_front())
+            else {
+                return;
+            };
+            let Some(s) = self
+                .sessions
+                .get(key)
+                .filter(|s| s.info.id == id && s.is_live())
+            else {
+                continue;
+            };
+            let u = self.listeners[lid.0].udp.as_mut().expect("a UDP listener");
+            if s.last_active > stamp {
+                u.order.push_back((key, id, s.last_active));
+                continue;
+            }
+            u.evicted += 1;
+            if u.evicted.is_power_of_two() {
+                let l = &self.listeners[lid.0];
+                warn!(parent: &l.span, event = "evicted", evicted_total = l.udp.as_ref().map_or(0, |u| u.evicted),
+                    max_connections = l.cfg.limits.max_connections,
+                    "the session table is full: the least recently active sessions make room for new peers");
+            }
+            self.end(key, super::CloseReason::Evicted);
+            return;
+        }
     }
 
     /// The datagrams to send now; call [`Core::clear_datagrams`] once sent.

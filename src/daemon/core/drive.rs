@@ -5,7 +5,9 @@
 //! ([`Core::begin_draining`], [`Core::end`], [`Core::release`]).
 
 use switchboard_handlers::text::{escape, lossy, trim_line_end};
-use switchboard_handlers::{Action, CloseReason, Flow, Handoff, Scope, TimerId};
+use switchboard_handlers::{
+    Action, ChannelEvent, ChannelId, CloseReason, Flow, Handoff, Scope, TimerId,
+};
 use tracing::{debug, info, warn};
 
 use super::due::Due;
@@ -31,6 +33,12 @@ pub(super) enum Input<'a> {
     Timer { link: usize, id: TimerId },
     /// The session's standing with the people at the console changed.
     Handoff(Handoff),
+    /// Something happened on a channel of link `link`.
+    Channel {
+        link: usize,
+        id: ChannelId,
+        event: ChannelEvent<'a>,
+    },
 }
 
 impl Core {
@@ -81,9 +89,14 @@ impl Core {
                 s.chain.handoff(to, &s.info, out);
                 Flow::Handled
             }
+            Input::Channel { link, id, event } => {
+                s.chain.channel(link, id, event, &s.info, out);
+                Flow::Handled
+            }
             Input::Bytes(data) | Input::Datagram(data) => {
                 s.last_active = now;
                 s.counts.bytes_in += data.len() as u64;
+                let msgs_before = s.counts.msgs_in;
                 let (chain, info, counts) = (&mut s.chain, &s.info, &mut s.counts);
                 let result = s.framer.decode(data, |msg| {
                     counts.msgs_in += 1;
@@ -92,6 +105,19 @@ impl Core {
                     }
                     deliver(chain, info, msg, out, debug);
                 });
+                // The unfinished message (if any) began with this read unless it was there
+                // before and no message completed since.
+                match (s.framer.has_partial(), s.partial_since) {
+                    (false, _) => s.partial_since = None,
+                    (true, Some(_)) if s.counts.msgs_in == msgs_before => {}
+                    (true, old) => {
+                        s.partial_since = Some(now);
+                        if let (None, Some(t)) = (old, s.cfg.limits.message_timeout) {
+                            let sref = s.key_id(key);
+                            self.timers.push(now + t, Due::MessageTimeout(sref));
+                        }
+                    }
+                }
                 if result == Err(TooLong) {
                     too_long = true;
                     warn!(session = info.id, peer = %info.peer, event = "too_long",
@@ -124,6 +150,7 @@ impl Core {
         if too_long {
             self.begin_draining(key, CloseReason::TooLong);
         }
+        self.deliver_opened_later();
         flow
     }
 
@@ -141,6 +168,14 @@ impl Core {
                 Framer::Datagram { .. } => {
                     s.counts.bytes_out += self.out.data().len() as u64;
                     let (lid, peer) = (s.listener, s.info.peer);
+                    if self.watching || s.cfg.record.is_some() {
+                        for m in self.out.messages() {
+                            self.effects.push_back(Effect::Note(super::Note::Wrote {
+                                id: s.info.id,
+                                bytes: m.to_vec(),
+                            }));
+                        }
+                    }
                     for m in self.out.messages() {
                         super::datagrams::reply(
                             &mut self.listeners[lid.0],
@@ -227,6 +262,18 @@ impl Core {
                 s.forget_timer(link, id);
             }
             Action::ToOperator { text, .. } => self.show_to_operators(key, &text),
+            Action::Open { link, id, spec, .. } => self.open_channel(key, link, id, spec),
+            Action::ToChannel { link, id, data, .. } => self.write_channel(key, link, id, &data),
+            Action::EndChannelInput { link, id, .. } => {
+                if let Some((slot, _)) = s.channel_at(link, id) {
+                    self.end_channel_input(key, slot);
+                }
+            }
+            Action::CloseChannel { link, id, .. } => {
+                if let Some((slot, _)) = s.channel_at(link, id) {
+                    self.close_channel(key, slot);
+                }
+            }
             // Taken during the drive (`hand_over`) and when shaping the replies (`shape`).
             Action::Handoff { .. } | Action::Ahead { .. } => {}
         }
@@ -241,15 +288,20 @@ impl Core {
         match s.phase {
             Phase::Open => s.phase = Phase::Draining(reason),
             Phase::Handshake => return self.end(key, reason),
-            Phase::Draining(_) | Phase::Lingering => return,
+            Phase::Draining(_) | Phase::Lingering { .. } => return,
         }
         if s.chain.is_closing() {
             // A handler asked for the end: its timers are forgotten.
             s.timers.clear();
-        } else if s.waits_for_timers() {
-            let sref = s.key_id(key);
-            self.timers
-                .push(self.now + self.drain_timeout, Due::Drained(sref));
+        } else {
+            if s.waits_for_timers() {
+                let sref = s.key_id(key);
+                self.timers
+                    .push(self.now + self.drain_timeout, Due::Drained(sref));
+            }
+            if !s.channels.is_empty() {
+                self.drain_channels(key);
+            }
         }
         self.settle(key);
     }
@@ -272,7 +324,7 @@ impl Core {
             return;
         };
         let was_open = match s.phase {
-            Phase::Lingering => return,
+            Phase::Lingering { .. } => return,
             Phase::Handshake => false,
             Phase::Open | Phase::Draining(_) => true,
         };
@@ -282,11 +334,20 @@ impl Core {
         s.timers.clear();
         s.pending = Vec::new();
         let (lid, peer, id, counts) = (s.listener, s.info.peer, s.info.id, s.counts);
+        let has_channels = !s.channels.is_empty();
         let takes_operator = s.cfg.takes_operator();
         let tcp = !matches!(s.framer, Framer::Datagram { .. });
         if was_open {
             s.chain.close(&s.info, reason);
         }
+        if has_channels {
+            self.end_channels(key);
+        }
+        if was_open && (self.watching || self.sessions[key].cfg.record.is_some()) {
+            self.effects
+                .push_back(Effect::Note(super::Note::Closed { id, reason }));
+        }
+        let s = &mut self.sessions[key];
         let duration = self.now.saturating_duration_since(s.opened);
         if was_open && takes_operator {
             self.console_closed(key, reason);
@@ -324,7 +385,8 @@ impl Core {
             );
         if lingers {
             let s = &mut self.sessions[key];
-            s.phase = Phase::Lingering;
+            s.phase = Phase::Lingering { since: self.now };
+            s.last_active = self.now;
             let sref = s.key_id(key);
             self.timers.push(self.now + LINGER, Due::Linger(sref));
             self.effects.push_back(Effect::Close(key));

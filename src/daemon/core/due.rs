@@ -5,7 +5,7 @@ use tracing::warn;
 
 use super::drive::Input;
 use super::listeners::{ListenerPhase, ListenerRef};
-use super::session::{Phase, SessionRef};
+use super::session::{LINGER, LINGER_MAX, Phase, SessionRef};
 use super::{Core, RunState};
 
 /// What a core deadline is for.
@@ -17,6 +17,8 @@ pub(super) enum Due {
     Handler(SessionRef, u64),
     /// Close a session whose output made no progress for `write_timeout`.
     WriteTimeout(SessionRef),
+    /// Close a session whose unfinished message is older than `message_timeout`.
+    MessageTimeout(SessionRef),
     /// A session that waits for its handlers' timers has waited `drain_timeout`.
     Drained(SessionRef),
     /// Stop draining an ended connection's input.
@@ -27,6 +29,10 @@ pub(super) enum Due {
     Retire(ListenerRef),
     /// The graceful stop gives up waiting.
     Stop,
+    /// A session channel's grace after its input ended: slot and channel serial.
+    ChannelGrace(SessionRef, u16, u64),
+    /// A listener channel's grace after its last session left: its slot and serial.
+    SharedGrace(usize, u64),
 }
 
 impl Core {
@@ -77,6 +83,24 @@ impl Core {
                 }
             }
             Due::WriteTimeout(r) => self.write_timeout_due(r),
+            Due::MessageTimeout(r) => {
+                if self.live(r) != Some(Phase::Open) {
+                    return;
+                }
+                let s = &self.sessions[r.key];
+                let (Some(since), Some(timeout)) = (s.partial_since, s.cfg.limits.message_timeout)
+                else {
+                    return;
+                };
+                if since + timeout > self.now {
+                    self.timers.push(since + timeout, Due::MessageTimeout(r));
+                    return;
+                }
+                warn!(session = r.id, peer = %s.info.peer, message_timeout = ?timeout,
+                    event = "message_timeout",
+                    "a message stayed unfinished longer than message_timeout; closing the session");
+                self.begin_draining(r.key, CloseReason::MessageTimeout);
+            }
             Due::Drained(r) => {
                 if let Some(Phase::Draining(reason)) = self.live(r) {
                     let s = &self.sessions[r.key];
@@ -90,11 +114,19 @@ impl Core {
                 }
             }
             Due::Linger(r) => {
-                if self.live(r) == Some(Phase::Lingering) {
-                    self.release(r.key);
+                if let Some(Phase::Lingering { since }) = self.live(r) {
+                    let quiet = self.sessions[r.key].last_active + LINGER;
+                    let deadline = quiet.min(since + LINGER_MAX);
+                    if deadline <= self.now {
+                        self.release(r.key);
+                    } else {
+                        self.timers.push(deadline, Due::Linger(r));
+                    }
                 }
             }
             Due::Delayed(l) => self.send_delayed(l),
+            Due::ChannelGrace(r, slot, serial) => self.channel_grace_due(r, slot, serial),
+            Due::SharedGrace(i, serial) => self.shared_grace_due(i, serial),
             Due::Retire(l) => {
                 if self
                     .listeners

@@ -179,6 +179,7 @@ pub(crate) enum Refusal {
     MaxPerIp(usize),
     AcceptRate(Rate),
     BlockedPort(u16),
+    MaxChildren(usize),
 }
 
 /// A listener's limits state.
@@ -255,6 +256,11 @@ impl State {
             && active >= max
         {
             return Some(Refusal::MaxConnections(max));
+        }
+        if let Some(max) = cfg.handlers.iter().filter_map(|h| h.max_sessions()).min()
+            && active >= max
+        {
+            return Some(Refusal::MaxChildren(max));
         }
         if let Some(max) = l.max_per_ip
             && (l.max_per_ip_loopback || !canonical(peer.ip()).is_loopback())

@@ -70,6 +70,12 @@ pub(crate) struct UdpState {
     pub(crate) rng: SplitMix64,
     /// Replies held back by `delay`, due in order.
     pub(crate) delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+    /// Sessions in the order they opened or were last seen active, for making room when the
+    /// table is full (least recently active first). Entries of ended sessions are skipped
+    /// and pruned lazily.
+    pub(crate) order: VecDeque<(SessionKey, u64, Instant)>,
+    /// Sessions ended to make room.
+    pub(crate) evicted: u64,
 }
 
 impl Listener {
@@ -79,6 +85,8 @@ impl Listener {
             peers: HashMap::new(),
             rng: SplitMix64::new(cfg.faults.seed),
             delayed: VecDeque::new(),
+            order: VecDeque::new(),
+            evicted: 0,
         });
         Listener {
             serial,
@@ -131,6 +139,14 @@ impl Listener {
                 .is_some_and(|u| u.peers.contains_key(peer)),
             ListenerPhase::Stopping | ListenerPhase::Stopped => false,
         }
+    }
+
+    /// Whether it holds as many sessions as `max_connections` allows.
+    pub(crate) fn is_full(&self) -> bool {
+        self.cfg
+            .limits
+            .max_connections
+            .is_some_and(|max| self.active >= max)
     }
 
     /// A session opened on it.
@@ -189,6 +205,10 @@ impl Listener {
             }
             Refusal::MaxConnections(max) => {
                 warn!(parent: span, event = "refused", reason = "limit", limit = "max_connections",
+                    %peer, max, suppressed, "peer refused: the listener is at a limit");
+            }
+            Refusal::MaxChildren(max) => {
+                warn!(parent: span, event = "refused", reason = "limit", limit = "max_children",
                     %peer, max, suppressed, "peer refused: the listener is at a limit");
             }
             Refusal::MaxPerIp(max) => {

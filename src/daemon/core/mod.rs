@@ -11,6 +11,7 @@
 //! Every kind of input reaches a session's chain through one path, [`Core::drive`]
 //! (`drive.rs`): refresh the session, call the chain, apply the outbox.
 
+mod channels;
 mod console;
 mod datagrams;
 mod desk;
@@ -19,9 +20,11 @@ mod due;
 mod limits;
 mod listeners;
 mod metrics;
+mod output;
 mod reload;
 mod replies;
 mod session;
+mod shared;
 #[cfg(test)]
 mod tests;
 
@@ -34,6 +37,7 @@ use slab::Slab;
 use switchboard_handlers::{Chain, CloseReason, Outbox, Proto};
 use tracing::{debug, info};
 
+pub(crate) use channels::{ChanRef, ChannelOpen};
 pub(crate) use console::OpId;
 pub(crate) use datagrams::Datagrams;
 use due::Due;
@@ -74,6 +78,39 @@ pub(crate) enum Effect {
     Datagrams,
     /// Transcript lines are ready to write: [`Core::take_records`].
     Transcripts,
+    /// Open a channel: [`Core::channel_open`] says what; report with
+    /// [`Core::channel_opened`], or [`Core::channel_closed`] if it cannot be opened.
+    OpenChannel(ChanRef),
+    /// A channel has input: write [`Core::channel_input`] and report with
+    /// [`Core::channel_written`].
+    ChannelWrite(ChanRef),
+    /// End a channel's input (close a program's stdin), its pending input being written.
+    EndChannelInput(ChanRef),
+    /// End a channel now (a program: SIGTERM, SIGKILL after its grace); keep reading it and
+    /// report its end with [`Core::channel_closed`].
+    CloseChannel(ChanRef),
+    /// A channel's output may be read again (its peer caught up).
+    ResumeChannel(ChanRef),
+    /// What a recorded or watched session did (`tap.rs`).
+    Note(Note),
+}
+
+/// What a session did, noted for recordings and watchers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Note {
+    /// It opened (a connection accepted and ready, or a new UDP peer).
+    Opened {
+        key: SessionKey,
+        id: u64,
+        listener: ListenerId,
+        peer: SocketAddr,
+    },
+    /// One read (or datagram) from its peer.
+    Read { id: u64, bytes: Vec<u8> },
+    /// One write (or datagram) to its peer.
+    Wrote { id: u64, bytes: Vec<u8> },
+    /// It ended.
+    Closed { id: u64, reason: CloseReason },
 }
 
 /// Where the daemon is in its life.
@@ -119,6 +156,12 @@ pub(crate) struct Core {
     timer_seq: u64,
     /// Whether debug events are on, asked once (at start and reload) rather than per message.
     debug: bool,
+    /// Listener channels (`core/channels.rs`).
+    shared: Slab<shared::Shared>,
+    /// Sessions that joined an open listener channel, to be told it is open.
+    opened_later: Vec<(SessionKey, u16)>,
+    /// A watcher is connected: every session's events are noted.
+    watching: bool,
     now: Instant,
     wall: SystemTime,
 }
@@ -142,6 +185,9 @@ impl Core {
             next_serial: 1,
             timer_seq: 0,
             debug: tracing::enabled!(tracing::Level::DEBUG),
+            shared: Slab::new(),
+            opened_later: Vec::new(),
+            watching: false,
             now,
             wall,
         }
@@ -151,6 +197,16 @@ impl Core {
     pub(crate) fn set_clock(&mut self, now: Instant, wall: SystemTime) {
         self.now = now;
         self.wall = wall;
+    }
+
+    /// Whether every session's events are to be noted (a watcher is connected).
+    pub(crate) fn set_watching(&mut self, on: bool) {
+        self.watching = on;
+    }
+
+    /// Whether a session's events are noted: its listener records, or someone watches.
+    fn tapped(&self, s: &Session) -> bool {
+        self.watching || s.cfg.record.is_some()
     }
 
     /// Ask the subscriber again whether debug events are on (after the log level changed).
@@ -258,10 +314,12 @@ impl Core {
             timers: Vec::new(),
             opened: self.now,
             last_active: self.now,
+            partial_since: None,
             write_progress: self.now,
             write_timer: false,
             counts: session::Counts::default(),
             unanswered: 0,
+            channels: Vec::new(),
         })
     }
 
@@ -275,6 +333,16 @@ impl Core {
         }
         s.phase = Phase::Open;
         let (sref, lid, cfg) = (s.key_id(key), s.listener, s.cfg.clone());
+        if self.tapped(&self.sessions[key]) {
+            let s = &self.sessions[key];
+            self.effects.push_back(Effect::Note(Note::Opened {
+                key,
+                id: s.info.id,
+                listener: lid,
+                peer: s.info.peer,
+            }));
+        }
+        let s = &self.sessions[key];
         if self.debug {
             let l = &self.listeners[lid.0];
             debug!(parent: &l.span, event = "session_opened", session = sref.id, peer = %s.info.peer, "session opened");
@@ -298,11 +366,14 @@ impl Core {
 
     /// Fresh bytes from a session's transport.
     pub(crate) fn input(&mut self, key: SessionKey, bytes: &[u8]) {
-        if self
-            .sessions
-            .get(key)
-            .is_some_and(|s| s.phase == Phase::Open)
-        {
+        if let Some(s) = self.sessions.get(key).filter(|s| s.phase == Phase::Open) {
+            if self.tapped(s) {
+                let id = s.info.id;
+                self.effects.push_back(Effect::Note(Note::Read {
+                    id,
+                    bytes: bytes.to_vec(),
+                }));
+            }
             self.drive(key, drive::Input::Bytes(bytes));
         }
     }
@@ -315,7 +386,7 @@ impl Core {
                 self.begin_draining(key, CloseReason::PeerClosed);
             }
             Some(Phase::Handshake) => self.end(key, CloseReason::PeerClosed),
-            Some(Phase::Lingering) => self.lingered(key),
+            Some(Phase::Lingering { .. }) => self.lingered(key),
             Some(Phase::Draining(_)) | None => {}
         }
     }
@@ -323,9 +394,17 @@ impl Core {
     /// The transport failed (a reset, an error): the session ends at once.
     pub(crate) fn failed(&mut self, key: SessionKey, reason: CloseReason) {
         match self.sessions.get(key).map(|s| s.phase) {
-            Some(Phase::Lingering) => self.release(key),
+            Some(Phase::Lingering { .. }) => self.release(key),
             Some(_) => self.end(key, reason),
             None => {}
+        }
+    }
+
+    /// A lingering session's peer is still sending: the quiet the linger waits for starts
+    /// again.
+    pub(crate) fn discarded(&mut self, key: SessionKey) {
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.last_active = self.now;
         }
     }
 
@@ -334,7 +413,7 @@ impl Core {
         if self
             .sessions
             .get(key)
-            .is_some_and(|s| s.phase == Phase::Lingering)
+            .is_some_and(|s| matches!(s.phase, Phase::Lingering { .. }))
         {
             self.release(key);
         }
@@ -342,113 +421,11 @@ impl Core {
 
     /// What the shell should do before reading from a session.
     pub(crate) fn read_mode(&self, key: SessionKey) -> Option<ReadMode> {
-        self.sessions.get(key).map(Session::read_mode)
-    }
-
-    /// The bytes to write for a session now, if any.
-    pub(crate) fn transmit(&mut self, key: SessionKey) -> Option<&[u8]> {
-        if let Some(st) = self.staged.filter(|st| st.key == key) {
-            let s = self.sessions.get(key)?;
-            if s.pending.is_empty() {
-                return Some(if st.in_scratch {
-                    &self.scratch
-                } else {
-                    self.out.data()
-                });
-            }
-            self.unstage();
+        let mode = self.sessions.get(key).map(Session::read_mode)?;
+        if mode == ReadMode::Read && self.channels_full(key) {
+            return Some(ReadMode::Paused);
         }
-        let s = self.sessions.get(key)?;
-        (!s.pending.is_empty()).then_some(&s.pending[..])
-    }
-
-    /// `n` bytes of what [`Core::transmit`] gave went out.
-    pub(crate) fn transmitted(&mut self, key: SessionKey, n: usize) {
-        let staged = self.staged.filter(|st| st.key == key);
-        let Some(s) = self.sessions.get_mut(key) else {
-            return;
-        };
-        let was_paused = s.read_mode() == ReadMode::Paused;
-        if let Some(st) = staged {
-            self.staged = None;
-            let bytes = if st.in_scratch {
-                &self.scratch[..]
-            } else {
-                self.out.data()
-            };
-            s.pending.extend_from_slice(&bytes[n..]);
-        } else {
-            s.pending.drain(..n.min(s.pending.len()));
-        }
-        if n > 0 {
-            s.write_progress = self.now;
-        }
-        if s.pending.is_empty() {
-            // An idle session keeps no buffer.
-            s.pending = Vec::new();
-        } else {
-            self.output_piled_up(key);
-        }
-        let s = &self.sessions[key];
-        if was_paused && s.read_mode() == ReadMode::Read {
-            self.effects.push_back(Effect::Resume(key));
-        }
-        self.settle(key);
-    }
-
-    /// Whether a session has output waiting for the transport.
-    pub(crate) fn has_pending(&self, key: SessionKey) -> bool {
-        self.sessions
-            .get(key)
-            .is_some_and(|s| !s.pending.is_empty())
-            || self.staged.is_some_and(|st| st.key == key)
-    }
-
-    /// Output went into a session's pending buffer: start the `write_timeout` clock if it
-    /// was not running, and say when reading pauses.
-    fn output_piled_up(&mut self, key: SessionKey) {
-        let s = &mut self.sessions[key];
-        if !s.write_timer {
-            s.write_timer = true;
-            s.write_progress = self.now;
-            let at = self.now + s.cfg.limits.write_timeout;
-            let sref = s.key_id(key);
-            self.timers.push(at, Due::WriteTimeout(sref));
-            if self.debug {
-                debug!(
-                    session = sref.id,
-                    pending = s.pending.len(),
-                    event = "output_buffered",
-                    "the peer is not reading fast enough; output buffered"
-                );
-            }
-        }
-        if s.pending.len() >= s.cfg.max_output && self.debug {
-            debug!(
-                session = s.info.id,
-                pending = s.pending.len(),
-                max_output = s.cfg.max_output,
-                event = "read_paused",
-                "reading paused: max_output bytes are pending for the peer"
-            );
-        }
-    }
-
-    /// Move the staged output into its session's pending buffer (before the outbox or the
-    /// scratch buffer is reused).
-    fn unstage(&mut self) {
-        let Some(st) = self.staged.take() else {
-            return;
-        };
-        if let Some(s) = self.sessions.get_mut(st.key) {
-            let bytes = if st.in_scratch {
-                &self.scratch[..]
-            } else {
-                self.out.data()
-            };
-            s.pending.extend_from_slice(bytes);
-            self.output_piled_up(st.key);
-        }
+        Some(mode)
     }
 
     /// Stop taking new sessions on a listener. TCP: its socket closes now and its sessions
@@ -464,6 +441,8 @@ impl Core {
         }
         l.span
             .in_scope(|| info!(event = "listener_stopped", why, "listener stopped"));
+        self.retire_shared(lid);
+        let l = &mut self.listeners[lid.0];
         let serving = l.phase == ListenerPhase::Serving;
         if !l.is_udp() {
             if serving {
@@ -545,7 +524,7 @@ impl Core {
             match self.sessions[key].phase {
                 Phase::Open => self.begin_draining(key, CloseReason::Shutdown),
                 Phase::Handshake => self.end(key, CloseReason::Shutdown),
-                Phase::Draining(_) | Phase::Lingering => {}
+                Phase::Draining(_) | Phase::Lingering { .. } => {}
             }
         }
         let flushing = self.sessions.iter().filter(|(_, s)| s.is_live()).count();
@@ -565,7 +544,7 @@ impl Core {
             if self
                 .sessions
                 .get(key)
-                .is_some_and(|s| s.phase != Phase::Lingering)
+                .is_some_and(|s| !matches!(s.phase, Phase::Lingering { .. }))
             {
                 self.end(key, CloseReason::Shutdown);
             }

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use tracing::info;
 
 use super::due::Due;
-use super::listeners::{ListenerId, ListenerPhase, ListenerRef};
+use super::listeners::{Listener, ListenerId, ListenerPhase, ListenerRef};
 use super::{Core, Effect};
 use crate::config::{Config, ListenerConfig};
 
@@ -61,8 +61,11 @@ pub(crate) struct Plan {
     pub(crate) summary: ReloadSummary,
 }
 
-fn same_socket(a: &ListenerConfig, b: &ListenerConfig) -> bool {
-    (a.proto, a.addr, a.reuse_port) == (b.proto, b.addr, b.reuse_port)
+/// Whether listener `l` holds the socket `cfg` asks for: the same protocol and options, and
+/// the same address as configured, or as bound (a port 0 written down as the port it got).
+fn same_socket(l: &Listener, cfg: &ListenerConfig) -> bool {
+    (l.cfg.proto, l.cfg.reuse_port) == (cfg.proto, cfg.reuse_port)
+        && (l.cfg.addr == cfg.addr || l.local == cfg.addr)
 }
 
 impl Core {
@@ -75,7 +78,7 @@ impl Core {
         };
         for cfg in &new.listeners {
             match serving(&cfg.name) {
-                Some((id, l)) if same_socket(&l.cfg, cfg) => {
+                Some((id, l)) if same_socket(l, cfg) => {
                     if *l.cfg != *cfg {
                         plan.summary.changed.push(cfg.name.to_string());
                     } else {
@@ -92,7 +95,7 @@ impl Core {
                     let retired = self.listeners().find(|(id, l)| {
                         !l.is_serving()
                             && l.has_socket()
-                            && same_socket(&l.cfg, cfg)
+                            && same_socket(l, cfg)
                             && !plan.revive.iter().any(|(r, _)| r == id)
                     });
                     match retired {
@@ -117,7 +120,12 @@ impl Core {
     /// sockets under (after applying the effects queued here).
     pub(crate) fn apply_reload(&mut self, plan: Plan, bound: &[SocketAddr]) -> Vec<ListenerId> {
         for (id, cfg) in plan.keep {
-            self.listeners[id.0].cfg = Rc::new(cfg);
+            // An unchanged listener keeps its very factories, so that its shared children
+            // go on; a changed one's serve its open sessions and end after them.
+            if *self.listeners[id.0].cfg != cfg {
+                self.listeners[id.0].cfg = Rc::new(cfg);
+                self.retire_shared(id);
+            }
         }
         for (id, cfg) in plan.revive {
             let l = &mut self.listeners[id.0];
@@ -138,6 +146,7 @@ impl Core {
 
     /// Stop a listener taking new sessions; it leaves when its sessions end.
     fn retire_listener(&mut self, id: ListenerId) {
+        self.retire_shared(id);
         let drain_timeout = self.drain_timeout;
         let l = &mut self.listeners[id.0];
         l.phase = ListenerPhase::Retiring;

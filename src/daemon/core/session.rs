@@ -4,7 +4,7 @@
 //!  Handshake ──open──▶ Open ──close asked / end of input / stop──▶ Draining ──flushed──▶ (ended)
 //!      │                 │                                            │
 //!      └──── error, write timeout, reset: ended at once ◀─────────────┘
-//!  (ended) ──TCP, clean end──▶ Lingering ──peer's EOF or LINGER──▶ removed
+//!  (ended) ──TCP, clean end──▶ Lingering ──peer's EOF, or quiet for LINGER──▶ removed
 //!  (ended) ──UDP, or an error──▶ removed
 //! ```
 //!
@@ -16,16 +16,22 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use switchboard_handlers::{Chain, CloseReason, TimerId};
+use switchboard_handlers::{Chain, ChannelId, CloseReason, TimerId};
 
+use super::channels::Channel;
 use super::desk::Attendance;
 use super::{ListenerId, SessionKey};
 use crate::config::ListenerConfig;
 use crate::framing::Framer;
 
-/// How long an ended TCP session keeps draining what the peer still sends, so that closing
-/// with unread input does not reset the connection and destroy replies in flight.
-pub(crate) const LINGER: Duration = Duration::from_secs(2);
+/// How long an ended TCP session waits for more of what the peer still sends, before it
+/// closes. Closing with unread input resets the connection, and a reset can destroy replies
+/// still in flight to the peer: so, as nginx's lingering close does, the connection is read
+/// and drained while data keeps coming (at most [`LINGER_MAX`] in all), and closed once the
+/// peer has been quiet this long or has closed its side.
+pub(crate) const LINGER: Duration = Duration::from_secs(5);
+/// The longest an ended TCP session lingers, however much the peer keeps sending.
+pub(crate) const LINGER_MAX: Duration = Duration::from_secs(30);
 
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +44,13 @@ pub(crate) enum Phase {
     /// Ending: no more input; waits for its output to be flushed and, unless a handler asked
     /// for the end, for the timers its handlers started.
     Draining(CloseReason),
-    /// Ended (the chain is closed, the end logged); the connection sent its FIN and its input
-    /// is read and dropped until the peer's EOF or [`LINGER`].
-    Lingering,
+    /// Ended (the chain is closed, the end logged) at `since`; the connection sent its FIN and
+    /// its input is read and dropped until the peer's EOF, [`LINGER`] of quiet, or
+    /// [`LINGER_MAX`].
+    Lingering {
+        /// When the session ended.
+        since: Instant,
+    },
 }
 
 /// Per-session traffic counts, logged when it ends and added to its listener's counters.
@@ -91,6 +101,8 @@ pub(crate) struct Session {
     pub(crate) timers: Vec<HandlerTimer>,
     pub(crate) opened: Instant,
     pub(crate) last_active: Instant,
+    /// When the unfinished message the framer holds began to arrive (`message_timeout`).
+    pub(crate) partial_since: Option<Instant>,
     /// When the transport last took output, or output started to pile up.
     pub(crate) write_progress: Instant,
     /// A `write_timeout` check is pending.
@@ -100,6 +112,8 @@ pub(crate) struct Session {
     pub(crate) unanswered: u32,
     /// Who answers it, its recent messages, and what the reply discipline keeps for it.
     pub(crate) desk: Attendance,
+    /// The channels its handlers opened, by slot (`core/channels.rs`).
+    pub(crate) channels: Vec<Option<Channel>>,
 }
 
 impl Session {
@@ -121,22 +135,37 @@ impl Session {
             Phase::Handshake => ReadMode::Read,
             Phase::Open if self.pending.len() < self.cfg.max_output => ReadMode::Read,
             Phase::Open | Phase::Draining(_) => ReadMode::Paused,
-            Phase::Lingering => ReadMode::Discard,
+            Phase::Lingering { .. } => ReadMode::Discard,
         }
     }
 
     /// Whether a draining session may end: nothing left to write and, unless a handler asked
-    /// for the end, no handler timer pending that it waits for.
+    /// for the end, no handler timer pending that it waits for and no channel open.
     pub(crate) fn drained(&self, staged: bool) -> bool {
         matches!(self.phase, Phase::Draining(_))
             && self.pending.is_empty()
             && !staged
             && !self.waits_for_timers()
+            && (self.chain.is_closing() || self.channels.iter().all(Option::is_none))
     }
 
     /// Whether a handler timer it waits for is pending.
     pub(crate) fn waits_for_timers(&self) -> bool {
         self.timers.iter().any(|t| t.holds)
+    }
+
+    /// The channel `(link, id)` and its slot.
+    pub(crate) fn channel_at(&mut self, link: usize, id: ChannelId) -> Option<(u16, &mut Channel)> {
+        self.channels.iter_mut().enumerate().find_map(|(i, c)| {
+            c.as_mut()
+                .filter(|c| (c.link, c.id) == (link, id))
+                .map(|c| (i as u16, c))
+        })
+    }
+
+    /// The channel in `slot`.
+    pub(crate) fn channel_mut(&mut self, slot: u16) -> Option<&mut Channel> {
+        self.channels.get_mut(slot as usize)?.as_mut()
     }
 
     /// Forget the timer `(link, id)`; whether it was pending.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use switchboard_handlers::CloseReason;
 
-use super::super::{Core, Effect, ListenerId, OpId, ReadMode, Record, SessionKey};
+use super::super::{ChanRef, Core, Effect, ListenerId, OpId, ReadMode, Record, SessionKey};
 use crate::config::{self, Config};
 
 /// The far end of a session's connection, as the shell would see its socket.
@@ -28,6 +28,21 @@ pub(super) struct Peer {
     /// The peer ended its input (the shell read its EOF).
     pub(super) eof: bool,
     /// Reading was resumed after backpressure.
+    pub(super) resumed: u32,
+}
+
+/// The far end of a channel, as the shell would see a child's pipes.
+#[derive(Debug, Default)]
+pub(super) struct Child {
+    /// What was written to its stdin, not yet taken by the test.
+    pub(super) input: Vec<u8>,
+    /// How many more bytes its stdin takes before it would block.
+    pub(super) room: usize,
+    /// Its stdin was closed.
+    pub(super) input_ended: bool,
+    /// It was told to end (SIGTERM).
+    pub(super) terminated: bool,
+    /// Its output may be read again.
     pub(super) resumed: u32,
 }
 
@@ -48,6 +63,8 @@ pub(super) struct Harness {
     pub(super) effects: Vec<Effect>,
     /// Transcript lines the core handed over.
     pub(super) records: Vec<Record>,
+    /// The channels the core opened.
+    pub(super) children: HashMap<ChanRef, Child>,
 }
 
 /// A config from TOML text.
@@ -88,6 +105,7 @@ impl Harness {
             stopped: Vec::new(),
             effects: Vec::new(),
             records: Vec::new(),
+            children: HashMap::new(),
         };
         h.settle();
         h
@@ -234,8 +252,82 @@ impl Harness {
                     }
                     self.core.clear_datagrams();
                 }
+                Effect::OpenChannel(r) => {
+                    self.children.insert(
+                        r,
+                        Child {
+                            room: usize::MAX,
+                            ..Child::default()
+                        },
+                    );
+                    self.core.channel_opened(r);
+                }
+                Effect::ChannelWrite(r) => self.write_child(r),
+                Effect::EndChannelInput(r) => {
+                    if let Some(c) = self.children.get_mut(&r) {
+                        c.input_ended = true;
+                    }
+                }
+                Effect::CloseChannel(r) => {
+                    if let Some(c) = self.children.get_mut(&r) {
+                        c.terminated = true;
+                    }
+                }
+                Effect::Note(_) => {}
+                Effect::ResumeChannel(r) => {
+                    if let Some(c) = self.children.get_mut(&r) {
+                        c.resumed += 1;
+                    }
+                }
             }
         }
+    }
+
+    fn write_child(&mut self, r: ChanRef) {
+        let Some(c) = self.children.get_mut(&r) else {
+            return;
+        };
+        if let Some(bytes) = self.core.channel_input(r) {
+            let n = bytes.len().min(c.room);
+            c.input.extend_from_slice(&bytes[..n]);
+            c.room -= n;
+            self.core.channel_written(r, n);
+        }
+    }
+
+    /// The child's stdin takes `n` more bytes; the shell writes what waits (WRITABLE).
+    pub(super) fn child_room(&mut self, r: ChanRef, n: usize) {
+        if let Some(c) = self.children.get_mut(&r) {
+            c.room = c.room.saturating_add(n);
+        }
+        self.write_child(r);
+        self.settle();
+    }
+
+    /// What channel `r` was given on its stdin since the last call, as text.
+    pub(super) fn child_input(&mut self, r: ChanRef) -> String {
+        let c = self.children.get_mut(&r).expect("a channel");
+        String::from_utf8_lossy(&std::mem::take(&mut c.input)).into_owned()
+    }
+
+    /// The child writes to its stdout; false when the shell would not read it now.
+    pub(super) fn child_says(&mut self, r: ChanRef, bytes: &[u8]) -> bool {
+        if !self.core.channel_reads(r) {
+            return false;
+        }
+        self.core.channel_output(r, false, bytes);
+        self.settle();
+        true
+    }
+
+    /// The child closes its stdout and exits with `code`.
+    pub(super) fn child_exits(&mut self, r: ChanRef, code: i32) {
+        self.core.channel_eof(r);
+        self.settle();
+        self.core
+            .channel_closed(r, &switchboard_handlers::Ending::Exited(code));
+        self.settle();
+        self.children.remove(&r);
     }
 
     fn transmit(&mut self, key: SessionKey) {

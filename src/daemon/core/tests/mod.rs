@@ -1,6 +1,7 @@
 //! The core driven in process: sessions through every state, timers, drain and stop, UDP
 //! batches, the console, reload and metrics, with a virtual clock and no sockets.
 
+mod channels;
 mod desk;
 mod harness;
 mod reload;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use switchboard_handlers::{CloseReason, Flow, Handler, HandlerFactory, Outbox, Session};
 
 use self::harness::{Harness, parse};
-use super::session::LINGER;
+use super::session::{LINGER, LINGER_MAX};
 use super::{Effect, ReadMode, RunState};
 
 const MS: Duration = Duration::from_millis(1);
@@ -52,6 +53,21 @@ fn lingering_ends_after_linger_without_the_peers_eof() {
     assert!(!h.peer(s).released);
     h.advance(MS);
     assert!(h.peer(s).released);
+}
+
+#[test]
+fn lingering_lasts_while_the_peer_keeps_sending_up_to_linger_max() {
+    let mut h = Harness::new(&tcp(r#"["bye-close", "echo"]"#, ""));
+    let s = h.connect("t", PEER).unwrap();
+    h.send(s, b"bye");
+    let steps = LINGER_MAX.as_secs() / 2 - 1;
+    for _ in 0..steps {
+        h.advance(2 * SEC);
+        h.core.discarded(s);
+    }
+    assert!(!h.peer(s).released, "still sending: still drained");
+    h.advance(2 * SEC + MS);
+    assert!(h.peer(s).released, "never more than LINGER_MAX");
 }
 
 #[test]
@@ -469,4 +485,41 @@ fn messages_wait_in_the_backlog_until_an_operator_attaches() {
     let lines: Vec<&str> = h.told.iter().map(|(_, l)| l.as_str()).collect();
     assert!(lines[1].starts_with("-- 1 message(s) waiting"), "{lines:?}");
     assert!(lines[2].ends_with("anyone?"));
+}
+
+#[test]
+fn a_line_trickled_byte_by_byte_cannot_hold_its_session() {
+    let mut h = Harness::new(&tcp(
+        r#"["echo"]"#,
+        "framing = \"line\"\nidle_timeout = \"10s\"",
+    ));
+    let s = h.connect("t", PEER).unwrap();
+    for _ in 0..29 {
+        h.send(s, b"x");
+        h.advance(SEC);
+    }
+    assert!(!h.peer(s).fin, "each byte keeps it from idling out");
+    h.advance(SEC);
+    assert!(
+        h.peer(s).fin,
+        "30 s after the line began (message_timeout's default)"
+    );
+    assert!(h.core.status_lines()[1].contains("closed 1"));
+}
+
+#[test]
+fn the_message_timeout_counts_from_the_start_of_the_unfinished_line() {
+    let mut h = Harness::new(&tcp(
+        r#"["echo"]"#,
+        "framing = \"line\"\nmessage_timeout = \"10s\"",
+    ));
+    let s = h.connect("t", PEER).unwrap();
+    h.send(s, b"abc");
+    h.advance(8 * SEC);
+    h.send(s, b"def\nx");
+    assert_eq!(h.received(s), "abcdef\n");
+    h.advance(8 * SEC);
+    assert!(!h.peer(s).fin, "the unfinished line is 8 s old");
+    h.advance(2 * SEC);
+    assert!(h.peer(s).fin);
 }

@@ -110,3 +110,53 @@ fn idle_udp_sessions_end() {
     h.datagram("u", A, b"back");
     assert_eq!(h.core.session_count(), 1, "a new session for the same peer");
 }
+
+#[test]
+fn udp_sessions_expire_by_default() {
+    let mut h = Harness::new(&udp(r#"["echo"]"#, ""));
+    h.datagram("u", A, b"x");
+    h.advance(Duration::from_secs(119));
+    assert_eq!(h.core.session_count(), 1);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.core.session_count(), 0, "120 s without a datagram");
+    let mut h = Harness::new(&udp(r#"["echo"]"#, "idle_timeout = \"0\""));
+    h.datagram("u", A, b"x");
+    h.advance(Duration::from_secs(3600));
+    assert_eq!(h.core.session_count(), 1, "0 turns the expiry off");
+}
+
+#[test]
+fn a_full_udp_table_makes_room_for_new_peers_least_recently_active_first() {
+    let mut h = Harness::new(&udp(r#"["echo"]"#, "max_connections = 3"));
+    for port in [1, 2, 3] {
+        h.datagram("u", &format!("127.0.0.1:4000{port}"), b"hi");
+        h.advance(SEC);
+    }
+    // Peer 1 speaks again: peer 2 is now the least recently active.
+    h.datagram("u", "127.0.0.1:40001", b"still here");
+    h.datagram("u", "127.0.0.1:40004", b"new");
+    assert_eq!(h.datagrams_to("127.0.0.1:40004"), ["new"], "served at once");
+    assert_eq!(h.core.session_count(), 3);
+    let closed: Vec<_> = h.core.status_lines();
+    assert!(closed[1].contains("refused 0"), "{closed:?}");
+    // Peer 2's session is the one that went: it opens a new one when it speaks.
+    h.datagram("u", "127.0.0.1:40002", b"back");
+    assert!(
+        h.core.status_lines()[1].contains("opened 5 closed 2"),
+        "{:?}",
+        h.core.status_lines()
+    );
+}
+
+#[test]
+fn a_flood_of_new_peers_never_locks_the_table() {
+    let mut h = Harness::new(&udp(r#"["echo"]"#, "max_connections = 100"));
+    for i in 0..3000u32 {
+        let peer = format!("127.0.{}.{}:{}", i / 250, i % 250 + 1, 10_000 + i);
+        h.datagram("u", &peer, b"flood");
+    }
+    h.datagrams.clear();
+    h.datagram("u", A, b"a real peer");
+    assert_eq!(h.datagrams_to(A), ["a real peer"]);
+    assert_eq!(h.core.session_count(), 100);
+}
