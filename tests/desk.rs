@@ -1,14 +1,14 @@
 //! The support desk end to end: the tutorial's own chat clients (p169 over TCP, p171 over UDP,
-//! restored from the tutorial's text in tests/tutorial/, unmodified but for the port, fed
-//! their input through a pipe) through the support-bot example, with operators attached and
-//! without; handoff, takeover, the queue, canned replies.
+//! as printed in it, `tests/tutorial.rs`, changed only in their port, fed their input through a
+//! pipe) through the support-bot example, with operators attached and without; handoff,
+//! takeover, the queue, canned replies.
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 use crate::bot::support_bot_with;
+use crate::tutorial::{P169_CLIENT, P171_CUSTOMER};
 use crate::util::*;
 
 /// One of the tutorial's clients, running.
@@ -19,19 +19,19 @@ struct Tutorial {
 }
 
 impl Tutorial {
-    /// `file` from tests/tutorial/ with the tutorial's port 8888 replaced by `addr`'s.
-    fn start(file: &str, addr: SocketAddr) -> Tutorial {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/tutorial")
-            .join(file);
-        let code = std::fs::read_to_string(&path).expect("the tutorial's program");
-        assert!(code.contains("8888"), "{file} names the tutorial's port");
-        let code = code.replace("8888", &addr.port().to_string());
+    /// One of the tutorial's programs, with its port 8888 replaced by `addr`'s.
+    fn start(program: &str, addr: SocketAddr) -> Tutorial {
+        assert!(
+            program.contains("8888"),
+            "the program names the tutorial's port"
+        );
+        let code = program.replace("8888", &addr.port().to_string());
         let mut child = Command::new("python3")
             .arg("-c")
             .arg(code)
             // Its prints reach us as they happen, not when it exits.
             .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONIOENCODING", "UTF-8")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -89,7 +89,7 @@ fn the_tutorials_tcp_client_stays_in_step_through_a_handoff_to_an_operator() {
     let mut d = support_bot_with(|t| t);
     without_stdin_console(&mut d);
     let mut op = operator(&d);
-    let mut c = Tutorial::start("p169_tcp_client.py", d.addr("bot-tcp"));
+    let mut c = Tutorial::start(P169_CLIENT, d.addr("bot-tcp"));
     c.out.wait(&["与服务器端建立连接"]);
     // The greeting comes with the first answer, not as an answer of its own.
     c.types("价格");
@@ -128,7 +128,7 @@ fn the_tutorials_tcp_client_stays_in_step_through_a_handoff_to_an_operator() {
 fn the_tutorials_tcp_client_with_nobody_online_is_told_so_and_its_messages_are_kept() {
     let mut d = support_bot_with(|t| t);
     without_stdin_console(&mut d);
-    let mut c = Tutorial::start("p169_tcp_client.py", d.addr("bot-tcp"));
+    let mut c = Tutorial::start(P169_CLIENT, d.addr("bot-tcp"));
     c.types("help");
     c.out.wait(&[TCP_ANSWER, "您好，这里是客服"]);
     c.out.wait(&["订单 <编号> / order <id>"]);
@@ -159,7 +159,7 @@ fn the_tutorials_udp_client_stays_in_step_through_a_handoff_to_an_operator() {
     let mut d = support_bot_with(|t| t);
     without_stdin_console(&mut d);
     let mut op = operator(&d);
-    let mut c = Tutorial::start("p171_udp_client.py", d.addr("bot-udp"));
+    let mut c = Tutorial::start(P171_CUSTOMER, d.addr("bot-udp"));
     c.types("营业时间");
     c.out.wait(&[UDP_ANSWER, "您好，这里是客服"]);
     c.out.wait(&["Opening hours: Monday to Friday"]);
@@ -191,7 +191,7 @@ fn the_tutorials_udp_client_stays_in_step_through_a_handoff_to_an_operator() {
 fn the_tutorials_udp_client_with_nobody_online_keeps_the_greeting_and_is_told_so() {
     let mut d = support_bot_with(|t| t);
     without_stdin_console(&mut d);
-    let mut c = Tutorial::start("p171_udp_client.py", d.addr("bot-udp"));
+    let mut c = Tutorial::start(P171_CUSTOMER, d.addr("bot-udp"));
     // The bot does not understand the first message, nor the second, which goes to a
     // person: nobody is attached, and the customer is told so in one answer.
     c.types("我的快递被狗吃了");
