@@ -22,13 +22,19 @@ struct Tutorial {
 
 impl Tutorial {
     /// Start `program` with the line `port=8888` (or `('127.0.0.1',8888)`) made port 0 and the
-    /// bound port printed right after `bind`.
+    /// bound port printed once it listens.
     fn start(program: &str, socket: &str, answers: &str) -> Tutorial {
         let program = program
             .replace("port=8888", "port=0")
             .replace("('127.0.0.1',8888)", "('127.0.0.1',0)");
+        // Printed once the server takes connections: after `listen` for TCP (a client told the
+        // port between `bind` and `listen` would be refused), after `bind` for UDP.
         let bind = format!("{socket}.bind(");
-        let at = program.find(&bind).expect("the program binds");
+        let listen = format!("{socket}.listen(");
+        let at = program
+            .find(&listen)
+            .or_else(|| program.find(&bind))
+            .expect("the program binds");
         let end = at + program[at..].find('\n').expect("a line end");
         let program = format!(
             "{}\nprint({socket}.getsockname()[1], flush=True){}",
