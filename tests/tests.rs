@@ -6,6 +6,8 @@ mod cli;
 mod clients;
 mod console;
 mod core;
+mod desk;
+mod dialogues;
 mod exec;
 mod files_as_root;
 mod limits;

@@ -22,13 +22,19 @@ struct Tutorial {
 
 impl Tutorial {
     /// Start `program` with the line `port=8888` (or `('127.0.0.1',8888)`) made port 0 and the
-    /// bound port printed right after `bind`.
+    /// bound port printed once it listens.
     fn start(program: &str, socket: &str, answers: &str) -> Tutorial {
         let program = program
             .replace("port=8888", "port=0")
             .replace("('127.0.0.1',8888)", "('127.0.0.1',0)");
+        // Printed once the server takes connections: after `listen` for TCP (a client told the
+        // port between `bind` and `listen` would be refused), after `bind` for UDP.
         let bind = format!("{socket}.bind(");
-        let at = program.find(&bind).expect("the program binds");
+        let listen = format!("{socket}.listen(");
+        let at = program
+            .find(&listen)
+            .or_else(|| program.find(&bind))
+            .expect("the program binds");
         let end = at + program[at..].find('\n').expect("a line end");
         let program = format!(
             "{}\nprint({socket}.getsockname()[1], flush=True){}",
@@ -240,3 +246,43 @@ fn p171_customer_service_and_switchboard_chat_as_the_customer() {
     assert!(printed.contains("客户说: 订单 42"), "{printed}");
     assert!(printed.contains("服务器端即将推出"), "{printed}");
 }
+
+/// The tutorial's multi-turn TCP client (p169), as printed; `tests/desk.rs` runs it against
+/// the support-bot example, its port changed.
+pub(crate) const P169_CLIENT: &str = r#"import socket
+# 1、创建socket对象
+client_socket=socket.socket() # 客户端这边不需要加参数:AF_INET,SOCK_STREAM这些参数,只有服务器端要加
+# 2、连接主机的ip和port
+ip='127.0.0.1'
+port=8888
+client_socket.connect((ip,port)) # 注意参数是个元组
+print('与服务器端建立连接')
+# 3、客户端先发送数据
+info=''
+while info!='bye':
+    send_data=input('请输入客户端要发送的数据:')
+    client_socket.send(send_data.encode('UTF-8'))
+    if send_data=='bye':
+        print('客户端发起结束')
+        break
+    info=client_socket.recv(1024).decode('UTF-8')
+    print('收到服务器的响应数据:',info)
+client_socket.close()
+"#;
+
+/// The tutorial's UDP customer (客户, p171), as printed; `tests/desk.rs` runs it against the
+/// support-bot example, its port changed.
+pub(crate) const P171_CUSTOMER: &str = r#"# 客户咨询者
+import socket
+send_socket=socket.socket(socket.AF_INET,socket.SOCK_DGRAM) # udp协议收发数据都要加参数 tcp协议收发数据只有服务器端代码要加参数
+while True:
+    data=input('客户说:')
+    send_socket.sendto(data.encode('UTF-8'),('127.0.0.1',8888))
+    if data=='bye':
+        print('客户端发起结束')
+        break
+    recv_data,addr=send_socket.recvfrom(1024)
+    print('客户端接收数据:',recv_data.decode('UTF-8'))
+    print('服务器端地址:',addr)
+send_socket.close()
+"#;

@@ -273,7 +273,7 @@ fn peer_error(e: &io::Error, doing: &str, peer: &str) -> anyhow::Error {
 }
 
 /// An I/O error in words: without the "(os error N)" suffix, starting in lower case.
-fn words(e: &io::Error) -> String {
+pub(crate) fn words(e: &io::Error) -> String {
     let s = e.to_string();
     let s = s.find(" (os error").map_or(s.as_str(), |i| &s[..i]);
     let mut chars = s.chars();

@@ -17,12 +17,14 @@ use switchboard_handlers::registry::SourceFile;
 use switchboard_handlers::{BuildEnv, HandlerFactory, Proto};
 
 mod chain;
+mod desk;
 mod front;
 mod limits;
 mod read;
 mod record;
 mod validate;
 
+pub use desk::{DEFAULT_MAX_TRANSCRIPT, ReplyMode, Transcripts};
 pub use front::ProxyProtocol;
 pub use limits::{Limits, Rate};
 pub use record::{DEFAULT_RECORD_MAX_BYTES, RecordConfig};
@@ -131,6 +133,10 @@ pub struct ListenerConfig {
     pub tls: Option<crate::tls::TlsSettings>,
     /// TCP: a PROXY protocol header before everything else.
     pub proxy: Option<ProxyProtocol>,
+    /// How replies are paced against the peer's messages.
+    pub reply_mode: ReplyMode,
+    /// Where conversations are written, when they are.
+    pub transcripts: Option<Arc<Transcripts>>,
     /// Recordings of its sessions, when set.
     pub record: Option<Arc<RecordConfig>>,
 }
@@ -177,6 +183,8 @@ impl PartialEq for ListenerConfig {
             limits,
             tls,
             proxy,
+            reply_mode,
+            transcripts,
             record,
         } = self;
         (
@@ -206,6 +214,7 @@ impl PartialEq for ListenerConfig {
             && *faults == o.faults
             && *limits == o.limits
             && (tls, proxy) == (&o.tls, &o.proxy)
+            && (reply_mode, transcripts) == (&o.reply_mode, &o.transcripts)
             && *record == o.record
     }
 }
@@ -253,6 +262,11 @@ impl ListenerConfig {
     /// Whether the chain has a handler that takes operator lines.
     pub fn takes_operator(&self) -> bool {
         self.handlers.iter().any(|h| h.takes_operator())
+    }
+
+    /// How many recent messages of a session operators are shown (0: none kept).
+    pub fn history(&self) -> usize {
+        self.handlers.iter().map(|h| h.history()).max().unwrap_or(0)
     }
 }
 

@@ -12,11 +12,12 @@ use switchboard_handlers::{BuildEnv, BuildError, Proto, Registry};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::desk::REPLY_MODES;
 use super::read::{Fields, IntRange, Value};
 use super::{
     Config, ConfigError, DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_MESSAGE,
     DEFAULT_MAX_OUTPUT, DEFAULT_UDP_IDLE_TIMEOUT, DaemonConfig, Faults, FilesBeside, Framing,
-    ListenerConfig, LogFormat, Rotation, line_col,
+    ListenerConfig, LogFormat, ReplyMode, Rotation, line_col,
 };
 
 const TOP_KEYS: &[&str] = &["daemon", "listener"];
@@ -66,6 +67,9 @@ const LISTENER_KEYS: &[&str] = &[
     "tls",
     "proxy_protocol",
     "proxy_timeout",
+    "reply_mode",
+    "transcripts",
+    "max_transcript",
     "record",
 ];
 
@@ -104,6 +108,10 @@ pub(super) struct FileListener {
     pub(super) udp_blocked_ports: Option<Spanned<Vec<u16>>>,
     pub(super) reply_rate: Option<Spanned<f64>>,
     pub(super) reply_burst: Option<Spanned<u32>>,
+    // The support desk, validated in desk.rs.
+    pub(super) reply_mode: Option<Spanned<ReplyMode>>,
+    pub(super) transcripts: Option<Spanned<String>>,
+    pub(super) max_transcript: Option<Spanned<u64>>,
 }
 
 /// Collects the errors of one config.
@@ -410,6 +418,9 @@ impl Validator<'_> {
             udp_blocked_ports: self.integers(f, "udp_blocked_ports", IntRange::PORT),
             reply_rate: self.number(f, "reply_rate", 0.0, f64::INFINITY),
             reply_burst: self.integer(f, "reply_burst", IntRange::U32_POSITIVE),
+            reply_mode: self.choice(f, "reply_mode", REPLY_MODES),
+            transcripts: self.string(f, "transcripts"),
+            max_transcript: self.integer(f, "max_transcript", IntRange::TRANSCRIPT),
         }
     }
 
@@ -527,6 +538,7 @@ impl Validator<'_> {
             );
         }
         let limits = self.limits(&l, f.label());
+        let (reply_mode, transcripts) = self.desk(&l, &f, dir);
         let (handler_names, built) = self.chain(&l, tables, &f, registry, env);
         let (handlers, handler_sources) = built?;
         let (name, proto, ip, port) = (l.name?, l.protocol?, ip?, l.port?);
@@ -550,6 +562,8 @@ impl Validator<'_> {
             limits,
             tls,
             proxy,
+            reply_mode,
+            transcripts,
             record: record.map(Arc::new),
         })
     }

@@ -250,6 +250,8 @@ mod tests {
             limits: crate::config::Limits::default(),
             tls: None,
             proxy: None,
+            reply_mode: crate::config::ReplyMode::Free,
+            transcripts: None,
             record: None,
         }
     }

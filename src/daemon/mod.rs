@@ -29,6 +29,7 @@ mod tap;
 mod tcp;
 pub(crate) mod timers;
 mod tokens;
+mod transcripts;
 mod transport;
 mod udp;
 
@@ -100,6 +101,8 @@ pub struct Daemon {
     /// The stdin console's operator id, while it is attached.
     stdin_op: Option<core::OpId>,
     metrics: Option<http::Metrics>,
+    /// The transcript writer thread, once a listener writes transcripts.
+    transcripts: Option<transcripts::Writer>,
     timers: Timers<ShellDue>,
     /// The one read buffer every socket reads into.
     buf: Vec<u8>,
@@ -141,6 +144,22 @@ impl std::fmt::Debug for Daemon {
 /// Name, protocol and bound address of each listener.
 pub type LocalAddrs = Vec<(Arc<str>, Proto, SocketAddr)>;
 
+/// Every listener's transcript folder can be written (made if missing).
+pub(crate) fn check_transcripts(config: &Config) -> Result<(), crate::config::ConfigError> {
+    for l in &config.listeners {
+        if let Some(t) = &l.transcripts {
+            t.check().map_err(|message| crate::config::ConfigError {
+                file: config.source.clone(),
+                line: 0,
+                column: 0,
+                key: Some(format!("listener {:?} transcripts", &*l.name)),
+                message,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 impl Daemon {
     /// Bind every listener of `config` and prepare the loop. Nothing is served until
     /// [`run`](Daemon::run).
@@ -169,6 +188,7 @@ impl Daemon {
             control: control::Control::default(),
             stdin_op: None,
             metrics: None,
+            transcripts: None,
             timers: Timers::default(),
             buf: vec![0; READ_BUF],
             batch: None,
@@ -220,6 +240,9 @@ impl Daemon {
         let mut owned = daemon.control.handover();
         owned.extend(log_file.as_ref().map(|f| f.handover()));
         crate::privileges::drop_to(run_as.as_ref(), &owned)?;
+        // As the user the daemon serves as: a folder it cannot write is an error now, not
+        // lines lost later.
+        check_transcripts(config).map_err(|e| anyhow::anyhow!("{e}"))?;
         rlimit::check_open_files(&config.listeners);
         daemon.watch_certs();
         for w in config.warnings() {
@@ -425,6 +448,12 @@ impl Daemon {
                 Effect::StopListener(id) => self.stop_listener(id),
                 Effect::Tell(op, line) => self.tell(op, &line),
                 Effect::Datagrams => self.send_datagrams(),
+                Effect::Transcripts => {
+                    let records = self.core.take_records();
+                    self.transcripts
+                        .get_or_insert_with(transcripts::Writer::spawn)
+                        .write(records);
+                }
                 Effect::OpenChannel(r) => self.open_channel(r),
                 Effect::ChannelWrite(r) => self.channel_write(r),
                 Effect::EndChannelInput(r) => self.end_channel_input(r),

@@ -109,7 +109,7 @@ impl Core {
                     let s = &self.sessions[r.key];
                     warn!(
                         session = r.id,
-                        timers = s.timers.len(),
+                        timers = s.timers.iter().filter(|t| t.holds).count(),
                         event = "drain_timeout",
                         "drain_timeout passed with handler timers still pending; closing the session"
                     );

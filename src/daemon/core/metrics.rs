@@ -16,27 +16,6 @@ use slab::Slab;
 use super::listeners::Listener;
 use super::session::{Counts, Session};
 
-impl super::Core {
-    /// Status lines for the log and `switchboard status`.
-    pub(crate) fn status_lines(&self) -> Vec<String> {
-        let rows = rows(&self.listeners, &self.sessions);
-        let open = self.sessions.iter().filter(|(_, s)| s.is_live()).count();
-        status_lines(&rows, open, self.console.attached())
-    }
-
-    /// Log the status (SIGUSR1).
-    pub(crate) fn log_status(&self) {
-        for line in self.status_lines() {
-            tracing::info!(event = "status", "{line}");
-        }
-    }
-
-    /// The Prometheus text exposition.
-    pub(crate) fn prometheus(&self) -> String {
-        prometheus(&rows(&self.listeners, &self.sessions))
-    }
-}
-
 /// Counters of one listener.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stats {
@@ -80,6 +59,27 @@ pub(crate) struct Row {
     pub(crate) serving: bool,
     pub(crate) active: usize,
     pub(crate) stats: Stats,
+}
+
+impl super::Core {
+    /// Status lines for the log and `switchboard status`.
+    pub(crate) fn status_lines(&self) -> Vec<String> {
+        let rows = rows(&self.listeners, &self.sessions);
+        let open = self.sessions.iter().filter(|(_, s)| s.is_live()).count();
+        status_lines(&rows, open, self.console.attached())
+    }
+
+    /// Log the status (SIGUSR1).
+    pub(crate) fn log_status(&self) {
+        for line in self.status_lines() {
+            tracing::info!(event = "status", "{line}");
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub(crate) fn prometheus(&self) -> String {
+        prometheus(&rows(&self.listeners, &self.sessions))
+    }
 }
 
 /// The rows, one per listener name and protocol, in the order they first appear.

@@ -14,6 +14,7 @@
 mod channels;
 mod console;
 mod datagrams;
+mod desk;
 mod drive;
 mod due;
 mod front;
@@ -22,6 +23,7 @@ mod listeners;
 mod metrics;
 mod output;
 mod reload;
+mod replies;
 mod session;
 mod shared;
 #[cfg(test)]
@@ -43,6 +45,7 @@ use due::Due;
 pub(crate) use limits::Refusal;
 pub(crate) use listeners::{Listener, ListenerId, ListenerPhase};
 pub(crate) use reload::ReloadSummary;
+pub(crate) use replies::Record;
 use session::{Phase, Session};
 pub(crate) use session::{ReadMode, TlsInfo};
 
@@ -74,6 +77,8 @@ pub(crate) enum Effect {
     Tell(OpId, String),
     /// Datagrams are ready to send: [`Core::datagrams`].
     Datagrams,
+    /// Transcript lines are ready to write: [`Core::take_records`].
+    Transcripts,
     /// Open a channel: [`Core::channel_open`] says what; report with
     /// [`Core::channel_opened`], or [`Core::channel_closed`] if it cannot be opened.
     OpenChannel(ChanRef),
@@ -140,6 +145,8 @@ pub(crate) struct Core {
     datagrams: Datagrams,
     /// The one outbox every handler call writes into.
     out: Outbox,
+    /// What the drive in progress heard and said, and the transcript lines for the shell.
+    said: replies::Said,
     /// Framed output (line framing's newlines) for the last drive.
     scratch: Vec<u8>,
     staged: Option<Staged>,
@@ -170,6 +177,7 @@ impl Core {
             console: console::Console::default(),
             datagrams: Datagrams::default(),
             out: Outbox::new(),
+            said: replies::Said::default(),
             scratch: Vec::new(),
             staged: None,
             state: RunState::Running,
@@ -302,6 +310,7 @@ impl Core {
         };
         self.sessions.insert(Session {
             info,
+            desk: desk::Attendance::for_listener(&cfg),
             listener: lid,
             chain: Chain::new(&cfg.handlers),
             framer,

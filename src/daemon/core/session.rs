@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use switchboard_handlers::{Chain, ChannelId, CloseReason, TimerId};
 
 use super::channels::Channel;
+use super::desk::Attendance;
 use super::{ListenerId, SessionKey};
 use crate::config::ListenerConfig;
 use crate::framing::Framer;
@@ -99,6 +100,8 @@ pub(crate) struct HandlerTimer {
     pub(crate) link: usize,
     pub(crate) id: TimerId,
     pub(crate) seq: u64,
+    /// A session that ends waits for it (not for a soft timer).
+    pub(crate) holds: bool,
 }
 
 /// What the shell should do with a session's socket before reading from it.
@@ -144,6 +147,8 @@ pub(crate) struct Session {
     pub(crate) front_deadline: Instant,
     /// The TLS handshake's outcome, on a TLS listener.
     pub(crate) tls: Option<Box<TlsInfo>>,
+    /// Who answers it, its recent messages, and what the reply discipline keeps for it.
+    pub(crate) desk: Attendance,
     /// The channels its handlers opened, by slot (`core/channels.rs`).
     pub(crate) channels: Vec<Option<Channel>>,
 }
@@ -172,13 +177,18 @@ impl Session {
     }
 
     /// Whether a draining session may end: nothing left to write and, unless a handler asked
-    /// for the end, no handler timer pending and no channel open.
+    /// for the end, no handler timer pending that it waits for and no channel open.
     pub(crate) fn drained(&self, staged: bool) -> bool {
         matches!(self.phase, Phase::Draining(_))
             && self.pending.is_empty()
             && !staged
-            && self.timers.is_empty()
+            && !self.waits_for_timers()
             && (self.chain.is_closing() || self.channels.iter().all(Option::is_none))
+    }
+
+    /// Whether a handler timer it waits for is pending.
+    pub(crate) fn waits_for_timers(&self) -> bool {
+        self.timers.iter().any(|t| t.holds)
     }
 
     /// The channel `(link, id)` and its slot.

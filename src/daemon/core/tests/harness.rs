@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use switchboard_handlers::CloseReason;
 
-use super::super::{ChanRef, Core, Effect, ListenerId, OpId, ReadMode, Refusal, SessionKey};
+use super::super::{
+    ChanRef, Core, Effect, ListenerId, OpId, ReadMode, Record, Refusal, SessionKey,
+};
 use crate::config::{self, Config};
 
 /// The far end of a session's connection, as the shell would see its socket.
@@ -61,6 +63,8 @@ pub(super) struct Harness {
     pub(super) stopped: Vec<ListenerId>,
     /// Every effect, in order.
     pub(super) effects: Vec<Effect>,
+    /// Transcript lines the core handed over.
+    pub(super) records: Vec<Record>,
     /// The channels the core opened.
     pub(super) children: HashMap<ChanRef, Child>,
 }
@@ -102,6 +106,7 @@ impl Harness {
             told: Vec::new(),
             stopped: Vec::new(),
             effects: Vec::new(),
+            records: Vec::new(),
             children: HashMap::new(),
         };
         h.settle();
@@ -256,6 +261,10 @@ impl Harness {
                 }
                 Effect::StopListener(id) => self.stopped.push(id),
                 Effect::Tell(op, line) => self.told.push((op, line)),
+                Effect::Transcripts => {
+                    let records = self.core.take_records();
+                    self.records.extend(records);
+                }
                 Effect::Datagrams => {
                     for (l, p, d) in self.core.datagrams().iter() {
                         self.datagrams.push((l, p, d.to_vec()));
