@@ -23,11 +23,13 @@ mod limits;
 mod read;
 mod record;
 mod validate;
+mod web;
 
 pub use desk::{DEFAULT_MAX_TRANSCRIPT, ReplyMode, Transcripts};
 pub use front::ProxyProtocol;
 pub use limits::{Limits, Rate};
 pub use record::{DEFAULT_RECORD_MAX_BYTES, RecordConfig};
+pub use web::{DEFAULT_WEB_SESSION, WebConfig, check_password_hash};
 use validate::Validator;
 
 /// The config served when none is given, kept as `config/switchboard.toml`.
@@ -93,6 +95,8 @@ pub struct DaemonConfig {
     pub user: Option<String>,
     /// And to this group (default: the user's primary group).
     pub group: Option<String>,
+    /// The web console, when `web` is set.
+    pub web: Option<WebConfig>,
 }
 
 /// One validated listener.
@@ -241,6 +245,14 @@ impl Config {
                 "[daemon] metrics on {m} is reachable from other machines: anyone who can \
                  reach it sees listener names and traffic (bind 127.0.0.1 and scrape through a \
                  tunnel or a proxy that checks who asks)"
+            ));
+        }
+        if let Some(web) = self.daemon.web.as_ref().filter(|w| !w.addr.ip().is_loopback()) {
+            w.push(format!(
+                "[daemon] web on {} is reachable from other machines over plain HTTP: \
+                 credentials and conversations cross the network in clear (put it behind a \
+                 TLS proxy and list its address in web_origins)",
+                web.addr
             ));
         }
         w

@@ -32,6 +32,12 @@ const DAEMON_KEYS: &[&str] = &[
     "metrics",
     "user",
     "group",
+    "web",
+    "web_token",
+    "web_token_file",
+    "web_password_hash",
+    "web_origins",
+    "web_session",
 ];
 
 const LISTENER_KEYS: &[&str] = &[
@@ -360,6 +366,7 @@ impl Validator<'_> {
         let control_socket = self.string(&mut f, "control_socket");
         let user = self.string(&mut f, "user");
         let group = self.string(&mut f, "group");
+        let web = self.web(&mut f, dir);
         DaemonConfig {
             log_level,
             log_format: log_format.map_or(LogFormat::Text, |v| v.into_inner()),
@@ -370,6 +377,7 @@ impl Validator<'_> {
             metrics,
             user: user.map(|v| v.into_inner()),
             group: group.map(|v| v.into_inner()),
+            web,
         }
     }
 
