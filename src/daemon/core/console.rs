@@ -56,6 +56,11 @@ impl Console {
         self.ops.get(&op).map(|o| o.name.as_str())
     }
 
+    /// The attached operators' names.
+    pub(super) fn names(&self) -> impl Iterator<Item = &str> {
+        self.ops.values().map(|o| o.name.as_str())
+    }
+
     /// A line for every operator but `except`, or for the backlog when nobody is attached.
     pub(super) fn broadcast(
         &mut self,
@@ -126,6 +131,7 @@ impl Core {
             c.tell(op, line, fx);
         }
         c.ops.insert(op, Operator { name, focus: None });
+        self.desk_touched();
     }
 
     /// An operator left: the sessions they had go back to the queue.
@@ -133,6 +139,7 @@ impl Core {
         if let Some(o) = self.console.ops.remove(&op) {
             info!(event = "operator_detached", operator = %o.name, why, "operator detached");
             self.requeue_taken_by(op, &o.name);
+            self.desk_touched();
         }
     }
 
@@ -175,6 +182,7 @@ impl Core {
     /// Tell operators a console session ended.
     pub(super) fn console_closed(&mut self, key: SessionKey, reason: CloseReason) {
         self.dequeue(key);
+        self.desk_touched();
         if self.console.attached() > 0 {
             let line = format!("[{}] session closed ({reason})", self.console_tag(key));
             self.console.broadcast(&line, None, &mut self.effects);
@@ -183,7 +191,12 @@ impl Core {
 
     /// A line an operator typed.
     pub(crate) fn operator_line(&mut self, op: OpId, line: &str) {
-        match console::parse(line) {
+        self.operator_command(op, console::parse(line));
+    }
+
+    /// A command of an operator: typed (`operator_line`), or a button of the web console.
+    pub(crate) fn operator_command(&mut self, op: OpId, command: Command) {
+        match command {
             Command::Nothing => {}
             Command::Help => {
                 for l in console::HELP.lines() {
@@ -314,6 +327,22 @@ impl Core {
             );
             return;
         };
+        self.send_canned(op, key, name);
+    }
+
+    /// The canned reply `name` to session `id` (a button of the web console), which becomes
+    /// the operator's focus.
+    pub(crate) fn operator_canned(&mut self, op: OpId, id: u64, name: &str) {
+        match self.find_session(id) {
+            Some(key) => {
+                self.set_focus(op, id);
+                self.send_canned(op, key, name);
+            }
+            None => self.no_session(op, id),
+        }
+    }
+
+    fn send_canned(&mut self, op: OpId, key: SessionKey, name: &str) {
         let s = &self.sessions[key];
         let text = s
             .cfg

@@ -79,6 +79,11 @@ pub(crate) struct History {
 const HISTORY_TEXT_MAX: usize = 1000;
 
 impl History {
+    /// Who said what, oldest first.
+    pub(crate) fn lines(&self) -> impl Iterator<Item = (&Speaker, &str)> {
+        self.lines.iter().map(|(who, text)| (who, text.as_str()))
+    }
+
     pub(crate) fn push(&mut self, who: Speaker, mut text: String) {
         if self.lines.len() >= self.max {
             self.lines.pop_front();

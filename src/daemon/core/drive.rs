@@ -57,6 +57,9 @@ impl Core {
             Input::Handoff(_) => None,
             _ => self.moved_position(key),
         };
+        if self.desk_followed() && self.sessions.get(key).is_some_and(|s| s.cfg.takes_operator()) {
+            self.desk_touched();
+        }
         let Some(s) = self.sessions.get_mut(key) else {
             return Flow::Pass;
         };
@@ -286,7 +289,10 @@ impl Core {
             return;
         };
         match s.phase {
-            Phase::Open => s.phase = Phase::Draining(reason),
+            Phase::Open => {
+                s.phase = Phase::Draining(reason);
+                super::desk_view::touch(&mut self.feed);
+            }
             Phase::Handshake => return self.end(key, reason),
             Phase::Draining(_) | Phase::Lingering { .. } => return,
         }

@@ -15,6 +15,7 @@ mod channels;
 mod console;
 mod datagrams;
 mod desk;
+mod desk_view;
 mod drive;
 mod due;
 mod front;
@@ -41,6 +42,8 @@ use tracing::{debug, info};
 pub(crate) use channels::{ChanRef, ChannelOpen};
 pub(crate) use console::OpId;
 pub(crate) use datagrams::Datagrams;
+pub(crate) use desk_view::{SaidLine, Standing};
+pub(crate) use replies::Speaker;
 use due::Due;
 pub(crate) use limits::Refusal;
 pub(crate) use listeners::{Listener, ListenerId, ListenerPhase};
@@ -163,6 +166,8 @@ pub(crate) struct Core {
     opened_later: Vec<(SessionKey, u16)>,
     /// A watcher is connected: every session's events are noted.
     watching: bool,
+    /// A browser follows the desk (`desk_view.rs`).
+    feed: Option<desk_view::Feed>,
     now: Instant,
     wall: SystemTime,
 }
@@ -189,6 +194,7 @@ impl Core {
             shared: Slab::new(),
             opened_later: Vec::new(),
             watching: false,
+            feed: None,
             now,
             wall,
         }

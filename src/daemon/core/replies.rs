@@ -129,9 +129,11 @@ impl Core {
 
     /// Whether a session keeps what is said (history or transcripts).
     pub(super) fn records(&self, key: SessionKey) -> bool {
-        self.sessions
-            .get(key)
-            .is_some_and(|s| s.desk.history.is_some() || s.cfg.transcripts.is_some())
+        self.sessions.get(key).is_some_and(|s| {
+            s.desk.history.is_some()
+                || s.cfg.transcripts.is_some()
+                || (self.desk_followed() && s.cfg.takes_operator())
+        })
     }
 
     /// Record what the drive in progress heard and said and was not recorded yet.
@@ -204,6 +206,7 @@ impl Core {
 
     /// Keep one message in the session's history and transcript.
     fn keep(&mut self, key: SessionKey, who: &Speaker, name: Option<String>, text: String) {
+        self.desk_said(key, who, &text);
         let s = &mut self.sessions[key];
         if s.cfg.transcripts.is_some() {
             if let Some(h) = &mut s.desk.history {
