@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary, real sockets on 127.0.0.1, port 0.
 
 mod bot;
+mod browser;
 mod check;
 mod cli;
 mod clients;
@@ -21,5 +22,6 @@ mod tutorial;
 mod users;
 mod util;
 mod watch;
+mod web;
 
 mod bench;

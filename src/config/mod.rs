@@ -29,8 +29,8 @@ pub use desk::{DEFAULT_MAX_TRANSCRIPT, ReplyMode, Transcripts};
 pub use front::ProxyProtocol;
 pub use limits::{Limits, Rate};
 pub use record::{DEFAULT_RECORD_MAX_BYTES, RecordConfig};
-pub use web::{DEFAULT_WEB_SESSION, WebConfig, check_password_hash};
 use validate::Validator;
+pub use web::{DEFAULT_WEB_SESSION, WebConfig, check_password_hash};
 
 /// The config served when none is given, kept as `config/switchboard.toml`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/switchboard.toml");
@@ -247,7 +247,12 @@ impl Config {
                  tunnel or a proxy that checks who asks)"
             ));
         }
-        if let Some(web) = self.daemon.web.as_ref().filter(|w| !w.addr.ip().is_loopback()) {
+        if let Some(web) = self
+            .daemon
+            .web
+            .as_ref()
+            .filter(|w| !w.addr.ip().is_loopback())
+        {
             w.push(format!(
                 "[daemon] web on {} is reachable from other machines over plain HTTP: \
                  credentials and conversations cross the network in clear (put it behind a \

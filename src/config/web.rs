@@ -43,7 +43,10 @@ impl Validator<'_> {
             for (key, given) in [
                 ("web_token", token.as_ref().map(|v| v.span())),
                 ("web_token_file", token_file.as_ref().map(|v| v.span())),
-                ("web_password_hash", password_hash.as_ref().map(|v| v.span())),
+                (
+                    "web_password_hash",
+                    password_hash.as_ref().map(|v| v.span()),
+                ),
                 ("web_origins", origins.as_ref().map(|v| v.span())),
                 ("web_session", session.as_ref().map(|v| v.span())),
             ] {

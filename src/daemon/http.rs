@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::tokens::{Owner, Tokens};
 use super::transport::write_some;
+use super::{ShellDue, tcp};
 
 /// Largest HTTP request head read before answering 431.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -249,4 +250,37 @@ fn response(status: &str, body: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+impl super::Daemon {
+    pub(super) fn metrics_accept(&mut self) {
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        let (new, ok) = m.accept(self.poll.registry(), &mut self.tokens, self.now);
+        if !ok {
+            self.timers
+                .push(self.now + tcp::ACCEPT_RETRY, ShellDue::RetryMetrics);
+        }
+        for key in new {
+            self.timers
+                .push(self.now + SCRAPE_TIMEOUT, ShellDue::Scraper(key, self.now));
+            self.scraper_ready(key);
+        }
+    }
+
+    pub(super) fn scraper_ready(&mut self, key: usize) {
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        if m.ready(key, self.poll.registry(), &mut self.tokens) == Step::WantsMetrics {
+            let body = self.core.prometheus();
+            if let Some(m) = self.metrics.as_mut() {
+                m.respond(key, &body, self.poll.registry(), &mut self.tokens);
+            }
+        }
+        if self.metrics.as_mut().is_some_and(|m| m.has_room_again()) {
+            self.metrics_accept();
+        }
+    }
 }

@@ -19,6 +19,7 @@ mod children;
 mod control;
 pub(crate) mod core;
 mod http;
+mod httpd;
 mod mmsg;
 mod notify;
 mod record;
@@ -32,6 +33,7 @@ mod tokens;
 mod transcripts;
 mod transport;
 mod udp;
+mod web;
 
 use std::io;
 use std::net::SocketAddr;
@@ -77,6 +79,12 @@ pub(crate) enum ShellDue {
     CertCheck,
     /// SIGKILL a child (its slot in `procs` and pid) that has not ended since SIGTERM.
     Kill(usize, u32),
+    /// Accepting again, for an HTTP site.
+    RetryHttp(httpd::Site),
+    /// Drop an HTTP connection that has not finished by now (its key and when it came).
+    HttpConn(httpd::Site, usize, Instant),
+    /// The web console's counters and logins, once a second.
+    WebTick,
 }
 
 /// A listener's socket.
@@ -101,6 +109,8 @@ pub struct Daemon {
     /// The stdin console's operator id, while it is attached.
     stdin_op: Option<core::OpId>,
     metrics: Option<http::Metrics>,
+    /// The web console (`web/`).
+    web: Option<web::Web>,
     /// The transcript writer thread, once a listener writes transcripts.
     transcripts: Option<transcripts::Writer>,
     timers: Timers<ShellDue>,
@@ -188,6 +198,7 @@ impl Daemon {
             control: control::Control::default(),
             stdin_op: None,
             metrics: None,
+            web: None,
             transcripts: None,
             timers: Timers::default(),
             buf: vec![0; READ_BUF],
@@ -237,7 +248,9 @@ impl Daemon {
         inherited.close_unused();
         // What the daemon's user must own after the drop, by descriptor.
         let log_file = crate::logging::open_log_file();
+        let web_token = daemon.open_web(config, crate::privileges::serving_uid(run_as.as_ref()))?;
         let mut owned = daemon.control.handover();
+        owned.extend(web_token.as_ref().map(|f| f.handover()));
         owned.extend(log_file.as_ref().map(|f| f.handover()));
         crate::privileges::drop_to(run_as.as_ref(), &owned)?;
         // As the user the daemon serves as: a folder it cannot write is an error now, not
@@ -432,6 +445,9 @@ impl Daemon {
             }
             Some(Owner::Metrics) => self.metrics_accept(),
             Some(Owner::Scraper(key)) => self.scraper_ready(key),
+            Some(Owner::Http(httpd::Site::Web)) => self.web_accept(),
+            Some(Owner::HttpConn(httpd::Site::Web, key)) => self.web_conn_ready(key),
+            Some(Owner::WebClient(key)) => self.web_client_ready(key, readable, writable),
             None => warn!(?token, "event for an unknown token"),
         }
         self.settle();
@@ -462,6 +478,7 @@ impl Daemon {
                 Effect::Note(n) => self.tap_note(n),
             }
         }
+        self.web_sync();
     }
 
     /// Reading from a session may resume: serve it again before the next wait.
@@ -511,6 +528,9 @@ impl Daemon {
             ShellDue::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
             ShellDue::CertCheck => self.check_certs(),
             ShellDue::Kill(i, pid) => self.kill_due(i, pid),
+            ShellDue::RetryHttp(httpd::Site::Web) => self.web_accept(),
+            ShellDue::HttpConn(httpd::Site::Web, key, since) => self.web_conn_expired(key, since),
+            ShellDue::WebTick => self.web_tick(),
         }
     }
 
@@ -553,38 +573,5 @@ impl Daemon {
             }
         }
         self.settle();
-    }
-
-    fn metrics_accept(&mut self) {
-        let Some(m) = self.metrics.as_mut() else {
-            return;
-        };
-        let (new, ok) = m.accept(self.poll.registry(), &mut self.tokens, self.now);
-        if !ok {
-            self.timers
-                .push(self.now + tcp::ACCEPT_RETRY, ShellDue::RetryMetrics);
-        }
-        for key in new {
-            self.timers.push(
-                self.now + http::SCRAPE_TIMEOUT,
-                ShellDue::Scraper(key, self.now),
-            );
-            self.scraper_ready(key);
-        }
-    }
-
-    fn scraper_ready(&mut self, key: usize) {
-        let Some(m) = self.metrics.as_mut() else {
-            return;
-        };
-        if m.ready(key, self.poll.registry(), &mut self.tokens) == http::Step::WantsMetrics {
-            let body = self.core.prometheus();
-            if let Some(m) = self.metrics.as_mut() {
-                m.respond(key, &body, self.poll.registry(), &mut self.tokens);
-            }
-        }
-        if self.metrics.as_mut().is_some_and(|m| m.has_room_again()) {
-            self.metrics_accept();
-        }
     }
 }

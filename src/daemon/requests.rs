@@ -79,6 +79,9 @@ impl Daemon {
 
     /// A line for an operator.
     pub(super) fn tell(&mut self, op: core::OpId, line: &str) {
+        if let Some(key) = super::web::client_of(op) {
+            return self.web_tell(key, line);
+        }
         if let Some(why) = self.control.tell(op, line, self.poll.registry()) {
             self.drop_client(op, why);
         }
@@ -94,7 +97,8 @@ impl Daemon {
                 self.stdin_op = None;
             }
         }
-        self.core.set_watching(self.control.watching());
+        self.core
+            .set_watching(self.control.watching() || self.web_live());
     }
 
     pub(super) fn control_accept(&mut self) {

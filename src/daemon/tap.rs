@@ -161,6 +161,9 @@ impl Daemon {
                 self.drop_client(op, "it does not read its events");
             }
         }
+        if self.web_live() {
+            self.web_event(&line(&ctx, &ev, Some(WATCH_PAYLOAD)));
+        }
         if ctx.record.is_some() {
             self.tap
                 .recorder

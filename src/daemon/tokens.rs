@@ -27,6 +27,12 @@ pub(crate) enum Owner {
     Metrics,
     /// A metrics scraper's connection.
     Scraper(usize),
+    /// An HTTP site's listening socket (the web console).
+    Http(super::httpd::Site),
+    /// A connection of an HTTP site, until it is answered (or upgraded).
+    HttpConn(super::httpd::Site, usize),
+    /// A browser's WebSocket (`web/clients.rs`).
+    WebClient(usize),
     /// A pipe of a listener's shared child (`ChanRef::Shared`).
     Shared(usize, Pipe),
 }

@@ -110,10 +110,7 @@ impl Core {
     /// What changed since the last call: whether the rows did, and the lines said.
     pub(crate) fn take_desk_changes(&mut self) -> (bool, Vec<SaidLine>) {
         match &mut self.feed {
-            Some(f) => (
-                std::mem::take(&mut f.dirty),
-                std::mem::take(&mut f.said),
-            ),
+            Some(f) => (std::mem::take(&mut f.dirty), std::mem::take(&mut f.said)),
             None => (false, Vec::new()),
         }
     }
@@ -130,7 +127,9 @@ impl Core {
                 peer: s.info.peer,
                 standing: match s.desk.with {
                     Desk::Bot => Standing::Bot,
-                    Desk::Waiting { .. } => Standing::Waiting(self.queue_position(key).unwrap_or(0)),
+                    Desk::Waiting { .. } => {
+                        Standing::Waiting(self.queue_position(key).unwrap_or(0))
+                    }
                     Desk::Taken { op, .. } => Standing::Taken(self.op_name(op)),
                 },
                 unanswered: s.unanswered,

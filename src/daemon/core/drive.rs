@@ -57,7 +57,12 @@ impl Core {
             Input::Handoff(_) => None,
             _ => self.moved_position(key),
         };
-        if self.desk_followed() && self.sessions.get(key).is_some_and(|s| s.cfg.takes_operator()) {
+        if self.desk_followed()
+            && self
+                .sessions
+                .get(key)
+                .is_some_and(|s| s.cfg.takes_operator())
+        {
             self.desk_touched();
         }
         let Some(s) = self.sessions.get_mut(key) else {

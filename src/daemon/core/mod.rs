@@ -43,12 +43,12 @@ pub(crate) use channels::{ChanRef, ChannelOpen};
 pub(crate) use console::OpId;
 pub(crate) use datagrams::Datagrams;
 pub(crate) use desk_view::{SaidLine, Standing};
-pub(crate) use replies::Speaker;
 use due::Due;
 pub(crate) use limits::Refusal;
 pub(crate) use listeners::{Listener, ListenerId, ListenerPhase};
 pub(crate) use reload::ReloadSummary;
 pub(crate) use replies::Record;
+pub(crate) use replies::Speaker;
 use session::{Phase, Session};
 pub(crate) use session::{ReadMode, TlsInfo};
 
