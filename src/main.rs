@@ -63,6 +63,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write a self-signed certificate and its key, for trying TLS out.
     Cert(tls::CertArgs),
+    /// Read a password on stdin and print its hash for `[daemon] web_password_hash`.
+    WebPassword,
     /// Write shell completions or the man page (used to build packages).
     #[command(hide = true)]
     Generate(Generate),
@@ -150,6 +152,7 @@ fn main() -> ExitCode {
         Command::TestScript(_) => Some("test-script"),
         Command::Bench(_) => Some("bench"),
         Command::Cert(_) => Some("cert"),
+        Command::WebPassword => Some("web-password"),
         Command::Generate(_) => Some("generate"),
         _ => None,
     };
@@ -174,6 +177,7 @@ fn main() -> ExitCode {
         Command::Watch(c) => client::watch(c.args, either(c.config).as_deref()),
         Command::Bench(args) => bench::run(args),
         Command::Cert(args) => tls::cert(args),
+        Command::WebPassword => web_password(),
         Command::Generate(g) => generate(g.what),
     };
     match result {
@@ -183,4 +187,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `switchboard web-password`: one line of stdin (the password) to an Argon2id PHC string.
+fn web_password() -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprintln!("password (it shows as you type; or pipe it in): ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < 8 {
+        anyhow::bail!("a password of at least 8 characters, please");
+    }
+    println!("{}", switchboard::config::hash_password(password)?);
+    Ok(ExitCode::SUCCESS)
 }

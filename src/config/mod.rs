@@ -30,7 +30,7 @@ pub use front::ProxyProtocol;
 pub use limits::{Limits, Rate};
 pub use record::{DEFAULT_RECORD_MAX_BYTES, RecordConfig};
 use validate::Validator;
-pub use web::{DEFAULT_WEB_SESSION, WebConfig, check_password_hash};
+pub use web::{DEFAULT_WEB_SESSION, WebConfig, check_password_hash, hash_password};
 
 /// The config served when none is given, kept as `config/switchboard.toml`.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/switchboard.toml");

@@ -151,6 +151,16 @@ impl Validator<'_> {
     }
 }
 
+/// The Argon2id PHC string of `password` (with a fresh salt and the default costs: 19 MiB,
+/// 2 passes, as OWASP recommends), for `web_password_hash`.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    use argon2::password_hash::PasswordHasher;
+    let hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+    Ok(hash.to_string())
+}
+
 /// Whether `s` is an Argon2 PHC string the console can check passwords against.
 pub fn check_password_hash(s: &str) -> Result<(), String> {
     let parsed = argon2::password_hash::phc::PasswordHash::new(s).map_err(|e| {

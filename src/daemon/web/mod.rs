@@ -57,7 +57,7 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
 /// A test password hash: Argon2id of "correct horse" with the smallest costs.
 #[cfg(test)]
 pub(crate) const TEST_PASSWORD_HASH: &str =
-    "$argon2id$v=19$m=8,t=1,p=1$c29tZXNhbHQxMjM0$+GN4Gi8iUw4c6SA+2u00ul73OUXz3Y/ACSqO+ek6WXk";
+    "$argon2id$v=19$m=8,t=1,p=1$F6+/gTLxLyfOBGvI/pV6OA$p+IiPTwjKqlIjN76gr6B6t2AD+SLRl3HK9VzOxBdDu0";
 
 /// What a request gets.
 #[derive(Debug)]
