@@ -99,11 +99,7 @@ impl Auth {
         {
             return Err(Refused::TooMany);
         }
-        let ok = match self.check(credential, now) {
-            Ok(ok) => ok,
-            Err(too_many) => return Err(too_many),
-        };
-        if !ok {
+        if !self.check(credential, now)? {
             if self.failures.len() >= MAX_FAILING {
                 self.failures
                     .retain(|_, (_, since)| now.saturating_duration_since(*since) < FAILURE_WINDOW);
