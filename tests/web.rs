@@ -10,11 +10,29 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::browser::{Browser, Page};
-use crate::util::{Daemon, WAIT, field, run, stderr, tcp_listener};
+use crate::util::{Daemon, WAIT, field, run, stderr, tcp_listener, udp_listener};
+
+/// The daemon, whose log is printed if the test fails.
+struct Logged(Daemon);
+
+impl std::ops::Deref for Logged {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.0
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the daemon's log:\n{}", self.0.drain_stderr());
+        }
+    }
+}
 
 /// A support desk: the shipped bot script, a person on request, canned replies; and the web
 /// console on a free port.
-fn desk() -> Daemon {
+fn desk() -> Logged {
     let config = format!(
         "[daemon]\nweb = \"127.0.0.1:0\"\n\n{}",
         tcp_listener(
@@ -27,13 +45,13 @@ fn desk() -> Daemon {
              canned = { thanks = \"Thank you for your patience!\", hours = \"Open 9:00-18:00.\" }\n",
         )
     );
-    Daemon::start_with(&config, |dir| {
+    Logged(Daemon::start_with(&config, |dir| {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/config/scripts/support-bot.toml"
         );
         std::fs::copy(script, dir.join("support-bot.toml")).expect("copy the script");
-    })
+    }))
 }
 
 /// The console's address and its token, from the log (the token from the file it names).
@@ -380,6 +398,75 @@ fn nothing_is_served_without_a_credential_from_the_pages_own_origin() {
         ),
     );
     assert!(big.starts_with("HTTP/1.1 413 "), "{big}");
+}
+
+#[test]
+fn a_browser_that_stops_reading_is_dropped_and_the_daemon_goes_on() {
+    let config = format!(
+        "[daemon]\nweb = \"127.0.0.1:0\"\n\n{}",
+        udp_listener("echo", "[\"echo\"]", "")
+    );
+    let mut d = Logged(Daemon::start(&config));
+    let (web, token) = console(&d);
+    let host = format!("Host: {web}\r\n");
+    let body = format!("credential={token}&name=slow");
+    let ok = http(
+        web,
+        &format!(
+            "POST /login HTTP/1.1\r\n{host}Origin: http://{web}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let login = ok
+        .lines()
+        .find_map(|l| l.strip_prefix("Set-Cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a cookie")
+        .to_string();
+    // A WebSocket with a small receive buffer, that asks for the live events and never reads.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&web.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    let request = tungstenite::http::Request::builder()
+        .uri(format!("ws://{web}/ws"))
+        .header("Host", web.to_string())
+        .header("Origin", format!("http://{web}"))
+        .header("Cookie", login)
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (mut ws, _) = tungstenite::client::client(request, stream).expect("upgrade");
+    ws.send(tungstenite::Message::text(r#"{"op":"live","on":true}"#))
+        .unwrap();
+    // Traffic: each datagram and its echo are two events for the browser.
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    peer.connect(d.addr("echo")).unwrap();
+    // (In rounds a socket's buffer holds, so that no datagram is lost on the way.)
+    let payload = [b'x'; 500];
+    let mut buf = [0u8; 2048];
+    for _ in 0..1000 {
+        for _ in 0..20 {
+            peer.send(&payload).unwrap();
+        }
+        for _ in 0..20 {
+            peer.recv(&mut buf).expect("the echo goes on");
+        }
+    }
+    let dropped = d.0.wait_event("web_client_dropped");
+    assert_eq!(field(&dropped, "reason"), "slow");
+    // The daemon serves on.
+    peer.send(b"still there").unwrap();
+    let n = peer.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"still there");
+    drop(ws);
 }
 
 #[test]

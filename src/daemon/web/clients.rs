@@ -13,6 +13,8 @@ use serde::Deserialize;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
+/// Why a browser that does not read is dropped.
+pub(crate) const SLOW: &str = "it does not read";
 /// Bytes waiting for a browser before it is dropped.
 pub(crate) const MAX_BUFFERED: usize = 1024 * 1024;
 /// The largest message a browser may send (an answer, a command).
@@ -134,7 +136,7 @@ fn settled(e: tungstenite::Error) -> Result<(), &'static str> {
         {
             Ok(())
         }
-        tungstenite::Error::WriteBufferFull(_) => Err("it does not read"),
+        tungstenite::Error::WriteBufferFull(_) => Err(SLOW),
         _ => Err("it closed"),
     }
 }

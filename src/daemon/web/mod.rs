@@ -76,6 +76,8 @@ pub(crate) struct Web {
     pub(crate) clients: Slab<Client>,
     /// HTTP connections whose upgrade is being answered: the login and name they bring.
     upgrading: HashMap<usize, (String, String)>,
+    /// The once-a-second tick is due (`ShellDue::WebTick`).
+    ticking: bool,
 }
 
 impl Web {
@@ -85,6 +87,7 @@ impl Web {
             auth,
             clients: Slab::new(),
             upgrading: HashMap::new(),
+            ticking: false,
         }
     }
 

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::super::core::{OpId, SaidLine, Standing};
 use super::super::httpd::{self, Site, Step};
 use super::super::{Daemon, ShellDue, tcp};
-use super::clients::{Ask, Client};
+use super::clients::{self, Ask, Client};
 use super::{MAX_CLIENTS, Route, Web};
 use crate::config::Config;
 use crate::console::Command;
@@ -129,10 +129,12 @@ impl Daemon {
         };
         let registry = self.poll.registry();
         let mut step = w.server.ready(key, registry, &mut self.tokens);
+        let mut logout = false;
         if let Step::Request(req) = step {
             step = match w.route(&req, self.now) {
                 Route::Answer(r) => {
                     debug!(event = "http_request", path = %req.path, status = r.status, "web console");
+                    logout = req.path == "/logout";
                     w.server.respond(key, r, registry, &mut self.tokens)
                 }
                 Route::Upgrade(r, login, name) if w.clients.len() < MAX_CLIENTS => {
@@ -155,6 +157,9 @@ impl Daemon {
             && let Some((login, name)) = w.upgrading.remove(&key)
         {
             self.web_client_new(stream, login, name);
+        }
+        if logout {
+            self.web_prune();
         }
         if self.web.as_mut().is_some_and(|w| w.server.has_room_again()) {
             self.web_accept();
@@ -186,6 +191,7 @@ impl Daemon {
         entry.insert(Client::new(stream, token, login, name.clone()));
         let hello = json!({"t": "hello", "you": name});
         self.web_send(key, &hello.to_string());
+        self.web_arm_tick();
     }
 
     /// A browser's socket is ready.
@@ -246,7 +252,6 @@ impl Daemon {
                     .set_watching(self.control.watching() || self.web_live());
                 if on {
                     self.web_counters(Some(key));
-                    self.timers.push(self.now + TICK, ShellDue::WebTick);
                 }
                 return;
             }
@@ -312,7 +317,12 @@ impl Daemon {
         };
         let _ = self.poll.registry().deregister(c.socket());
         self.tokens.remove(c.token);
-        debug!(event = "web_client_gone", client = %c.name, why, "web console: browser gone");
+        if why == clients::SLOW {
+            warn!(event = "web_client_dropped", client = %c.name, reason = "slow",
+                "web console: a browser did not read what it was sent; dropped");
+        } else {
+            debug!(event = "web_client_gone", client = %c.name, why, "web console: browser gone");
+        }
         let any_desk = w.clients.iter().any(|(_, c)| c.desk);
         if c.desk {
             self.core.detach_operator(op_of(key), why);
@@ -416,6 +426,29 @@ impl Daemon {
     /// Once a second while someone follows the live view: the counters; and logins that
     /// ended close their browsers.
     pub(crate) fn web_tick(&mut self) {
+        if let Some(w) = self.web.as_mut() {
+            w.ticking = false;
+        }
+        self.web_prune();
+        if self.web_live() {
+            self.web_counters(None);
+        }
+        self.web_arm_tick();
+    }
+
+    /// Have the tick come, while any browser is connected.
+    fn web_arm_tick(&mut self) {
+        if let Some(w) = self.web.as_mut()
+            && !w.ticking
+            && !w.clients.is_empty()
+        {
+            w.ticking = true;
+            self.timers.push(self.now + TICK, ShellDue::WebTick);
+        }
+    }
+
+    /// Drop the browsers whose login ended (its time, or a logout).
+    fn web_prune(&mut self) {
         let now = self.now;
         let ended: Vec<usize> = self.web.as_ref().map_or_else(Vec::new, |w| {
             w.clients
@@ -426,10 +459,6 @@ impl Daemon {
         });
         for key in ended {
             self.web_drop(key, "its login ended");
-        }
-        if self.web_live() {
-            self.web_counters(None);
-            self.timers.push(self.now + TICK, ShellDue::WebTick);
         }
     }
 }
