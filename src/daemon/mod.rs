@@ -69,10 +69,6 @@ pub(crate) enum ShellDue {
     ResumeAccept(ListenerId),
     /// The same, for the control socket.
     RetryControl,
-    /// The same, for the metrics endpoint.
-    RetryMetrics,
-    /// Drop a metrics scraper that has not finished by now (its key and when it came).
-    Scraper(usize, Instant),
     /// Tell systemd's watchdog the loop is alive.
     Watchdog,
     /// Look whether TLS certificate files changed.
@@ -108,7 +104,8 @@ pub struct Daemon {
     control: control::Control,
     /// The stdin console's operator id, while it is attached.
     stdin_op: Option<core::OpId>,
-    metrics: Option<http::Metrics>,
+    /// The metrics endpoint (`http.rs`).
+    metrics: Option<httpd::Server>,
     /// The web console (`web/`).
     web: Option<web::Web>,
     /// The transcript writer thread, once a listener writes transcripts.
@@ -223,7 +220,7 @@ impl Daemon {
         )?;
         daemon.open_control(config, crate::privileges::serving_uid(run_as.as_ref()))?;
         if let Some(addr) = config.daemon.metrics {
-            daemon.metrics = Some(http::Metrics::bind(
+            daemon.metrics = Some(http::bind_metrics(
                 addr,
                 daemon.poll.registry(),
                 &mut daemon.tokens,
@@ -443,10 +440,8 @@ impl Daemon {
                     self.control_ready(op, readable, false);
                 }
             }
-            Some(Owner::Metrics) => self.metrics_accept(),
-            Some(Owner::Scraper(key)) => self.scraper_ready(key),
-            Some(Owner::Http(httpd::Site::Web)) => self.web_accept(),
-            Some(Owner::HttpConn(httpd::Site::Web, key)) => self.web_conn_ready(key),
+            Some(Owner::Http(site)) => self.http_accept(site),
+            Some(Owner::HttpConn(site, key)) => self.http_ready(site, key),
             Some(Owner::WebClient(key)) => self.web_client_ready(key, readable, writable),
             None => warn!(?token, "event for an unknown token"),
         }
@@ -516,20 +511,11 @@ impl Daemon {
         match due {
             ShellDue::ResumeAccept(id) => self.resume_accepting(id),
             ShellDue::RetryControl => self.control_accept(),
-            ShellDue::RetryMetrics => self.metrics_accept(),
-            ShellDue::Scraper(key, since) => {
-                if let Some(m) = self.metrics.as_mut() {
-                    m.expire(key, since, self.poll.registry(), &mut self.tokens);
-                    if m.has_room_again() {
-                        self.metrics_accept();
-                    }
-                }
-            }
             ShellDue::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
             ShellDue::CertCheck => self.check_certs(),
             ShellDue::Kill(i, pid) => self.kill_due(i, pid),
-            ShellDue::RetryHttp(httpd::Site::Web) => self.web_accept(),
-            ShellDue::HttpConn(httpd::Site::Web, key, since) => self.web_conn_expired(key, since),
+            ShellDue::RetryHttp(site) => self.http_accept(site),
+            ShellDue::HttpConn(site, key, since) => self.http_expired(site, key, since),
             ShellDue::WebTick => self.web_tick(),
         }
     }

@@ -23,11 +23,7 @@ pub(crate) enum Owner {
     ControlClient(usize),
     /// The daemon's stdin, read as an operator console.
     Stdin,
-    /// The metrics endpoint's listening socket.
-    Metrics,
-    /// A metrics scraper's connection.
-    Scraper(usize),
-    /// An HTTP site's listening socket (the web console).
+    /// An HTTP site's listening socket (the metrics endpoint, the web console).
     Http(super::httpd::Site),
     /// A connection of an HTTP site, until it is answered (or upgraded).
     HttpConn(super::httpd::Site, usize),
@@ -90,9 +86,10 @@ mod tests {
         assert_eq!(t.owner(b), Some(Owner::Session(7, Part::Peer)));
         t.remove(b);
         assert_eq!(t.owner(b), None);
-        let c = t.add(Owner::Metrics);
+        let c = t.add(Owner::Waker);
         assert_eq!(c, b, "a freed slot is reused");
         assert_eq!(t.owner(a), Some(Owner::Signals));
+        assert_eq!(t.owner(c), Some(Owner::Waker));
         assert_eq!(t.owner(Token(usize::MAX)), None);
     }
 }

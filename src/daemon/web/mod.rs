@@ -1,5 +1,5 @@
 //! The web console: one page, served by the loop, for operators (the desk) and for whoever
-//! follows the sessions live. HTTP goes through `httpd.rs`; this module decides what each
+//! follows the sessions live. HTTP goes through `httpd/`; this module decides what each
 //! request gets (`Web::route`): the login, the page and its files, and the WebSocket that
 //! carries every update and every action (`clients.rs`). The shell's side (accepting,
 //! readiness, what the core says) is `shell.rs`.

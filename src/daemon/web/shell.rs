@@ -6,7 +6,7 @@
 //! A browser that logs in as an operator is one to the core, with an id of its own
 //! ([`op_of`]): what it does goes through the same commands as a typed line.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::Interest;
 use serde_json::{Value, json};
@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::super::core::{OpId, SaidLine, Standing};
 use super::super::httpd::{self, Site, Step};
-use super::super::{Daemon, ShellDue, tcp};
+use super::super::{Daemon, ShellDue};
 use super::clients::{self, Ask, Client};
 use super::{MAX_CLIENTS, Route, Web};
 use crate::config::Config;
@@ -90,38 +90,6 @@ impl Daemon {
         Ok(file)
     }
 
-    /// Accept console connections.
-    pub(crate) fn web_accept(&mut self) {
-        let Some(w) = self.web.as_mut() else {
-            return;
-        };
-        let (new, ok) = w
-            .server
-            .accept(self.poll.registry(), &mut self.tokens, self.now);
-        if !ok {
-            self.timers
-                .push(self.now + tcp::ACCEPT_RETRY, ShellDue::RetryHttp(Site::Web));
-        }
-        for key in new {
-            self.timers.push(
-                self.now + super::LIMITS.timeout,
-                ShellDue::HttpConn(Site::Web, key, self.now),
-            );
-            self.web_conn_ready(key);
-        }
-    }
-
-    /// An HTTP connection's time is up.
-    pub(crate) fn web_conn_expired(&mut self, key: usize, since: Instant) {
-        if let Some(w) = self.web.as_mut() {
-            w.server
-                .expire(key, since, self.poll.registry(), &mut self.tokens);
-            if w.server.has_room_again() {
-                self.web_accept();
-            }
-        }
-    }
-
     /// An HTTP connection is ready: read its request, answer it.
     pub(crate) fn web_conn_ready(&mut self, key: usize) {
         let Some(w) = self.web.as_mut() else {
@@ -160,9 +128,6 @@ impl Daemon {
         }
         if logout {
             self.web_prune();
-        }
-        if self.web.as_mut().is_some_and(|w| w.server.has_room_again()) {
-            self.web_accept();
         }
     }
 
