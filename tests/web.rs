@@ -403,7 +403,7 @@ fn nothing_is_served_without_a_credential_from_the_pages_own_origin() {
 #[test]
 fn a_browser_that_stops_reading_is_dropped_and_the_daemon_goes_on() {
     let config = format!(
-        "[daemon]\nweb = \"127.0.0.1:0\"\n\n{}",
+        "[daemon]\nweb = \"127.0.0.1:0\"\nlog_level = \"info,switchboard::daemon::web=debug\"\n\n{}",
         udp_listener("echo", "[\"echo\"]", "")
     );
     let mut d = Logged(Daemon::start(&config));
@@ -445,6 +445,16 @@ fn a_browser_that_stops_reading_is_dropped_and_the_daemon_goes_on() {
     let (mut ws, _) = tungstenite::client::client(request, stream).expect("upgrade");
     ws.send(tungstenite::Message::text(r#"{"op":"live","on":true}"#))
         .unwrap();
+    // Following from now on: the counters come first (sessions opened before are not shown).
+    loop {
+        let m = ws.read().expect("a message");
+        if m.to_text()
+            .unwrap_or_default()
+            .contains(r#""t":"listeners""#)
+        {
+            break;
+        }
+    }
     // Traffic: each datagram and its echo are two events for the browser.
     let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     peer.set_read_timeout(Some(WAIT)).unwrap();

@@ -101,7 +101,10 @@ impl Client {
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     return Err("it closed");
                 }
-                Err(_) => return Err("it broke the protocol"),
+                Err(e) => {
+                    tracing::debug!(event = "web_client_error", error = %e, "web console: a browser's WebSocket failed");
+                    return Err("it broke the protocol");
+                }
             }
         }
         Ok(())
