@@ -34,7 +34,7 @@ impl Drop for Logged {
 /// console on a free port.
 fn desk() -> Logged {
     let config = format!(
-        "[daemon]\nweb = \"127.0.0.1:0\"\n\n{}",
+        "[daemon]\nweb = \"127.0.0.1:0\"\n\n{}{}",
         tcp_listener(
             "desk",
             "[\"bye-close\", \"scripted-reply\", \"console-reply\"]",
@@ -43,7 +43,8 @@ fn desk() -> Logged {
              [listener.console-reply]\nhistory = 10\n\
              queue_reply = \"You are number {position} in line.\"\n\
              canned = { thanks = \"Thank you for your patience!\", hours = \"Open 9:00-18:00.\" }\n",
-        )
+        ),
+        udp_listener("udp-echo", "[\"echo\"]", "idle_timeout = \"1s\"")
     );
     Logged(Daemon::start_with(&config, |dir| {
         let script = concat!(
@@ -260,6 +261,14 @@ fn the_live_view_follows_sessions_and_filters_them() {
     two.say("price");
     two.until("Basic ¥99/month");
     drop(two); // FIN
+    // A UDP peer: its datagram, the echo, and its expiry.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(WAIT)).unwrap();
+    udp.send_to(b"ping", d.addr("udp-echo")).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = udp.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    b.wait(&p, "[...document.querySelectorAll('#events tbody tr')].some(r => r.dataset.listener === 'udp-echo' && r.textContent.includes('close idle_timeout (expired)'))");
     b.wait(&p, "[...document.querySelectorAll('#events tbody tr')].some(r => r.dataset.session === '1' && r.textContent.includes('read'))");
     b.wait(&p, "[...document.querySelectorAll('#events tbody tr')].some(r => r.dataset.session === '2' && r.textContent.includes('close peer_closed (FIN)'))");
     // Sizes are shown with the reads.
