@@ -280,3 +280,60 @@ fn a_bot_that_hands_over_needs_a_person_after_it() {
     let ok = listener("[\"scripted-reply\", \"console-reply\"]");
     assert!(parse(&ok, Path::new("t.toml"), Path::new(".")).is_ok());
 }
+
+#[test]
+fn the_web_console_keys_are_read_checked_and_refused_where_unsafe() {
+    let ok = format!(
+        "[daemon]\nweb = \"127.0.0.1:9899\"\nweb_origins = [\"HTTPS://Desk.Example.com\"]\nweb_session = \"8h\"\n{ONE}"
+    );
+    let c = parse(&ok, Path::new("t.toml"), Path::new("/etc/sb")).unwrap();
+    let w = c.daemon.web.expect("web");
+    assert_eq!(w.addr, "127.0.0.1:9899".parse().unwrap());
+    assert!(w.token && w.token_file.is_none() && w.password_hash.is_none());
+    assert_eq!(w.origins, ["https://desk.example.com"]);
+    assert_eq!(w.session, Duration::from_secs(8 * 3600));
+    let file =
+        format!("[daemon]\nweb = \"0.0.0.0:9899\"\nweb_token_file = \"private/web-token\"\n{ONE}");
+    let c = parse(&file, Path::new("t.toml"), Path::new("/etc/sb")).unwrap();
+    assert_eq!(
+        c.daemon.web.unwrap().token_file.unwrap(),
+        Path::new("/etc/sb/private/web-token")
+    );
+    let bad = [
+        (
+            "web = \"0.0.0.0:9899\"",
+            "2:7: daemon web: the web console on 0.0.0.0:9899 is reachable",
+        ),
+        (
+            "web = \"localhost\"",
+            "2:7: daemon web: \"localhost\" is not an ip:port",
+        ),
+        (
+            "web_session = \"1h\"",
+            "2:15: daemon web_session: means nothing without `web`",
+        ),
+        (
+            "web = \"127.0.0.1:1\"\nweb_token = false",
+            "3:13: daemon web_token: web_token = false leaves",
+        ),
+        (
+            "web = \"127.0.0.1:1\"\nweb_password_hash = \"hunter2\"",
+            "3:21: daemon web_password_hash: not a password hash",
+        ),
+        (
+            "web = \"127.0.0.1:1\"\nweb_origins = [\"desk.example.com\"]",
+            "3:16: daemon web_origins: \"desk.example.com\" is not an origin",
+        ),
+        (
+            "web = \"127.0.0.1:1\"\nweb_session = \"10s\"",
+            "3:15: daemon web_session: a login must last at least a minute",
+        ),
+    ];
+    for (keys, want) in bad {
+        let e = errors(&format!("[daemon]\n{keys}\n{ONE}"));
+        assert!(
+            e.iter().any(|e| e.starts_with(&format!("t.toml:{want}"))),
+            "{keys}: {e:?}"
+        );
+    }
+}

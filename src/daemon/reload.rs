@@ -171,6 +171,13 @@ impl Daemon {
                 "control_socket changed: restart to move the control socket"
             );
         }
+        if new.daemon.web != self.daemon_cfg.web {
+            warn!(
+                event = "restart_needed",
+                what = "web",
+                "the web console's settings changed: restart to apply them"
+            );
+        }
         if let Some(logging) = self.logging.as_mut()
             && logging.differs(&new.daemon)
             && let Err(e) = logging.reload(&new.daemon)

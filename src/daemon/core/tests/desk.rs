@@ -9,7 +9,7 @@ const PEER_B: &str = "127.0.0.1:40002";
 const PEER_C: &str = "127.0.0.1:40003";
 
 /// A support desk over TCP: bye-close, a small bot, a person.
-fn desk(extra: &str) -> Harness {
+pub(super) fn desk(extra: &str) -> Harness {
     Harness::new(&tcp(
         r#"["bye-close", "scripted-reply", "console-reply"]"#,
         &format!(
@@ -54,7 +54,7 @@ fn told(h: &mut Harness, op: usize) -> Vec<String> {
     mine.into_iter().map(|(_, l)| l).collect()
 }
 
-fn say(h: &mut Harness, op: usize, line: &str) {
+pub(super) fn say(h: &mut Harness, op: usize, line: &str) {
     h.core.operator_line(op, line);
     h.settle();
 }

@@ -3,6 +3,7 @@
 
 mod channels;
 mod desk;
+mod desk_view;
 mod front;
 mod harness;
 mod reload;
