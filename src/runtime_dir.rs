@@ -132,6 +132,11 @@ impl CheckedDir {
         &self.fd
     }
 
+    /// The path it was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// A path to `name` inside this very folder, for the calls that take only a path (bind,
     /// connect): `/proc/self/fd/N/name`, which names the folder whatever becomes of its path.
     fn path_of(&self, name: &OsStr) -> io::Result<PathBuf> {
@@ -234,6 +239,11 @@ impl ControlSocket {
     /// The path clients connect to.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Its folder, checked (other private files of the daemon may go beside the socket).
+    pub fn dir(&self) -> &CheckedDir {
+        &self.dir
     }
 
     /// The folder and the socket file, for [`crate::privileges::drop_to`]: after the drop,

@@ -409,3 +409,54 @@ fn clients_check_the_servers_user_before_sending_anything() {
     );
     assert_eq!(fake.report(), "got b''");
 }
+
+#[test]
+fn the_web_token_file_is_the_daemons_users_alone() {
+    let test = "the_web_token_file_is_the_daemons_users_alone";
+    if !can_switch_users(test) {
+        return;
+    }
+    let d = Daemon::start_with(
+        &format!(
+            "[daemon]\nuser = \"nobody\"\ncontrol_socket = \"run/ctl.sock\"\nweb = \"127.0.0.1:0\"\n{}",
+            tcp_listener("a", ECHO, "")
+        ),
+        |dir| chmod(dir, 0o755),
+    );
+    let ev = d.events("web_token").next().expect("web_token");
+    let path = PathBuf::from(field(&ev, "path"));
+    assert_eq!(path, d.dir.path().join("run/ctl.web-token"));
+    let meta = std::fs::symlink_metadata(&path).expect("the token file");
+    assert!(meta.is_file());
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o7777),
+        (NOBODY, 0o600),
+        "owned by the daemon's user, readable by it alone"
+    );
+    // Another user cannot read it.
+    let out = as_user(OTHER_UID, OTHER_UID, "cat")
+        .arg(&path)
+        .output()
+        .expect("cat as the other user");
+    assert!(!out.status.success());
+}
+
+#[test]
+fn a_web_token_file_in_another_users_folder_is_refused() {
+    let test = "a_web_token_file_in_another_users_folder_is_refused";
+    if !can_switch_users(test) {
+        return;
+    }
+    let tmp = shared_tmp();
+    let precious = victim(tmp.path());
+    let theirs = others_folder(tmp.path(), "web");
+    let token = theirs.join("token");
+    as_other(&format!("ln -s {} {}", precious.display(), token.display()));
+    let outcome = start_expecting_refusal(&format!(
+        "[daemon]\ncontrol_socket = \"run/ctl.sock\"\nweb = \"127.0.0.1:0\"\nweb_token_file = \"{}\"\n{}",
+        token.display(),
+        tcp_listener("a", ECHO, "")
+    ));
+    assert_untouched(&precious);
+    assert_refused(outcome, &theirs);
+}

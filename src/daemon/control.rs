@@ -152,6 +152,11 @@ impl Control {
     }
 
     /// The control socket's folder and file, for the privilege drop (none without a socket).
+    /// The control socket's folder, checked, when there is a socket.
+    pub(crate) fn socket_dir(&self) -> Option<&crate::runtime_dir::CheckedDir> {
+        self.listener.as_ref().map(|(_, s, _)| s.dir())
+    }
+
     pub(crate) fn handover(&self) -> Vec<Handover<'_>> {
         self.listener
             .iter()

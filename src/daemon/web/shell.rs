@@ -59,7 +59,7 @@ impl Daemon {
                 );
                 socket.with_file_name(format!("{stem}.web-token"))
             });
-            let f = super::token::read_or_create(&path, serving_uid)?;
+            let f = super::token::read_or_create(&path, serving_uid, self.control.socket_dir())?;
             info!(event = "web_token", path = %f.path.display(), created = f.created,
                 "web console: the token is in this file");
             Some(f)

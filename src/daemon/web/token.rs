@@ -16,7 +16,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::privileges::Handover;
-use crate::runtime_dir::{RuntimeDirError, open_private_dir};
+use crate::runtime_dir::{CheckedDir, RuntimeDirError, open_private_dir};
 
 /// The shortest token taken from a file someone wrote by hand.
 const TOKEN_MIN: usize = 16;
@@ -44,8 +44,13 @@ impl TokenFile {
 }
 
 /// Read the token at `path`, or make the file with a new one, for a daemon serving as
-/// `serving_uid`.
-pub(crate) fn read_or_create(path: &Path, serving_uid: u32) -> anyhow::Result<TokenFile> {
+/// `serving_uid`. `known` is a folder already checked (the control socket's, which a daemon
+/// started as root made and gives to its user at the drop): a file in it is opened there.
+pub(crate) fn read_or_create(
+    path: &Path,
+    serving_uid: u32,
+    known: Option<&CheckedDir>,
+) -> anyhow::Result<TokenFile> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         bail!("web token file {}: the path names no file", path.display());
     };
@@ -54,7 +59,11 @@ pub(crate) fn read_or_create(path: &Path, serving_uid: u32) -> anyhow::Result<To
     } else {
         dir
     };
-    let folder = open_private_dir(dir, serving_uid).map_err(|e| match e {
+    let opened;
+    let folder = match known.filter(|k| k.path() == dir) {
+        Some(k) => k,
+        None => {
+            opened = open_private_dir(dir, serving_uid).map_err(|e| match e {
         RuntimeDirError::Owner { owner, serving, .. } => anyhow!(
             "the web token file's folder {} belongs to uid {owner}, but the daemon serves as \
              uid {serving}: choose a folder of the daemon's user (web_token_file)",
@@ -66,8 +75,11 @@ pub(crate) fn read_or_create(path: &Path, serving_uid: u32) -> anyhow::Result<To
             dir.display(),
             dir.display()
         ),
-        other => anyhow!("web token file {}: {other}", path.display()),
-    })?;
+                other => anyhow!("web token file {}: {other}", path.display()),
+            })?;
+            &opened
+        }
+    };
     let me = rustix::process::geteuid().as_raw();
     let flags = OFlags::NOFOLLOW | OFlags::CLOEXEC;
     match rustix::fs::openat(folder.fd(), name, OFlags::RDONLY | flags, Mode::empty()) {
@@ -160,7 +172,7 @@ mod tests {
     fn made_once_readable_only_by_us_then_read_back() {
         let tmp = private();
         let path = tmp.path().join("run/web-token");
-        let first = read_or_create(&path, me()).unwrap();
+        let first = read_or_create(&path, me(), None).unwrap();
         assert!(first.created);
         assert_eq!(first.token.len(), 64);
         let meta = std::fs::metadata(&path).unwrap();
@@ -169,7 +181,7 @@ mod tests {
             std::fs::metadata(tmp.path().join("run")).unwrap().mode() & 0o777,
             0o700
         );
-        let again = read_or_create(&path, me()).unwrap();
+        let again = read_or_create(&path, me(), None).unwrap();
         assert!(!again.created);
         assert_eq!(again.token, first.token);
     }
@@ -180,18 +192,18 @@ mod tests {
         let path = tmp.path().join("web-token");
         std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = read_or_create(&path, me()).unwrap_err().to_string();
+        let e = read_or_create(&path, me(), None).unwrap_err().to_string();
         assert!(e.contains("mode 0644"), "{e}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(
-            read_or_create(&path, me()).unwrap().token,
+            read_or_create(&path, me(), None).unwrap().token,
             "0123456789abcdef0123"
         );
         std::fs::write(&path, "short\n").unwrap();
-        assert!(read_or_create(&path, me()).is_err());
+        assert!(read_or_create(&path, me(), None).is_err());
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&path, &link).unwrap();
-        assert!(read_or_create(&link, me()).is_err());
+        assert!(read_or_create(&link, me(), None).is_err());
     }
 
     #[test]
@@ -200,7 +212,7 @@ mod tests {
         let open = tmp.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let e = read_or_create(&open.join("t"), me())
+        let e = read_or_create(&open.join("t"), me(), None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("mode 0755"), "{e}");
