@@ -248,15 +248,17 @@ fn the_live_view_follows_sessions_and_filters_them() {
     let mut b = Browser::start();
     let p = b.page();
     log_in(&mut b, &p, &base, &token, "Teacher");
+    // A session open before the live view is followed: what it does from then on is shown.
+    let mut one = Customer::connect(d.addr("desk"));
+    one.say("hello");
+    one.until("How can I help");
     b.click(&p, "#tab-live");
     b.wait(
         &p,
         "[...document.querySelectorAll('#listeners tbody td')].some(e => e.textContent === 'desk')",
     );
-
-    let mut one = Customer::connect(d.addr("desk"));
-    one.say("hello");
-    one.until("How can I help");
+    one.say("help");
+    one.until("talk to a person");
     let mut two = Customer::connect(d.addr("desk"));
     two.say("price");
     two.until("Basic ¥99/month");
@@ -269,7 +271,7 @@ fn the_live_view_follows_sessions_and_filters_them() {
     let (n, _) = udp.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"ping");
     b.wait(&p, "[...document.querySelectorAll('#events tbody tr')].some(r => r.dataset.listener === 'udp-echo' && r.textContent.includes('close idle_timeout (expired)'))");
-    b.wait(&p, "[...document.querySelectorAll('#events tbody tr')].some(r => r.dataset.session === '1' && r.textContent.includes('read'))");
+    b.wait(&p, "[...document.querySelectorAll('#events tbody tr')].some(r => r.dataset.session === '1' && r.children[4].textContent === 'read' && r.children[6].textContent === '\"help\"')");
     b.wait(&p, "[...document.querySelectorAll('#events tbody tr')].some(r => r.dataset.session === '2' && r.textContent.includes('close peer_closed (FIN)'))");
     // Sizes are shown with the reads.
     assert_eq!(

@@ -54,7 +54,7 @@ impl Daemon {
                         let hello = serde_json::json!({"event": "watching",
                             "listener": watch.listener, "session": watch.session});
                         self.control.watch(op, watch);
-                        self.core.set_watching(true);
+                        self.watchers_changed();
                         self.tell(op, &hello.to_string());
                         return true;
                     }
@@ -97,8 +97,7 @@ impl Daemon {
                 self.stdin_op = None;
             }
         }
-        self.core
-            .set_watching(self.control.watching() || self.web_live());
+        self.watchers_changed();
     }
 
     pub(super) fn control_accept(&mut self) {

@@ -119,6 +119,7 @@ impl Daemon {
                 id,
                 listener,
                 peer,
+                earlier,
             } => {
                 let Some(l) = self.core.listener(listener) else {
                     return;
@@ -137,6 +138,9 @@ impl Daemon {
                     record: l.cfg.record.clone(),
                 });
                 self.tap.sessions.insert(id, ctx.clone());
+                if earlier {
+                    return;
+                }
                 (ctx, Kind::Open.at(at, id))
             }
             Note::Read { id, bytes } => match self.tap.sessions.get(&id) {
@@ -179,6 +183,19 @@ impl Kind {
             at,
             session,
             kind: self,
+        }
+    }
+}
+
+impl Daemon {
+    /// Someone began or stopped watching (a `watch` client, a browser on the live view): the
+    /// core notes every session while anyone does; when nobody does any more, the sessions
+    /// that no recording needs are forgotten (their end will not be noted).
+    pub(super) fn watchers_changed(&mut self) {
+        let on = self.control.watching() || self.web_live();
+        self.core.set_watching(on);
+        if !on {
+            self.tap.sessions.retain(|_, ctx| ctx.record.is_some());
         }
     }
 }

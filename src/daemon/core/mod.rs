@@ -22,6 +22,7 @@ mod front;
 mod limits;
 mod listeners;
 mod metrics;
+mod notes;
 mod output;
 mod reload;
 mod replies;
@@ -46,6 +47,7 @@ pub(crate) use desk_view::{SaidLine, Standing};
 use due::Due;
 pub(crate) use limits::Refusal;
 pub(crate) use listeners::{Listener, ListenerId, ListenerPhase};
+pub(crate) use notes::Note;
 pub(crate) use reload::ReloadSummary;
 pub(crate) use replies::Record;
 pub(crate) use replies::Speaker;
@@ -97,24 +99,6 @@ pub(crate) enum Effect {
     ResumeChannel(ChanRef),
     /// What a recorded or watched session did (`tap.rs`).
     Note(Note),
-}
-
-/// What a session did, noted for recordings and watchers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Note {
-    /// It opened (a connection accepted and ready, or a new UDP peer).
-    Opened {
-        key: SessionKey,
-        id: u64,
-        listener: ListenerId,
-        peer: SocketAddr,
-    },
-    /// One read (or datagram) from its peer.
-    Read { id: u64, bytes: Vec<u8> },
-    /// One write (or datagram) to its peer.
-    Wrote { id: u64, bytes: Vec<u8> },
-    /// It ended.
-    Closed { id: u64, reason: CloseReason },
 }
 
 /// Where the daemon is in its life.
@@ -204,16 +188,6 @@ impl Core {
     pub(crate) fn set_clock(&mut self, now: Instant, wall: SystemTime) {
         self.now = now;
         self.wall = wall;
-    }
-
-    /// Whether every session's events are to be noted (a watcher is connected).
-    pub(crate) fn set_watching(&mut self, on: bool) {
-        self.watching = on;
-    }
-
-    /// Whether a session's events are noted: its listener records, or someone watches.
-    fn tapped(&self, s: &Session) -> bool {
-        self.watching || s.cfg.record.is_some()
     }
 
     /// Ask the subscriber again whether debug events are on (after the log level changed).
@@ -355,6 +329,7 @@ impl Core {
                 id: s.info.id,
                 listener: lid,
                 peer: s.info.peer,
+                earlier: false,
             }));
         }
         let s = &self.sessions[key];

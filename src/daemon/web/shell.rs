@@ -213,8 +213,7 @@ impl Daemon {
                 if let Some(c) = self.web.as_mut().and_then(|w| w.clients.get_mut(key)) {
                     c.live = on;
                 }
-                self.core
-                    .set_watching(self.control.watching() || self.web_live());
+                self.watchers_changed();
                 if on {
                     self.web_counters(Some(key));
                 }
@@ -293,8 +292,7 @@ impl Daemon {
             self.core.detach_operator(op_of(key), why);
             self.core.set_desk_feed(any_desk);
         }
-        self.core
-            .set_watching(self.control.watching() || self.web_live());
+        self.watchers_changed();
         self.settle();
     }
 
