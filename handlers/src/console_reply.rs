@@ -96,8 +96,8 @@ impl Handler for ConsoleHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Action;
     use crate::testutil::{Harness, build_one};
+    use crate::{Action, CloseReason};
 
     fn harness(settings: &str) -> Harness {
         Harness::new(vec![
@@ -127,7 +127,8 @@ mod tests {
         assert_eq!(
             out.actions(),
             &[Action::Close {
-                scope: Scope::Session
+                scope: Scope::Session,
+                reason: CloseReason::Handler
             }]
         );
     }
@@ -166,7 +167,8 @@ mod tests {
         assert_eq!(
             out.actions(),
             &[Action::Close {
-                scope: Scope::Session
+                scope: Scope::Session,
+                reason: CloseReason::Handler
             }]
         );
     }

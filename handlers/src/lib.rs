@@ -23,6 +23,7 @@ pub mod channel;
 pub mod console_reply;
 pub mod echo;
 pub mod exec;
+pub mod forward;
 pub mod rand;
 pub mod registry;
 pub mod scripted_reply;
@@ -132,6 +133,12 @@ pub enum CloseReason {
     /// Output stayed pending without progress for the listener's `write_timeout`: the peer
     /// does not read.
     WriteTimeout,
+    /// The upstream could not be reached (refused, unreachable, no answer in time).
+    UpstreamFailed,
+    /// The upstream reset its connection; the peer's is reset too.
+    UpstreamReset,
+    /// A fault ended it (`reset_peer`, `limit_data`, `timeout`).
+    Fault,
 }
 
 impl CloseReason {
@@ -149,6 +156,9 @@ impl CloseReason {
             CloseReason::MessageTimeout => "message_timeout",
             CloseReason::Evicted => "evicted",
             CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::UpstreamFailed => "upstream_failed",
+            CloseReason::UpstreamReset => "upstream_reset",
+            CloseReason::Fault => "fault",
         }
     }
 }
@@ -171,7 +181,19 @@ pub enum Action {
     Close {
         /// How far the end reaches.
         scope: Scope,
+        /// Why, as logged (`Handler` unless the handler says otherwise).
+        reason: CloseReason,
     },
+    /// End the session now, dropping what is not sent yet; a TCP peer's connection is reset
+    /// (it sees ECONNRESET).
+    #[non_exhaustive]
+    Reset {
+        /// Why, as logged.
+        reason: CloseReason,
+    },
+    /// The peer gets no more output: once what was sent before is flushed, a TCP peer gets
+    /// FIN (a half-close) while its input is still read. Later sends are dropped.
+    EndOutput,
     /// Call [`Handler::on_timer`] of chain link `link` with `id` after the delay. A timer of
     /// the same link and id that is still pending is replaced.
     #[non_exhaustive]
@@ -287,7 +309,28 @@ impl Outbox {
 
     /// End the session (after flushing) with this reach.
     pub fn close(&mut self, scope: Scope) {
-        self.push(Action::Close { scope });
+        self.push(Action::Close {
+            scope,
+            reason: CloseReason::Handler,
+        });
+    }
+
+    /// End this session (after flushing), logged with `reason`.
+    pub fn close_because(&mut self, reason: CloseReason) {
+        self.push(Action::Close {
+            scope: Scope::Session,
+            reason,
+        });
+    }
+
+    /// End the session now, resetting a TCP peer's connection (see [`Action::Reset`]).
+    pub fn reset(&mut self, reason: CloseReason) {
+        self.push(Action::Reset { reason });
+    }
+
+    /// Half-close: the peer gets FIN once what was sent is flushed, and is still read.
+    pub fn end_output(&mut self) {
+        self.push(Action::EndOutput);
     }
 
     /// Ask the loop to open channel `id` (see [`channel`]); its events come to

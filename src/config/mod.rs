@@ -357,6 +357,10 @@ impl BuildEnv for FilesBeside<'_> {
         Some(self.0.to_path_buf())
     }
 
+    fn resolve(&self, host_port: &str) -> Result<SocketAddr, String> {
+        resolve(host_port)
+    }
+
     fn program(&self, name: &str) -> Result<PathBuf, String> {
         use std::os::unix::fs::PermissionsExt;
         let runnable = |p: &Path| {
@@ -380,6 +384,26 @@ impl BuildEnv for FilesBeside<'_> {
                     path.to_string_lossy()
                 )
             })
+    }
+}
+
+/// The address of `host:port`: an `ip:port` as it is, a host name looked up (the first
+/// address it has).
+pub fn resolve(host_port: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = host_port.parse() {
+        return Ok(a);
+    }
+    if !host_port.contains(':') {
+        return Err(format!(
+            "{host_port:?} has no port; write host:port, e.g. \"127.0.0.1:7000\""
+        ));
+    }
+    match host_port.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{host_port:?} has no address")),
+        Err(e) => Err(format!("cannot resolve {host_port:?}: {e}")),
     }
 }
 

@@ -487,6 +487,18 @@ impl Validator<'_> {
                 "UDP has no stream to frame: each datagram is one message; remove framing",
             );
         }
+        if let Some(fr) = &l.framing
+            && *fr.get_ref() == Framing::Line
+            && l.handlers
+                .as_ref()
+                .is_some_and(|h| h.get_ref().iter().any(|n| n.get_ref() == "forward"))
+        {
+            self.error(
+                Some(fr.span()),
+                key("framing"),
+                "forward relays bytes as they are: use framing = \"raw\" (the default)",
+            );
+        }
         // UDP sessions expire by default (a UDP peer never says it left); "0" turns it off.
         let idle_timeout = match &l.idle_timeout {
             Some(v) => self

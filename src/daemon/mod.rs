@@ -30,6 +30,7 @@ pub(crate) mod timers;
 mod tokens;
 mod transport;
 mod udp;
+mod upstream;
 
 use std::io;
 use std::net::SocketAddr;
@@ -73,6 +74,8 @@ pub(crate) enum ShellDue {
     Watchdog,
     /// SIGKILL a child (its slot in `procs` and pid) that has not ended since SIGTERM.
     Kill(usize, u32),
+    /// Give up an upstream connection that has not connected by now (its serial).
+    ConnectTimeout(ChanRef, u64),
 }
 
 /// A listener's socket.
@@ -122,6 +125,9 @@ pub struct Daemon {
     chans: std::collections::BTreeMap<ChanRef, usize>,
     /// Recordings and watchers (`tap.rs`).
     tap: tap::Tap,
+    /// Upstream connections of connect channels (`upstream.rs`).
+    upstreams: std::collections::BTreeMap<ChanRef, upstream::Upstream>,
+    next_upstream: u64,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -178,6 +184,8 @@ impl Daemon {
             procs: slab::Slab::new(),
             chans: std::collections::BTreeMap::new(),
             tap: tap::Tap::default(),
+            upstreams: std::collections::BTreeMap::new(),
+            next_upstream: 0,
         };
         // Who the daemon serves as once bound: a wrong user stops it before anything is made.
         let run_as = crate::privileges::run_as(
@@ -371,6 +379,9 @@ impl Daemon {
     fn serve(&mut self, token: Token, readable: bool, writable: bool) {
         match self.tokens.owner(token) {
             Some(Owner::Session(key, Part::Peer)) => self.session_ready(key, readable, writable),
+            Some(Owner::Session(key, Part::Channel(slot, tokens::Pipe::Socket))) => {
+                self.upstream_ready(ChanRef::Session(key, slot), readable, writable)
+            }
             Some(Owner::Session(key, Part::Channel(slot, pipe))) => {
                 self.channel_ready(ChanRef::Session(key, slot), pipe, readable, writable)
             }
@@ -419,10 +430,28 @@ impl Daemon {
                 Effect::Tell(op, line) => self.tell(op, &line),
                 Effect::Datagrams => self.send_datagrams(),
                 Effect::OpenChannel(r) => self.open_channel(r),
+                Effect::ChannelWrite(r) if self.upstreams.contains_key(&r) => {
+                    self.upstream_write(r)
+                }
                 Effect::ChannelWrite(r) => self.channel_write(r),
+                Effect::EndChannelInput(r) if self.upstreams.contains_key(&r) => {
+                    self.end_upstream_input(r)
+                }
                 Effect::EndChannelInput(r) => self.end_channel_input(r),
+                Effect::CloseChannel(r) if self.upstreams.contains_key(&r) => {
+                    self.close_upstream(r)
+                }
                 Effect::CloseChannel(r) => self.close_channel(r),
+                Effect::ResetChannel(r) if self.upstreams.contains_key(&r) => {
+                    self.reset_upstream(r)
+                }
+                Effect::ResetChannel(r) => self.close_channel(r),
+                Effect::ResumeChannel(r) if self.upstreams.contains_key(&r) => {
+                    self.upstream_read(r)
+                }
                 Effect::ResumeChannel(r) => self.resume_channel(r),
+                Effect::EndOutput(key) => self.end_output(key),
+                Effect::Reset(key) => self.reset_connection(key),
                 Effect::Note(n) => self.tap_note(n),
             }
         }
@@ -474,6 +503,7 @@ impl Daemon {
             }
             ShellDue::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
             ShellDue::Kill(i, pid) => self.kill_due(i, pid),
+            ShellDue::ConnectTimeout(r, serial) => self.connect_timeout_due(r, serial),
         }
     }
 

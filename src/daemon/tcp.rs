@@ -322,5 +322,22 @@ impl Daemon {
         if !self.chans.is_empty() {
             self.release_channels(key);
         }
+        if !self.upstreams.is_empty() {
+            self.release_upstreams(key);
+        }
+    }
+
+    /// A handler ended the session's output: FIN to the peer, which is still read.
+    pub(super) fn end_output(&mut self, key: SessionKey) {
+        if let Some(Some(c)) = self.conns.get_mut(key) {
+            c.transport.shutdown_write();
+        }
+    }
+
+    /// The session ends with a reset: the release that follows sends RST, not FIN.
+    pub(super) fn reset_connection(&mut self, key: SessionKey) {
+        if let Some(Some(c)) = self.conns.get_mut(key) {
+            let _ = socket2::SockRef::from(&*c.transport.socket()).set_linger(Some(Duration::ZERO));
+        }
     }
 }

@@ -43,12 +43,14 @@ pub(crate) enum Part {
     Channel(u16, Pipe),
 }
 
-/// Which pipe of a child a token stands for.
+/// Which descriptor of a channel a token stands for: a child's pipe, or a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pipe {
     Stdin,
     Stdout,
     Stderr,
+    /// An upstream connection's socket (a connect channel).
+    Socket,
 }
 
 /// The owners of the tokens in use.

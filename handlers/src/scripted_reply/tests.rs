@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::registry::{BuildEnv, BuildError, SourceFile};
 use crate::testutil::{Harness, build_one, build_with};
-use crate::{Action, Flow, Outbox, Proto, Scope};
+use crate::{Action, CloseReason, Flow, Outbox, Proto, Scope};
 
 fn bot(script: &str) -> Harness {
     let factory = build_one("scripted-reply", script).unwrap_or_else(|e| panic!("{e}"));
@@ -342,7 +342,8 @@ fn close_replies_then_ends_the_session() {
     assert_eq!(
         out.actions(),
         &[Action::Close {
-            scope: Scope::Session
+            scope: Scope::Session,
+            reason: CloseReason::Handler
         }]
     );
     assert!(h.chain.is_closing());
@@ -359,7 +360,8 @@ fn close_replies_then_ends_the_session() {
     assert_eq!(
         out.actions(),
         &[Action::Close {
-            scope: Scope::Session
+            scope: Scope::Session,
+            reason: CloseReason::Handler
         }]
     );
 }
@@ -441,7 +443,8 @@ fn delayed_close_closes_after_the_reply_and_ignores_messages_meanwhile() {
     assert_eq!(
         out.actions(),
         &[Action::Close {
-            scope: Scope::Session
+            scope: Scope::Session,
+            reason: CloseReason::Handler
         }]
     );
 
@@ -566,7 +569,8 @@ fn works_behind_bye_close_in_a_chain() {
     assert_eq!(
         out.actions(),
         &[Action::Close {
-            scope: Scope::Session
+            scope: Scope::Session,
+            reason: CloseReason::Handler
         }]
     );
 }
@@ -899,7 +903,8 @@ fn support_bot_refund_dialogue() {
     assert_eq!(
         out.actions(),
         &[Action::Close {
-            scope: Scope::Session
+            scope: Scope::Session,
+            reason: CloseReason::Handler
         }]
     );
 }

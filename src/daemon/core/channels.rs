@@ -13,10 +13,11 @@
 //! listener that ask for the same target: its input is the JSON lines its sessions write, its
 //! output is routed to sessions by the `"session"` field of each line.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use switchboard_handlers::channel::{ChannelScope, ChannelSpec};
+use switchboard_handlers::channel::{ChannelScope, ChannelSpec, Target};
 use switchboard_handlers::{ChannelEvent, ChannelId, Ending, Proto};
 use tracing::{debug, info, warn};
 
@@ -58,6 +59,9 @@ pub(crate) struct Channel {
     pub(crate) input_end: InputEnd,
     /// The listener channel this is a membership of.
     pub(crate) shared: Option<usize>,
+    /// A datagram channel (a UDP upstream): the length of each datagram in `input`, in
+    /// order; `None` for a byte stream.
+    pub(crate) datagrams: Option<VecDeque<usize>>,
 }
 
 /// What the shell needs to open a channel.
@@ -105,6 +109,14 @@ impl Core {
             input: Vec::new(),
             input_end: InputEnd::Open,
             shared: None,
+            datagrams: matches!(
+                spec.target,
+                Target::Connect {
+                    proto: Proto::Udp,
+                    ..
+                }
+            )
+            .then(VecDeque::new),
         };
         if scope == ChannelScope::Session {
             s.channels[slot as usize] = Some(channel);
@@ -158,6 +170,9 @@ impl Core {
                 .push_back(Effect::ChannelWrite(ChanRef::Session(key, slot)));
         }
         c.input.extend_from_slice(data);
+        if let Some(ends) = &mut c.datagrams {
+            ends.push_back(data.len());
+        }
     }
 
     /// End a channel's input once its pending bytes are written (a membership: leave).
@@ -213,8 +228,9 @@ impl Core {
         }
     }
 
-    /// An ended session's channels end with it.
-    pub(super) fn end_channels(&mut self, key: SessionKey) {
+    /// An ended session's channels end with it (with a reset when its peer's connection
+    /// was reset, or is).
+    pub(super) fn end_channels(&mut self, key: SessionKey, reset: bool) {
         let Some(s) = self.sessions.get(key) else {
             return;
         };
@@ -227,6 +243,9 @@ impl Core {
         for (slot, shared) in slots {
             if shared {
                 self.leave_shared(key, slot, "session_closed");
+            } else if reset {
+                self.effects
+                    .push_back(Effect::ResetChannel(ChanRef::Session(key, slot)));
             } else {
                 self.effects
                     .push_back(Effect::CloseChannel(ChanRef::Session(key, slot)));
@@ -428,24 +447,29 @@ impl Core {
         }
     }
 
-    /// The bytes to write to a channel's input now, if any.
+    /// The bytes to write to a channel's input now, if any (a datagram channel: the next
+    /// datagram, to be reported written whole).
     pub(crate) fn channel_input(&self, r: ChanRef) -> Option<&[u8]> {
         let input = match r {
             ChanRef::Session(key, slot) => {
-                &self
+                let c = self
                     .sessions
                     .get(key)?
                     .channels
                     .get(slot as usize)?
-                    .as_ref()?
-                    .input
+                    .as_ref()?;
+                if let Some(ends) = &c.datagrams {
+                    return ends.front().map(|&n| &c.input[..n]);
+                }
+                &c.input
             }
             ChanRef::Shared(i) => &self.shared.get(i)?.input,
         };
         (!input.is_empty()).then_some(&input[..])
     }
 
-    /// `n` bytes of [`Core::channel_input`] were written.
+    /// `n` bytes of [`Core::channel_input`] were written (a datagram channel: the datagram
+    /// it gave went, or was dropped).
     pub(crate) fn channel_written(&mut self, r: ChanRef, n: usize) {
         match r {
             ChanRef::Session(key, slot) => {
@@ -457,6 +481,11 @@ impl Core {
                     return;
                 };
                 let was_full = c.input.len() >= max;
+                let n = match &mut c.datagrams {
+                    // Each call takes the next datagram off (sent whole, or dropped).
+                    Some(ends) => ends.pop_front().unwrap_or(0),
+                    None => n,
+                };
                 c.input.drain(..n.min(c.input.len()));
                 if c.input.is_empty() {
                     c.input = Vec::new();

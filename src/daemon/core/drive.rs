@@ -8,7 +8,7 @@ use switchboard_handlers::{Action, ChannelEvent, ChannelId, CloseReason, Flow, S
 use tracing::{debug, info, warn};
 
 use super::due::Due;
-use super::session::{HandlerTimer, LINGER, Phase};
+use super::session::{HandlerTimer, LINGER, OutputEnd, Phase};
 use super::{Core, Effect, RunState, SessionKey, Staged};
 use crate::framing::{Framer, TooLong};
 
@@ -122,7 +122,15 @@ impl Core {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        if self.out.has_messages() {
+        if self.out.has_messages() && s.output_end != OutputEnd::Open {
+            if self.debug {
+                debug!(
+                    session = s.info.id,
+                    event = "output_dropped",
+                    "the session's output was ended; a reply is dropped"
+                );
+            }
+        } else if self.out.has_messages() {
             s.counts.msgs_out += self.out.messages().count() as u64;
             match &s.framer {
                 Framer::Datagram { .. } => {
@@ -176,9 +184,9 @@ impl Core {
             return;
         };
         match action {
-            Action::Close { scope, .. } => {
+            Action::Close { scope, reason, .. } => {
                 let lid = s.listener;
-                self.begin_draining(key, CloseReason::Handler);
+                self.begin_draining(key, reason);
                 match scope {
                     Scope::Session => {}
                     Scope::Listener => {
@@ -225,6 +233,35 @@ impl Core {
                     self.close_channel(key, slot);
                 }
             }
+            Action::Reset { reason, .. } => self.reset_session(key, reason),
+            Action::EndOutput => {
+                if s.output_end == OutputEnd::Open && !matches!(s.framer, Framer::Datagram { .. }) {
+                    s.output_end = OutputEnd::Asked;
+                    self.output_ended(key);
+                }
+            }
+        }
+    }
+
+    /// A session whose output a handler ended: FIN once its output is flushed.
+    pub(super) fn output_ended(&mut self, key: SessionKey) {
+        let staged = self.staged.is_some_and(|st| st.key == key);
+        if let Some(s) = self.sessions.get_mut(key)
+            && s.output_end == OutputEnd::Asked
+            && s.pending.is_empty()
+            && !staged
+            && s.is_live()
+        {
+            s.output_end = OutputEnd::Done;
+            self.effects.push_back(Effect::EndOutput(key));
+        }
+    }
+
+    /// End a session now with a reset: its peer's connection and its channels are reset.
+    pub(super) fn reset_session(&mut self, key: SessionKey, reason: CloseReason) {
+        if let Some(s) = self.sessions.get_mut(key).filter(|s| s.is_live()) {
+            s.reset = true;
+            self.end(key, reason);
         }
     }
 
@@ -284,13 +321,14 @@ impl Core {
         s.pending = Vec::new();
         let (lid, peer, id, counts) = (s.listener, s.info.peer, s.info.id, s.counts);
         let has_channels = !s.channels.is_empty();
+        let reset = s.reset || reason == CloseReason::PeerReset;
         let takes_operator = s.cfg.takes_operator();
         let tcp = !matches!(s.framer, Framer::Datagram { .. });
         if was_open {
             s.chain.close(&s.info, reason);
         }
         if has_channels {
-            self.end_channels(key);
+            self.end_channels(key, reset);
         }
         if was_open && (self.watching || self.sessions[key].cfg.record.is_some()) {
             self.effects
@@ -328,10 +366,11 @@ impl Core {
         let once_udp = l.cfg.once && !tcp;
         let lingers = tcp
             && self.state != RunState::Exit
-            && !matches!(
-                reason,
-                CloseReason::Error | CloseReason::WriteTimeout | CloseReason::PeerReset
-            );
+            && !reset
+            && !matches!(reason, CloseReason::Error | CloseReason::WriteTimeout);
+        if tcp && self.sessions[key].reset {
+            self.effects.push_back(Effect::Reset(key));
+        }
         if lingers {
             let s = &mut self.sessions[key];
             s.phase = Phase::Lingering { since: self.now };

@@ -86,6 +86,13 @@ pub(crate) enum Effect {
     CloseChannel(ChanRef),
     /// A channel's output may be read again (its peer caught up).
     ResumeChannel(ChanRef),
+    /// End a channel at once with a reset (a connection: RST; a program: as `CloseChannel`),
+    /// its session's peer having reset or been reset.
+    ResetChannel(ChanRef),
+    /// Half-close: send the session's peer FIN (its output is flushed); keep reading it.
+    EndOutput(SessionKey),
+    /// The session is to end with a reset: make the `Release` that follows send RST.
+    Reset(SessionKey),
     /// What a recorded or watched session did (`tap.rs`).
     Note(Note),
 }
@@ -311,6 +318,8 @@ impl Core {
             counts: session::Counts::default(),
             unanswered: 0,
             channels: Vec::new(),
+            output_end: session::OutputEnd::Open,
+            reset: false,
         })
     }
 

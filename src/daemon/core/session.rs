@@ -80,6 +80,17 @@ pub(crate) enum ReadMode {
     Discard,
 }
 
+/// Whether a session's output was ended by a handler (a half-close).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutputEnd {
+    /// Output goes on.
+    Open,
+    /// FIN once what is pending is flushed.
+    Asked,
+    /// FIN sent (asked of the shell); later output is dropped.
+    Done,
+}
+
 /// One session.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -109,6 +120,10 @@ pub(crate) struct Session {
     pub(crate) unanswered: u32,
     /// The channels its handlers opened, by slot (`core/channels.rs`).
     pub(crate) channels: Vec<Option<Channel>>,
+    /// A handler ended its output (half-close).
+    pub(crate) output_end: OutputEnd,
+    /// It ends with a reset (a handler asked, or a fault): no linger, RST to the peer.
+    pub(crate) reset: bool,
 }
 
 impl Session {

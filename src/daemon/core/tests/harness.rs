@@ -29,6 +29,10 @@ pub(super) struct Peer {
     pub(super) eof: bool,
     /// Reading was resumed after backpressure.
     pub(super) resumed: u32,
+    /// The session half-closed: FIN sent, input still read.
+    pub(super) half_closed: bool,
+    /// The connection was reset (RST).
+    pub(super) reset: bool,
 }
 
 /// The far end of a channel, as the shell would see a child's pipes.
@@ -44,6 +48,8 @@ pub(super) struct Child {
     pub(super) terminated: bool,
     /// Its output may be read again.
     pub(super) resumed: u32,
+    /// It was reset (a connection's RST).
+    pub(super) reset: bool,
 }
 
 /// The core and the world around it.
@@ -267,6 +273,22 @@ impl Harness {
                     }
                 }
                 Effect::Note(_) => {}
+                Effect::ResetChannel(r) => {
+                    if let Some(c) = self.children.get_mut(&r) {
+                        c.terminated = true;
+                        c.reset = true;
+                    }
+                }
+                Effect::EndOutput(key) => {
+                    if let Some(p) = self.peers.get_mut(&key) {
+                        p.half_closed = true;
+                    }
+                }
+                Effect::Reset(key) => {
+                    if let Some(p) = self.peers.get_mut(&key) {
+                        p.reset = true;
+                    }
+                }
                 Effect::ResumeChannel(r) => {
                     if let Some(c) = self.children.get_mut(&r) {
                         c.resumed += 1;
