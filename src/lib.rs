@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod daemon;
+pub mod faults;
 pub mod framing;
 pub mod logging;
 pub mod port;

@@ -17,11 +17,13 @@ use switchboard_handlers::registry::SourceFile;
 use switchboard_handlers::{BuildEnv, HandlerFactory, Proto};
 
 mod chain;
+mod faults;
 mod limits;
 mod read;
 mod record;
 mod validate;
 
+pub use faults::{Faults, parse_fault_text, parse_fault_words};
 pub use limits::{Limits, Rate};
 pub use record::{DEFAULT_RECORD_MAX_BYTES, RecordConfig};
 use validate::Validator;
@@ -121,32 +123,12 @@ pub struct ListenerConfig {
     pub reuse_port: bool,
     /// Serve one session, then stop listening (the tutorial's one-shot servers).
     pub once: bool,
-    /// UDP: faults applied to replies, to show that UDP is unreliable.
+    /// Faults applied to what flows to the client and to the server (`[[listener.fault]]`).
     pub faults: Faults,
     /// Access rules, session limits and hardening (see `config/limits.rs`).
     pub limits: Limits,
     /// Recordings of its sessions, when set.
     pub record: Option<Arc<RecordConfig>>,
-}
-
-/// Faults the loop applies to a UDP listener's replies. Deterministic under `seed`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Faults {
-    /// Share of replies dropped, 0.0 to 1.0.
-    pub loss: f64,
-    /// Share of replies sent twice.
-    pub duplicate: f64,
-    /// Replies held back this long.
-    pub delay: Option<Duration>,
-    /// Seed of the random draws.
-    pub seed: u64,
-}
-
-impl Faults {
-    /// Whether any fault is configured.
-    pub fn any(&self) -> bool {
-        self.loss > 0.0 || self.duplicate > 0.0 || self.delay.is_some()
-    }
 }
 
 /// Two listeners are equal when every setting is, the handlers' included (compared by what

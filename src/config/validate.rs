@@ -15,7 +15,7 @@ use toml::de::{DeTable, DeValue};
 use super::read::{Fields, IntRange, Value};
 use super::{
     Config, ConfigError, DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_MESSAGE,
-    DEFAULT_MAX_OUTPUT, DEFAULT_UDP_IDLE_TIMEOUT, DaemonConfig, Faults, FilesBeside, Framing,
+    DEFAULT_MAX_OUTPUT, DEFAULT_UDP_IDLE_TIMEOUT, DaemonConfig, FilesBeside, Framing,
     ListenerConfig, LogFormat, Rotation, line_col,
 };
 
@@ -64,6 +64,7 @@ const LISTENER_KEYS: &[&str] = &[
     "reply_rate",
     "reply_burst",
     "record",
+    "fault",
 ];
 
 const PROTOCOLS: &[(&str, Proto)] = &[("tcp", Proto::Tcp), ("udp", Proto::Udp)];
@@ -470,7 +471,6 @@ impl Validator<'_> {
             }
         });
         let udp = l.protocol == Some(Proto::Udp);
-        let tcp = l.protocol == Some(Proto::Tcp);
         if let (Some(b), true) = (&l.backlog, udp) {
             self.error(
                 Some(b.span()),
@@ -507,31 +507,7 @@ impl Validator<'_> {
             None if udp => Some(DEFAULT_UDP_IDLE_TIMEOUT),
             None => None,
         };
-        let mut faults = Faults {
-            seed: l.seed.as_ref().map_or(0, |s| *s.get_ref()),
-            loss: l.loss.as_ref().map_or(0.0, |v| *v.get_ref()),
-            duplicate: l.duplicate.as_ref().map_or(0.0, |v| *v.get_ref()),
-            delay: None,
-        };
-        if let Some(d) = &l.delay {
-            faults.delay = self.duration(d, f.key("delay"));
-        }
-        if tcp
-            && let Some(span) = [
-                l.loss.as_ref().map(|v| v.span()),
-                l.duplicate.as_ref().map(|v| v.span()),
-                l.delay.as_ref().map(|v| v.span()),
-            ]
-            .into_iter()
-            .flatten()
-            .next()
-        {
-            self.error(
-                Some(span),
-                key("loss/duplicate/delay"),
-                "faults apply to UDP listeners only (TCP is reliable by design)",
-            );
-        }
+        let faults = self.faults(&mut f, &l, l.protocol);
         let limits = self.limits(&l, f.label());
         let (handler_names, built) = self.chain(&l, tables, &f, registry, env);
         let (handlers, handler_sources) = built?;

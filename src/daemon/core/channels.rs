@@ -62,6 +62,15 @@ pub(crate) struct Channel {
     /// A datagram channel (a UDP upstream): the length of each datagram in `input`, in
     /// order; `None` for a byte stream.
     pub(crate) datagrams: Option<VecDeque<usize>>,
+    /// The faults on its input (`core/faults.rs`), while any apply or hold bytes.
+    pub(crate) shaper: Option<Box<crate::faults::shape::Shaper>>,
+}
+
+impl Channel {
+    /// Input pending or held back by faults.
+    pub(crate) fn queued(&self) -> usize {
+        self.input.len() + self.shaper.as_ref().map_or(0, |s| s.held())
+    }
 }
 
 /// What the shell needs to open a channel.
@@ -117,8 +126,14 @@ impl Core {
                 }
             )
             .then(VecDeque::new),
+            shaper: None,
         };
         if scope == ChannelScope::Session {
+            let mut channel = channel;
+            channel.shaper = self.input_shaper(key, channel.datagrams.is_some());
+            let Some(s) = self.sessions.get_mut(key) else {
+                return;
+            };
             s.channels[slot as usize] = Some(channel);
             self.effects
                 .push_back(Effect::OpenChannel(ChanRef::Session(key, slot)));
@@ -156,13 +171,19 @@ impl Core {
         if c.input_end != InputEnd::Open {
             return;
         }
-        if c.input.len() >= 2 * max {
+        if c.queued() >= 2 * max {
             // Only a datagram peer (never paused) gets here: its input is dropped.
             debug!(
                 session = s.info.id,
                 event = "channel_input_full",
                 "the channel does not read its input; message dropped"
             );
+            return;
+        }
+        if c.shaper.as_ref().is_some_and(|sh| sh.is_active()) {
+            if let Some(Some(fate)) = self.shape_input(key, slot, data) {
+                self.fault_fate(key, fate);
+            }
             return;
         }
         if c.input.is_empty() {
@@ -186,7 +207,7 @@ impl Core {
         if c.input_end != InputEnd::Open {
             return;
         }
-        if c.input.is_empty() {
+        if c.queued() == 0 {
             c.input_end = InputEnd::Done;
             self.effects
                 .push_back(Effect::EndChannelInput(ChanRef::Session(key, slot)));
@@ -436,7 +457,7 @@ impl Core {
         let fine = |key: SessionKey| {
             self.sessions
                 .get(key)
-                .is_some_and(|s| s.is_live() && s.pending.len() < s.cfg.max_output)
+                .is_some_and(|s| s.is_live() && s.pending.len() + s.held() < s.cfg.max_output)
         };
         match r {
             ChanRef::Session(key, _) => fine(key),
@@ -480,7 +501,7 @@ impl Core {
                 let Some(c) = s.channel_mut(slot) else {
                     return;
                 };
-                let was_full = c.input.len() >= max;
+                let was_full = c.queued() >= max;
                 let n = match &mut c.datagrams {
                     // Each call takes the next datagram off (sent whole, or dropped).
                     Some(ends) => ends.pop_front().unwrap_or(0),
@@ -489,12 +510,12 @@ impl Core {
                 c.input.drain(..n.min(c.input.len()));
                 if c.input.is_empty() {
                     c.input = Vec::new();
-                    if c.input_end == InputEnd::Asked {
+                    if c.input_end == InputEnd::Asked && c.queued() == 0 {
                         c.input_end = InputEnd::Done;
                         self.effects.push_back(Effect::EndChannelInput(r));
                     }
                 }
-                if was_full && c.input.len() < max {
+                if was_full && c.queued() < max {
                     self.effects.push_back(Effect::Resume(key));
                 }
             }
@@ -529,7 +550,7 @@ impl Core {
         let max = s.cfg.max_output;
         s.channels.iter().flatten().any(|c| match c.shared {
             Some(i) => self.shared.get(i).is_some_and(|sh| sh.input.len() >= max),
-            None => c.input.len() >= max,
+            None => c.queued() >= max,
         })
     }
 

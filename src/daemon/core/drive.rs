@@ -119,6 +119,7 @@ impl Core {
 
     /// Turn what the handlers put in the outbox into output, timers and closes.
     fn apply(&mut self, key: SessionKey) {
+        let mut fate = None;
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
@@ -144,12 +145,14 @@ impl Core {
                             }));
                         }
                     }
+                    let mut shaper = s.shaper.as_deref_mut().filter(|sh| sh.is_active());
                     for m in self.out.messages() {
                         super::datagrams::reply(
                             &mut self.listeners[lid.0],
                             lid,
                             peer,
                             m,
+                            shaper.as_deref_mut(),
                             &mut self.datagrams,
                             &mut self.timers,
                             &mut self.effects,
@@ -161,7 +164,11 @@ impl Core {
                     let in_scratch = matches!(framer, Framer::Line { .. });
                     let bytes = framer.encode(&self.out, &mut self.scratch);
                     s.counts.bytes_out += bytes.len() as u64;
-                    if s.pending.is_empty() {
+                    let shaped = s.shaper.as_ref().is_some_and(|sh| sh.is_active());
+                    if shaped {
+                        let copy = bytes.to_vec();
+                        fate = self.shape_output(key, &copy);
+                    } else if s.pending.is_empty() {
                         self.staged = Some(Staged { key, in_scratch });
                     } else {
                         s.pending.extend_from_slice(bytes);
@@ -174,6 +181,9 @@ impl Core {
             for action in self.out.take_actions() {
                 self.act(key, action);
             }
+        }
+        if let Some(f) = fate {
+            self.fault_fate(key, f);
         }
         self.settle(key);
     }
@@ -249,11 +259,18 @@ impl Core {
         if let Some(s) = self.sessions.get_mut(key)
             && s.output_end == OutputEnd::Asked
             && s.pending.is_empty()
+            && s.held() == 0
             && !staged
             && s.is_live()
         {
             s.output_end = OutputEnd::Done;
-            self.effects.push_back(Effect::EndOutput(key));
+            match s.shaper.as_ref().and_then(|sh| sh.slow_close(self.now)) {
+                Some(d) => {
+                    let sref = s.key_id(key);
+                    self.timers.push(self.now + d, Due::SlowClose(sref));
+                }
+                None => self.effects.push_back(Effect::EndOutput(key)),
+            }
         }
     }
 
@@ -276,8 +293,8 @@ impl Core {
             Phase::Handshake => return self.end(key, reason),
             Phase::Draining(_) | Phase::Lingering { .. } => return,
         }
-        if s.chain.is_closing() {
-            // A handler asked for the end: its timers are forgotten.
+        if s.chain.is_closing() || s.fault_closing {
+            // A handler (or a fault) asked for the end: its timers are forgotten.
             s.timers.clear();
         } else {
             if !s.timers.is_empty() {
@@ -319,6 +336,12 @@ impl Core {
         }
         s.timers.clear();
         s.pending = Vec::new();
+        if s.shaper
+            .as_ref()
+            .is_some_and(|sh| sh.slow_close(self.now).is_none())
+        {
+            s.shaper = None;
+        }
         let (lid, peer, id, counts) = (s.listener, s.info.peer, s.info.id, s.counts);
         let has_channels = !s.channels.is_empty();
         let reset = s.reset || reason == CloseReason::PeerReset;
@@ -373,11 +396,17 @@ impl Core {
         }
         if lingers {
             let s = &mut self.sessions[key];
-            s.phase = Phase::Lingering { since: self.now };
-            s.last_active = self.now;
+            // A slow_close fault holds the FIN back: the linger starts after it.
+            let slow = s.shaper.as_ref().and_then(|sh| sh.slow_close(self.now));
+            let start = self.now + slow.unwrap_or_default();
+            s.phase = Phase::Lingering { since: start };
+            s.last_active = start;
             let sref = s.key_id(key);
-            self.timers.push(self.now + LINGER, Due::Linger(sref));
-            self.effects.push_back(Effect::Close(key));
+            self.timers.push(start + LINGER, Due::Linger(sref));
+            match slow {
+                Some(_) => self.timers.push(start, Due::SlowClose(sref)),
+                None => self.effects.push_back(Effect::Close(key)),
+            }
         } else {
             self.release(key);
         }

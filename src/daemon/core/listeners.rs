@@ -7,7 +7,6 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use switchboard_handlers::Proto;
-use switchboard_handlers::rand::SplitMix64;
 use tracing::{Span, info_span, warn};
 
 use super::SessionKey;
@@ -16,6 +15,7 @@ use super::metrics::Stats;
 use super::session::Counts;
 use crate::acl::Verdict;
 use crate::config::ListenerConfig;
+use crate::faults::shape::{FaultSet, Installed};
 
 /// A listener's place in the core's table; its shell socket has the same id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,6 +59,10 @@ pub(crate) struct Listener {
     /// What only a UDP listener has.
     pub(crate) udp: Option<UdpState>,
     pub(crate) span: Span,
+    /// The faults in force (`core/faults.rs`): the config's, or as changed at run time.
+    pub(crate) faults: Rc<FaultSet>,
+    /// Made through the toxiproxy API, not the config: a reload leaves it alone.
+    pub(crate) api: bool,
 }
 
 /// A UDP listener's peers and faults.
@@ -66,9 +70,7 @@ pub(crate) struct Listener {
 pub(crate) struct UdpState {
     /// The session of each peer.
     pub(crate) peers: HashMap<SocketAddr, SessionKey>,
-    /// The faults' seeded draws.
-    pub(crate) rng: SplitMix64,
-    /// Replies held back by `delay`, due in order.
+    /// Replies held back by faults (`latency`, `reorder`), due in order of time.
     pub(crate) delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
     /// Sessions in the order they opened or were last seen active, for making room when the
     /// table is full (least recently active first). Entries of ended sessions are skipped
@@ -79,11 +81,28 @@ pub(crate) struct UdpState {
 }
 
 impl Listener {
-    pub(crate) fn new(serial: u64, cfg: Rc<ListenerConfig>, local: SocketAddr) -> Listener {
+    pub(crate) fn new(
+        serial: u64,
+        cfg: Rc<ListenerConfig>,
+        local: SocketAddr,
+        now: Instant,
+    ) -> Listener {
         let span = info_span!("listener", listener = %cfg.name, proto = %cfg.proto);
+        let faults = Rc::new(FaultSet {
+            seed: cfg.faults.seed,
+            faults: cfg
+                .faults
+                .list
+                .iter()
+                .map(|f| Installed {
+                    fault: Rc::new(f.clone()),
+                    since: now,
+                })
+                .collect(),
+            generation: 1,
+        });
         let udp = (cfg.proto == Proto::Udp).then(|| UdpState {
             peers: HashMap::new(),
-            rng: SplitMix64::new(cfg.faults.seed),
             delayed: VecDeque::new(),
             order: VecDeque::new(),
             evicted: 0,
@@ -98,6 +117,8 @@ impl Listener {
             limits: limits::State::default(),
             udp,
             span,
+            faults,
+            api: false,
         }
     }
 

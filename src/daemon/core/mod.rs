@@ -16,6 +16,7 @@ mod console;
 mod datagrams;
 mod drive;
 mod due;
+mod faults;
 mod limits;
 mod listeners;
 mod metrics;
@@ -260,7 +261,7 @@ impl Core {
     ) -> ListenerId {
         let serial = self.next_serial;
         self.next_serial += 1;
-        let l = Listener::new(serial, cfg, local);
+        let l = Listener::new(serial, cfg, local, self.now);
         l.span.in_scope(|| {
             info!(event = "listening", addr = %local, handlers = ?l.cfg.handler_names, "listening")
         });
@@ -285,6 +286,17 @@ impl Core {
         let l = &mut self.listeners[lid.0];
         l.opened(peer);
         let cfg = l.cfg.clone();
+        let ordinal = l.stats.opened;
+        let shaper = l.faults.any(crate::faults::Direction::ToClient).then(|| {
+            Box::new(crate::faults::shape::Shaper::new(
+                &l.faults,
+                crate::faults::Direction::ToClient,
+                cfg.proto == Proto::Udp,
+                peer.ip(),
+                ordinal,
+                self.now,
+            ))
+        });
         let id = self.next_session;
         self.next_session += 1;
         let framer = match cfg.proto {
@@ -320,6 +332,10 @@ impl Core {
             channels: Vec::new(),
             output_end: session::OutputEnd::Open,
             reset: false,
+            ordinal,
+            shaper,
+            fault_closing: false,
+            fault_timer: None,
         })
     }
 

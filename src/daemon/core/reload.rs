@@ -74,7 +74,7 @@ impl Core {
         let mut plan = Plan::default();
         let serving = |name: &str| {
             self.listeners()
-                .find(|(_, l)| l.is_serving() && l.name() == name)
+                .find(|(_, l)| l.is_serving() && !l.api && l.name() == name)
         };
         for cfg in &new.listeners {
             match serving(&cfg.name) {
@@ -107,7 +107,7 @@ impl Core {
             }
         }
         for (id, l) in self.listeners() {
-            if l.is_serving() && !new.listeners.iter().any(|c| *c.name == *l.name()) {
+            if l.is_serving() && !l.api && !new.listeners.iter().any(|c| *c.name == *l.name()) {
                 plan.retire.push(id);
                 plan.summary.removed.push(l.name().to_string());
             }
@@ -121,9 +121,18 @@ impl Core {
     pub(crate) fn apply_reload(&mut self, plan: Plan, bound: &[SocketAddr]) -> Vec<ListenerId> {
         for (id, cfg) in plan.keep {
             // An unchanged listener keeps its very factories, so that its shared children
-            // go on; a changed one's serve its open sessions and end after them.
-            if *self.listeners[id.0].cfg != cfg {
+            // go on; a changed one's serve its open sessions and end after them. Faults
+            // changed in the file replace the listener's at once, for its open sessions too.
+            let old = self.listeners[id.0].cfg.clone();
+            if old.faults != cfg.faults {
+                self.set_faults(id, cfg.faults.seed, cfg.faults.list.clone());
+            }
+            let mut same = cfg.clone();
+            same.faults = old.faults.clone();
+            if *old != cfg {
                 self.listeners[id.0].cfg = Rc::new(cfg);
+            }
+            if *old != same {
                 self.retire_shared(id);
             }
         }
