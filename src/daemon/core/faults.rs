@@ -63,6 +63,7 @@ impl Core {
         let sh = c.shaper.as_mut().filter(|sh| sh.is_active())?;
         let fate = sh.push(self.now, data);
         self.release_input(key, slot);
+        self.arm_fault_timer(key);
         Some(fate)
     }
 

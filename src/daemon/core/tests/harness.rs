@@ -69,6 +69,8 @@ pub(super) struct Harness {
     pub(super) effects: Vec<Effect>,
     /// The channels the core opened.
     pub(super) children: HashMap<ChanRef, Child>,
+    /// Channels are not reported open by themselves (a connection still connecting).
+    pub(super) hold_opens: bool,
 }
 
 /// A config from TOML text.
@@ -109,6 +111,7 @@ impl Harness {
             stopped: Vec::new(),
             effects: Vec::new(),
             children: HashMap::new(),
+            hold_opens: false,
         };
         h.settle();
         h
@@ -259,7 +262,9 @@ impl Harness {
                             ..Child::default()
                         },
                     );
-                    self.core.channel_opened(r);
+                    if !self.hold_opens {
+                        self.core.channel_opened(r);
+                    }
                 }
                 Effect::ChannelWrite(r) => self.write_child(r),
                 Effect::EndChannelInput(r) => {

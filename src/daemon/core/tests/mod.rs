@@ -2,6 +2,7 @@
 //! batches, the console, reload and metrics, with a virtual clock and no sockets.
 
 mod channels;
+mod faults;
 mod harness;
 mod reload;
 mod udp;
