@@ -8,7 +8,10 @@
 
 use std::rc::Rc;
 
-use switchboard_handlers::CloseReason;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use switchboard_handlers::{CloseReason, Proto};
 use tracing::{debug, info};
 
 use super::due::Due;
@@ -17,6 +20,26 @@ use super::session::SessionRef;
 use super::{Core, Effect, SessionKey};
 use crate::faults::shape::{Fate, FaultSet, Installed, Shaper};
 use crate::faults::{Direction, Fault};
+
+/// The shaper of a new session's output, when faults apply to it.
+pub(super) fn output_shaper(
+    set: &FaultSet,
+    proto: Proto,
+    peer: SocketAddr,
+    ordinal: u64,
+    now: Instant,
+) -> Option<Box<Shaper>> {
+    set.any(Direction::ToClient).then(|| {
+        Box::new(Shaper::new(
+            set,
+            Direction::ToClient,
+            proto == Proto::Udp,
+            peer.ip(),
+            ordinal,
+            now,
+        ))
+    })
+}
 
 impl Core {
     /// A stream session's output goes through its faults (some apply, or hold bytes);
@@ -223,7 +246,7 @@ impl Core {
         for key in keys {
             let s = &mut self.sessions[key];
             let (peer, ordinal) = (s.info.peer.ip(), s.ordinal);
-            let udp = s.cfg.proto == switchboard_handlers::Proto::Udp;
+            let udp = s.cfg.proto == Proto::Udp;
             let sref = s.key_id(key);
             let refresh = |sh: &mut Option<Box<Shaper>>, dir: Direction, datagrams: bool| match sh {
                 Some(x) => x.refresh(&set, peer, ordinal, now),

@@ -58,6 +58,27 @@ pub(crate) struct Row {
     pub(crate) stats: Stats,
 }
 
+impl super::Core {
+    /// Status lines for the log and `switchboard status`.
+    pub(crate) fn status_lines(&self) -> Vec<String> {
+        let rows = rows(&self.listeners, &self.sessions);
+        let open = self.sessions.iter().filter(|(_, s)| s.is_live()).count();
+        status_lines(&rows, open, self.console.attached())
+    }
+
+    /// Log the status (SIGUSR1).
+    pub(crate) fn log_status(&self) {
+        for line in self.status_lines() {
+            tracing::info!(event = "status", "{line}");
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub(crate) fn prometheus(&self) -> String {
+        prometheus(&rows(&self.listeners, &self.sessions))
+    }
+}
+
 /// The rows, one per listener name and protocol, in the order they first appear.
 pub(crate) fn rows(listeners: &Slab<Listener>, sessions: &Slab<Session>) -> Vec<Row> {
     let mut rows: Vec<Row> = Vec::new();

@@ -287,16 +287,7 @@ impl Core {
         l.opened(peer);
         let cfg = l.cfg.clone();
         let ordinal = l.stats.opened;
-        let shaper = l.faults.any(crate::faults::Direction::ToClient).then(|| {
-            Box::new(crate::faults::shape::Shaper::new(
-                &l.faults,
-                crate::faults::Direction::ToClient,
-                cfg.proto == Proto::Udp,
-                peer.ip(),
-                ordinal,
-                self.now,
-            ))
-        });
+        let shaper = faults::output_shaper(&l.faults, cfg.proto, peer, ordinal, self.now);
         let id = self.next_session;
         self.next_session += 1;
         let framer = match cfg.proto {
@@ -596,25 +587,6 @@ impl Core {
             }
             _ => {}
         }
-    }
-
-    /// Status lines for the log and `switchboard status`.
-    pub(crate) fn status_lines(&self) -> Vec<String> {
-        let rows = metrics::rows(&self.listeners, &self.sessions);
-        let open = self.sessions.iter().filter(|(_, s)| s.is_live()).count();
-        metrics::status_lines(&rows, open, self.console.attached())
-    }
-
-    /// Log the status (SIGUSR1).
-    pub(crate) fn log_status(&self) {
-        for line in self.status_lines() {
-            info!(event = "status", "{line}");
-        }
-    }
-
-    /// The Prometheus text exposition.
-    pub(crate) fn prometheus(&self) -> String {
-        metrics::prometheus(&metrics::rows(&self.listeners, &self.sessions))
     }
 
     pub(crate) fn set_drain_timeout(&mut self, d: Duration) {
