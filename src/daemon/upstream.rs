@@ -195,6 +195,13 @@ impl Daemon {
                 return;
             };
             match s.take_error() {
+                // It connected and was reset before this event was seen.
+                Ok(Some(e)) if ending_of(&e) == Ending::Reset => {
+                    u.connected = true;
+                    self.core.channel_opened(r);
+                    self.settle();
+                    return self.upstream_broke(r, &e);
+                }
                 Ok(Some(e)) | Err(e) => {
                     let u = self.drop_upstream(r).expect("present");
                     return self.upstream_failed(r, &u.listener, u.session, u.addr, &e);
