@@ -15,6 +15,7 @@ mod port;
 mod record;
 mod service;
 mod systemd;
+mod toxiproxy;
 mod users;
 mod util;
 mod watch;

@@ -87,6 +87,8 @@ pub struct DaemonConfig {
     pub control_socket: Option<PathBuf>,
     /// Where Prometheus metrics are served over HTTP, when set.
     pub metrics: Option<SocketAddr>,
+    /// Where the toxiproxy-compatible HTTP API is served, when set.
+    pub toxiproxy_api: Option<SocketAddr>,
     /// Drop root privileges to this user after binding.
     pub user: Option<String>,
     /// And to this group (default: the user's primary group).

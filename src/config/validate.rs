@@ -29,6 +29,7 @@ const DAEMON_KEYS: &[&str] = &[
     "drain_timeout",
     "control_socket",
     "metrics",
+    "toxiproxy_api",
     "user",
     "group",
 ];
@@ -310,6 +311,21 @@ impl Validator<'_> {
                         None
                     }
                 });
+        let toxiproxy_api = self.string(&mut f, "toxiproxy_api").and_then(|m| {
+            m.get_ref()
+                .parse::<SocketAddr>()
+                .map_err(|_| {
+                    self.error(
+                        Some(m.span()),
+                        Some(f.key("toxiproxy_api")),
+                        format!(
+                            "{:?} is not an ip:port address (write e.g. \"127.0.0.1:8474\")",
+                            m.get_ref()
+                        ),
+                    )
+                })
+                .ok()
+        });
         let log_level = match self.string(&mut f, "log_level") {
             Some(level) => {
                 let l = level.get_ref();
@@ -358,6 +374,7 @@ impl Validator<'_> {
             drain_timeout,
             control_socket: control_socket.map(|v| dir.join(v.into_inner())),
             metrics,
+            toxiproxy_api,
             user: user.map(|v| v.into_inner()),
             group: group.map(|v| v.into_inner()),
         }

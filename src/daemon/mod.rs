@@ -13,6 +13,7 @@
 //! WRITABLE interest while it lasts.
 
 mod activation;
+mod api;
 mod bind;
 mod children;
 mod control;
@@ -76,6 +77,10 @@ pub(crate) enum ShellDue {
     Kill(usize, u32),
     /// Give up an upstream connection that has not connected by now (its serial).
     ConnectTimeout(ChanRef, u64),
+    /// Try accepting toxiproxy API clients again.
+    RetryApi,
+    /// Drop a toxiproxy API client that has not finished by now (its key and when it came).
+    ApiClient(usize, Instant),
 }
 
 /// A listener's socket.
@@ -128,6 +133,8 @@ pub struct Daemon {
     /// Upstream connections of connect channels (`upstream.rs`).
     upstreams: std::collections::BTreeMap<ChanRef, upstream::Upstream>,
     next_upstream: u64,
+    /// The toxiproxy API, when `[daemon] toxiproxy_api` is set (`api/`).
+    api: Option<api::Api>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -186,6 +193,7 @@ impl Daemon {
             tap: tap::Tap::default(),
             upstreams: std::collections::BTreeMap::new(),
             next_upstream: 0,
+            api: None,
         };
         // Who the daemon serves as once bound: a wrong user stops it before anything is made.
         let run_as = crate::privileges::run_as(
@@ -193,6 +201,13 @@ impl Daemon {
             config.daemon.group.as_deref(),
         )?;
         daemon.open_control(config, crate::privileges::serving_uid(run_as.as_ref()))?;
+        if let Some(addr) = config.daemon.toxiproxy_api {
+            daemon.api = Some(api::Api::bind(
+                addr,
+                daemon.poll.registry(),
+                &mut daemon.tokens,
+            )?);
+        }
         if let Some(addr) = config.daemon.metrics {
             daemon.metrics = Some(http::Metrics::bind(
                 addr,
@@ -413,6 +428,8 @@ impl Daemon {
             }
             Some(Owner::Metrics) => self.metrics_accept(),
             Some(Owner::Scraper(key)) => self.scraper_ready(key),
+            Some(Owner::Api) => self.api_accept(),
+            Some(Owner::ApiClient(key)) => self.api_ready(key),
             None => warn!(?token, "event for an unknown token"),
         }
         self.settle();
@@ -430,26 +447,11 @@ impl Daemon {
                 Effect::Tell(op, line) => self.tell(op, &line),
                 Effect::Datagrams => self.send_datagrams(),
                 Effect::OpenChannel(r) => self.open_channel(r),
-                Effect::ChannelWrite(r) if self.upstreams.contains_key(&r) => {
-                    self.upstream_write(r)
-                }
-                Effect::ChannelWrite(r) => self.channel_write(r),
-                Effect::EndChannelInput(r) if self.upstreams.contains_key(&r) => {
-                    self.end_upstream_input(r)
-                }
-                Effect::EndChannelInput(r) => self.end_channel_input(r),
-                Effect::CloseChannel(r) if self.upstreams.contains_key(&r) => {
-                    self.close_upstream(r)
-                }
-                Effect::CloseChannel(r) => self.close_channel(r),
-                Effect::ResetChannel(r) if self.upstreams.contains_key(&r) => {
-                    self.reset_upstream(r)
-                }
-                Effect::ResetChannel(r) => self.close_channel(r),
-                Effect::ResumeChannel(r) if self.upstreams.contains_key(&r) => {
-                    self.upstream_read(r)
-                }
-                Effect::ResumeChannel(r) => self.resume_channel(r),
+                Effect::ChannelWrite(_)
+                | Effect::EndChannelInput(_)
+                | Effect::CloseChannel(_)
+                | Effect::ResetChannel(_)
+                | Effect::ResumeChannel(_) => self.channel_effect(effect),
                 Effect::EndOutput(key) => self.end_output(key),
                 Effect::Reset(key) => self.reset_connection(key),
                 Effect::Note(n) => self.tap_note(n),
@@ -504,6 +506,8 @@ impl Daemon {
             ShellDue::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
             ShellDue::Kill(i, pid) => self.kill_due(i, pid),
             ShellDue::ConnectTimeout(r, serial) => self.connect_timeout_due(r, serial),
+            ShellDue::RetryApi => self.api_accept(),
+            ShellDue::ApiClient(key, since) => self.api_expire(key, since),
         }
     }
 

@@ -29,6 +29,10 @@ pub(crate) enum Owner {
     Scraper(usize),
     /// A pipe of a listener's shared child (`ChanRef::Shared`).
     Shared(usize, Pipe),
+    /// The toxiproxy API's listening socket.
+    Api,
+    /// A toxiproxy API client's connection.
+    ApiClient(usize),
 }
 
 /// The parts of a session the poller watches. Everything a session owns is registered under

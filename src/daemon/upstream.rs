@@ -20,7 +20,7 @@ use switchboard_handlers::Ending;
 use switchboard_handlers::channel::Target;
 use tracing::{debug, warn};
 
-use super::core::ChanRef;
+use super::core::{ChanRef, Effect};
 use super::tokens::{Owner, Part, Pipe};
 use super::transport::write_some;
 use super::{Daemon, MAX_OPS_PER_EVENT, ShellDue};
@@ -62,6 +62,23 @@ fn ending_of(e: &io::Error) -> Ending {
 }
 
 impl Daemon {
+    /// An effect on a channel: to its upstream connection, or to its child.
+    pub(super) fn channel_effect(&mut self, effect: Effect) {
+        let up = |r: &ChanRef| self.upstreams.contains_key(r);
+        match effect {
+            Effect::ChannelWrite(r) if up(&r) => self.upstream_write(r),
+            Effect::ChannelWrite(r) => self.channel_write(r),
+            Effect::EndChannelInput(r) if up(&r) => self.end_upstream_input(r),
+            Effect::EndChannelInput(r) => self.end_channel_input(r),
+            Effect::CloseChannel(r) if up(&r) => self.close_upstream(r),
+            Effect::CloseChannel(r) | Effect::ResetChannel(r) if !up(&r) => self.close_channel(r),
+            Effect::ResetChannel(r) => self.reset_upstream(r),
+            Effect::ResumeChannel(r) if up(&r) => self.upstream_read(r),
+            Effect::ResumeChannel(r) => self.resume_channel(r),
+            _ => {}
+        }
+    }
+
     /// The core asks for a connect channel: start connecting.
     pub(super) fn connect_upstream(&mut self, r: ChanRef) {
         let Some(open) = self.core.channel_open(r) else {

@@ -153,6 +153,36 @@ impl Core {
             .collect()
     }
 
+    /// A listener made through the toxiproxy API: a reload leaves it alone.
+    pub(crate) fn mark_api(&mut self, id: ListenerId) {
+        if let Some(l) = self.listeners.get_mut(id.0) {
+            l.api = true;
+        }
+    }
+
+    /// Take a TCP listener out of service at once (a proxy disabled or deleted through the
+    /// API): its socket closes and its sessions end.
+    pub(crate) fn remove_listener(&mut self, id: ListenerId) {
+        let Some(l) = self.listeners.get_mut(id.0) else {
+            return;
+        };
+        if l.phase == ListenerPhase::Serving {
+            l.phase = ListenerPhase::Retiring;
+            self.retire_shared(id);
+            self.effects.push_back(Effect::StopListener(id));
+        }
+        let keys: Vec<super::SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.listener == id && s.is_live())
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            self.end(key, switchboard_handlers::CloseReason::Shutdown);
+        }
+        self.finish_listener(id);
+    }
+
     /// Stop a listener taking new sessions; it leaves when its sessions end.
     fn retire_listener(&mut self, id: ListenerId) {
         self.retire_shared(id);
