@@ -285,3 +285,39 @@ fn a_fault_for_one_source_spares_the_others() {
     other.write_all(b"dropped").unwrap();
     assert!(!closed_soon(&mut other));
 }
+
+/// The README's worked example, as shipped: a client's retry loop meets two resets, then a
+/// slow answer.
+#[test]
+fn the_flaky_upstream_example_fails_twice_then_answers_late() {
+    let up = upper_upstream();
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/examples/flaky-upstream.toml"),
+    )
+    .unwrap();
+    let text = text
+        .replace("port = 8081", "port = 0")
+        .replace("127.0.0.1:8000", &up.to_string())
+        .lines()
+        .filter(|l| !l.starts_with("log_file = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let d = Daemon::start(&text);
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect(d.addr("flaky-api"));
+        c.write_all(b"get").unwrap();
+        let t = Instant::now();
+        let mut buf = [0; 16];
+        outcomes.push(match c.read(&mut buf) {
+            Ok(n) => Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), t.elapsed())),
+            Err(e) => Err(e.kind()),
+        });
+    }
+    assert_eq!(outcomes[0], Err(ErrorKind::ConnectionReset));
+    assert_eq!(outcomes[1], Err(ErrorKind::ConnectionReset));
+    let (reply, took) = outcomes[2].clone().unwrap();
+    assert_eq!(reply, "GET");
+    assert!(took >= Duration::from_millis(245), "{took:?}");
+}
