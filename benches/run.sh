@@ -1,5 +1,6 @@
 #!/bin/sh
-# Measure switchboard against the C epoll echo server and tokio, then rewrite benches/README.md
+# Measure switchboard against the C epoll echo server and tokio (and, forwarding, against a tokio
+# relay and socat: benches/forward.py), then rewrite benches/README.md
 # and benches/chart.svg from what was measured. One command, from any folder:
 #
 #   benches/run.sh
@@ -44,5 +45,11 @@ export RUN_STARTED="$started"
 
 python3 "$here/measure.py" --bench-dir "$bench_dir" --out "$here/results" \
     --secs "${SECS:-1}" --repeats "${REPEATS:-5}" ${NO_PROFILE:+--no-profile}
+if command -v socat >/dev/null; then
+    python3 "$here/forward.py" --bench-dir "$bench_dir" --out "$here/results" \
+        --secs "${SECS:-1}" --repeats "${REPEATS:-5}"
+else
+    echo "run.sh: socat is not installed: the forwarding comparison is skipped" >&2
+fi
 python3 "$here/report.py" "$here/results"
 echo "run.sh: done in $(( $(date +%s) - started )) s; see benches/README.md"
