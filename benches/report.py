@@ -367,6 +367,87 @@ def profile_section(profile):
 
 # --- chart --------------------------------------------------------------------------------------
 
+def tls_section(tls):
+    """benches/tls.py's figures: switchboard's TLS listener against stunnel in front of the C
+    epoll echo, one core each."""
+    if not tls:
+        return ("Not measured in this run: `benches/tls.py` writes `results/tls.json` "
+                "(benches/run.sh runs it when stunnel4 is installed).\n")
+    runs, target = tls["runs"], tls["target"]
+    rows = ["| scenario | what | stunnel + C, median | switchboard, median | switchboard / stunnel "
+            "| target | met? | server CPU per op, stunnel + C | switchboard | switchboard / stunnel |",
+            "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+    missed = []
+    for scen, by in runs.items():
+        st, sb = by["stunnel"], by["switchboard"]
+        unit = tls["units"][scen]
+        ratios = [b["figure"] / s["figure"] for s, b in zip(st, sb) if s["figure"]]
+        cpu = [s["server_us_per_op"] / b["server_us_per_op"] for s, b in zip(st, sb)
+               if b["server_us_per_op"]]
+        r = statistics.median(ratios) if ratios else None
+        c = statistics.median(cpu) if cpu else None
+        ok = None if r is None else r >= target
+        if ok is False:
+            missed.append(scen)
+        med = lambda rs, k: statistics.median(x[k] for x in rs)  # noqa: E731
+        spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
+        per = "µs/MB" if unit == "MB/s" else "µs/op"
+        rows.append(
+            f"| {scen} | {tls['what'][scen]} | {fmt_num(med(st, 'figure'))} {unit} "
+            f"| {fmt_num(med(sb, 'figure'))} {unit} | {fmt_ratio(r, target)}{spread} "
+            f"| ≥ {target:.2f}× | {verdict(ok)} | {fmt_num(med(st, 'server_us_per_op'))} {per} "
+            f"| {fmt_num(med(sb, 'server_us_per_op'))} {per} | {fmt_ratio(1 / c if c else None)} |")
+    errors = sum(x["errors"] for by in runs.values() for rs in by.values() for x in rs)
+    plain = tls.get("plain")
+    plain_text = ""
+    if plain:
+        res = plain["results"]
+        prow = ["| scenario | what | earlier binary, median | this one, median | this / earlier |",
+                "| --- | --- | ---: | ---: | ---: |"]
+        for scen in ["pp1", "pp50", "bulk1", "conn8", "udp1"]:
+            b, t = res.get("baseline", {}).get(scen, []), res.get("this", {}).get(scen, [])
+            rs = [y / x for x, y in zip(b, t) if x]
+            if not rs:
+                continue
+            unit = WHAT[scen][1]
+            prow.append(f"| {scen} | {WHAT[scen][0]} | {fmt_num(statistics.median(b))} {unit} "
+                        f"| {fmt_num(statistics.median(t))} {unit} "
+                        f"| {fmt_ratio(statistics.median(rs))} ({min(rs):.2f}–{max(rs):.2f}) |")
+        ir = plain.get("ir_per_msg") or {}
+        ir_text = (f" Under callgrind (pp50, user-space instructions per message, which a busy "
+                   f"machine does not change): **{ir['this']:.0f}** for this binary, "
+                   f"**{ir['baseline']:.0f}** for the earlier one."
+                   if ir.get("this") and ir.get("baseline") else "")
+        plain_text = f"""
+**Plain text, no listener using TLS or PROXY**: the same run measured the shared
+`compare.py` scenarios against this binary and an earlier one (`{plain['baseline']}`),
+interleaved, {plain['repeats']} runs of {plain['secs']:g} s each (`benches/tls.py --baseline
+BIN`); a ratio near 1.00 (within the spread between cycles) says the plain path did not move.{ir_text}
+
+{chr(10).join(prow)}
+"""
+    verdicts = (f"**Missed**: {', '.join(missed)}." if missed
+                else "Every TLS target was met in this run.")
+    return f"""{verdicts}
+
+Measured on {tls['started']} at `{tls['commit'].split(' ', 1)[0]}`, {tls['repeats']} interleaved runs of
+{tls['secs']:g} s per server and scenario ({tls['elapsed_s']} s in all), {errors} failed operations.
+Both servers on core 0 ({tls['stunnel'] if isinstance(tls['stunnel'], str) else 'stunnel'}: its threads and the C echo
+behind it together), the load generator (`switchboard bench --tls --insecure`, rustls,
+no session resumption: every connection of tls-conn8 is a full handshake) on core 1. The
+same certificate (ECDSA P-256 from `switchboard cert`) for both; TLS 1.3, X25519,
+AES-256-GCM. stunnel logs warnings only and sets TCP_NODELAY on both sides; switchboard logs
+at info to a file. A ratio is the median of the per-cycle ratios (lowest–highest in
+brackets); "server CPU per op" is the server side's CPU time (all processes and threads) over
+the operations of the run, lower is better, and its ratio is switchboard's over stunnel's
+(below 1: switchboard spends less). stunnel runs a thread per connection, which take turns on
+its one core: it is not CPU-bound here (its rate is below what its CPU time per operation
+would allow), and the rates compare the two designs as a user would run them.
+
+{chr(10).join(rows)}
+{plain_text}"""
+
+
 def forward_section(fw):
     """benches/forward.py's figures: `forward` against a tokio relay and socat, each in front of
     the C epoll echo."""
@@ -571,6 +652,7 @@ def main():
         sys.exit(f"no compare.json/machine.json in {results}: run benches/run.sh")
     cpu, profile = load(results, "cpu.json") or {}, load(results, "profile.json")
     fw = load(results, "forward.json")
+    tls = load(results, "tls.json")
     F = Figures(cmp)
     meta["repeats"] = cmp["repeats"]
     m = meta["machine"]
@@ -708,6 +790,14 @@ shows; elsewhere the lines are a handful per run.
 
 {log_rows}
 
+## TLS: switchboard against stunnel
+
+`benches/tls.py` (run by `benches/run.sh`, or on its own: `python3 benches/tls.py`): TLS
+handshakes per second and TLS throughput of a TLS echo listener (`[listener.tls]`), against
+stunnel (the Debian package stunnel4) in front of the C epoll echo server; the target is at least
+stunnel's figure in each.
+
+{tls_section(tls)}
 ## Forwarding: switchboard against a tokio relay and socat
 
 `benches/forward.py` (run by `benches/run.sh` when socat is installed, or on its own:
@@ -760,6 +850,7 @@ Where the time goes, for the tuning of the event loop.
 | `run.sh` | the one command: builds the yardstick and the release binary, measures, writes this page |
 | `measure.py` | the three passes (compare, CPU, profile); writes `results/` |
 | `report.py` | `results/` → `README.md` and `chart.svg` |
+| `tls.py` | TLS against stunnel in front of the C echo; writes `results/tls.json` |
 | `switchboard-server.sh` | the switchboard servers besides the shared echo one: `bot20`, `log-devnull`, `log-rotated` (and `echo` for the profile) |
 | `bot20.toml`, `bot20-rules.toml` | the bot's config and its 20 rules (`switchboard check -c benches/bot20.toml`) |
 | `results/compare.txt` | compare.py's own table; `compare.json`: every run's figure |
@@ -767,6 +858,7 @@ Where the time goes, for the tuning of the event loop.
 | `results/machine.json` | machine, commit, load average, durations |
 | `forward.py`, `forward-server.sh`, `tokio-relay/` | forwarding against a tokio relay and socat in front of the C echo; writes `results/forward.json` |
 | `results/forward.json` | every forwarding run's figure and server CPU per operation |
+| `results/tls.json` | every TLS run: figure, errors, server CPU per operation |
 """
     with open(os.path.join(HERE, "README.md"), "w") as f:
         f.write(page)

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Measure switchboard against the C epoll echo server and tokio (and, forwarding, against a tokio
-# relay and socat: benches/forward.py), then rewrite benches/README.md
+# Measure switchboard against the C epoll echo server and tokio (and, with TLS, against stunnel
+# in front of the C server: benches/tls.py; forwarding, against a tokio relay and socat:
+# benches/forward.py), then rewrite benches/README.md
 # and benches/chart.svg from what was measured. One command, from any folder:
 #
 #   benches/run.sh
@@ -45,6 +46,11 @@ export RUN_STARTED="$started"
 
 python3 "$here/measure.py" --bench-dir "$bench_dir" --out "$here/results" \
     --secs "${SECS:-1}" --repeats "${REPEATS:-5}" ${NO_PROFILE:+--no-profile}
+if command -v stunnel4 >/dev/null; then
+    python3 "$here/tls.py" --out "$here/results" --secs "${SECS:-1}" --repeats "${REPEATS:-5}"
+else
+    echo "run.sh: stunnel4 is not installed: the TLS comparison is skipped" >&2
+fi
 if command -v socat >/dev/null; then
     python3 "$here/forward.py" --bench-dir "$bench_dir" --out "$here/results" \
         --secs "${SECS:-1}" --repeats "${REPEATS:-5}"

@@ -23,6 +23,12 @@ pub enum Command {
     List,
     /// `/close ID`.
     Close(u64),
+    /// `/take ID`: have the session (its handlers fall silent).
+    Take(u64),
+    /// `/release ID`: give the session back to its handlers.
+    Release(u64),
+    /// `/c NAME`: send a canned reply to the focused session; `/c` alone lists them.
+    Canned(Option<String>),
     /// `/help`.
     Help,
     /// A blank line.
@@ -63,6 +69,15 @@ pub fn parse(line: &str) -> Command {
             "help" | "?" => Command::Help,
             "to" => id("to").map_or_else(|e| e, Command::To),
             "close" => id("close").map_or_else(|e| e, Command::Close),
+            "take" => id("take").map_or_else(|e| e, Command::Take),
+            "release" => id("release").map_or_else(|e| e, Command::Release),
+            "c" | "canned" => match (arg, words.next()) {
+                (name, None) => Command::Canned(name.map(str::to_string)),
+                (Some(_), Some(_)) => {
+                    Command::Invalid("usage: /c NAME (one name; /c alone lists them)".to_string())
+                }
+                (None, Some(_)) => unreachable!("a second word needs a first"),
+            },
             _ => Command::Invalid(format!(
                 "unknown command /{cmd}; /help lists them (start a reply with // to send a leading slash)"
             )),
@@ -81,7 +96,10 @@ commands:
   TEXT          reply to the focused session (the one that spoke last, or the one set by /to)
   @ID TEXT      reply once to session ID
   /to ID        focus on session ID
-  /list         sessions with peer, listener, idle time and unanswered messages
+  /list         sessions with peer, listener, idle time, unanswered messages and who has them
+  /take ID      have session ID: its bot falls silent (answering a session takes it too)
+  /release ID   give session ID back to its bot
+  /c NAME       send the canned reply NAME to the focused session; /c lists them
   /close ID     end session ID
   /help         this text
   //TEXT        reply with a text that starts with /
@@ -98,12 +116,12 @@ pub fn message_line(tag: &str, text: &str) -> String {
     format!("[{tag}] {}", escape(text.as_bytes()))
 }
 
-/// One row of `/list`.
-pub fn list_row(tag: &str, idle: Duration, unanswered: u32, focused: bool) -> String {
+/// One row of `/list`; `with` says who answers the session (`bot`, `waiting 2`, `with op1`).
+pub fn list_row(tag: &str, idle: Duration, unanswered: u32, focused: bool, with: &str) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        "{} {tag}  idle {}s  unanswered {unanswered}",
+        "{} {tag}  idle {}s  unanswered {unanswered}  {with}",
         if focused { "*" } else { " " },
         idle.as_secs()
     );
@@ -162,6 +180,12 @@ mod tests {
         assert_eq!(parse("/list"), Command::List);
         assert_eq!(parse("/close #2"), Command::Close(2));
         assert_eq!(parse("/help"), Command::Help);
+        assert_eq!(parse("/take 3"), Command::Take(3));
+        assert_eq!(parse("/release #3"), Command::Release(3));
+        assert_eq!(parse("/c"), Command::Canned(None));
+        assert_eq!(parse("/c refund"), Command::Canned(Some("refund".into())));
+        assert!(matches!(parse("/c refund now"), Command::Invalid(_)));
+        assert!(matches!(parse("/take"), Command::Invalid(_)));
         assert_eq!(parse("  "), Command::Nothing);
         assert_eq!(parse("//etc"), Command::Reply("/etc".into()));
         assert!(matches!(parse("/to x"), Command::Invalid(_)));

@@ -10,12 +10,15 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod daemon;
+pub mod dialogue;
 pub mod faults;
 pub mod framing;
 pub mod logging;
 pub mod port;
 pub mod privileges;
 pub mod runtime_dir;
+pub mod tls;
+pub mod transcript;
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use switchboard::{bench, client, port};
+use switchboard::{bench, client, dialogue, port, tls, transcript};
 
 /// `0.1.0 (commit 1a2b3c4d5e6f)`, or just the version when built outside a git checkout.
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), env!("SWITCHBOARD_COMMIT_SUFFIX"));
@@ -57,8 +57,14 @@ enum Command {
     Fault(FaultCmd),
     /// Show which processes hold a port.
     Port(port::PortArgs),
+    /// Print the conversations of a transcript file readably.
+    Transcript(transcript::PrintArgs),
+    /// Test a bot script with dialogues written in TOML (no daemon, no sockets).
+    TestScript(dialogue::TestScriptArgs),
     /// Load an echo server and report throughput and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Write a self-signed certificate and its key, for trying TLS out.
+    Cert(tls::CertArgs),
     /// Write shell completions or the man page (used to build packages).
     #[command(hide = true)]
     Generate(Generate),
@@ -170,8 +176,8 @@ enum GenerateWhat {
 fn refuse_config(config: Option<&Path>, command: &str) -> Option<ExitCode> {
     config?;
     eprintln!(
-        "switchboard: error: `-c` means nothing to `{command}`, which talks to the address it \
-         is given; `-c FILE` is for run, check, attach, status, reload, watch and fault"
+        "switchboard: error: `-c` means nothing to `{command}`, which reads no config; `-c FILE` \
+         is for run, check, attach, status, reload, watch and fault"
     );
     Some(ExitCode::from(2))
 }
@@ -202,7 +208,10 @@ fn main() -> ExitCode {
         Command::Send(_) => Some("send"),
         Command::Chat(_) => Some("chat"),
         Command::Port(_) => Some("port"),
+        Command::Transcript(_) => Some("transcript"),
+        Command::TestScript(_) => Some("test-script"),
         Command::Bench(_) => Some("bench"),
+        Command::Cert(_) => Some("cert"),
         Command::Generate(_) => Some("generate"),
         _ => None,
     };
@@ -219,6 +228,8 @@ fn main() -> ExitCode {
         Command::Send(args) => client::send(args),
         Command::Chat(args) => client::chat(args),
         Command::Port(args) => port::run(args),
+        Command::Transcript(args) => transcript::print(args),
+        Command::TestScript(args) => dialogue::test_script(args),
         Command::Attach(c) => client::attach(c.args, either(c.config).as_deref()),
         Command::Status(c) => client::request(c.args, either(c.config).as_deref(), "status"),
         Command::Reload(c) => client::request(c.args, either(c.config).as_deref(), "reload"),
@@ -227,6 +238,7 @@ fn main() -> ExitCode {
             client::request(c.args, either(c.config).as_deref(), &c.what.request())
         }
         Command::Bench(args) => bench::run(args),
+        Command::Cert(args) => tls::cert(args),
         Command::Generate(g) => generate(g.what),
     };
     match result {

@@ -457,9 +457,10 @@ fn default_max_per_ip_spares_loopback_peers() {
 
 #[test]
 fn a_flood_of_udp_peers_never_locks_out_a_new_one() {
-    let d = Daemon::start(&udp_listener("u", ECHO, ""));
+    let d = Daemon::start(&udp_listener("u", ECHO, "max_connections = 1000"));
     let to = d.addr("u");
-    // 30,000 source ports, each a new peer: three times the default table.
+    // 30,000 source ports, each a new peer: far more than the table holds, even if the
+    // kernel drops some of them.
     for _ in 0..30_000 {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.send_to(b"flood", to).unwrap();
@@ -469,18 +470,28 @@ fn a_flood_of_udp_peers_never_locks_out_a_new_one() {
     c.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut buf = [0; 64];
-    let answered = loop {
-        c.send_to(b"a new peer", to).unwrap();
-        if let Ok((n, _)) = c.recv_from(&mut buf) {
-            break &buf[..n] == b"a new peer";
+    // The new peer's port may be one a flood socket had: a late "flood" echo may come first.
+    c.send_to(b"a new peer", to).unwrap();
+    loop {
+        match c.recv_from(&mut buf) {
+            Ok((n, _)) if &buf[..n] == b"a new peer" => break,
+            Ok(_) => {}
+            Err(_) => {
+                c.send_to(b"a new peer", to).unwrap();
+            }
         }
         assert!(start.elapsed() < WAIT, "never served");
-    };
-    assert!(answered);
+    }
+    // Served while the table is full of flood peers: the oldest made room.
+    let status = run(&[
+        "status",
+        "--socket",
+        d.dir.path().join("ctl.sock").to_str().unwrap(),
+    ]);
     assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "served within a second, after {:?}",
-        start.elapsed()
+        stdout(&status).contains("active 1000 "),
+        "{}",
+        stdout(&status)
     );
 }
 

@@ -39,7 +39,7 @@ fn session(factory: &Arc<dyn HandlerFactory>, udp: bool, events: &[&[u8]]) -> Ve
     let mut closed = steps[0]
         .actions
         .iter()
-        .any(|a| matches!(a, Action::Close(_)));
+        .any(|a| matches!(a, Action::Close { .. }));
     for e in events {
         let s = if e.first() == Some(&1) {
             step(h.fire_timers(), None)
@@ -70,7 +70,7 @@ fn session(factory: &Arc<dyn HandlerFactory>, udp: bool, events: &[&[u8]]) -> Ve
         if closed {
             assert!(s.data.is_empty(), "sent {:?} after closing", s.data);
         }
-        closed |= s.actions.iter().any(|a| matches!(a, Action::Close(_)));
+        closed |= s.actions.iter().any(|a| matches!(a, Action::Close { .. }));
         steps.push(s);
     }
     h.close(CloseReason::PeerClosed);

@@ -1,8 +1,8 @@
 //! A listener's chain of handlers for one session.
 
 use crate::{
-    Action, ChannelEvent, ChannelId, CloseReason, Flow, Handler, HandlerFactory, Outbox, Session,
-    TimerId,
+    Action, ChannelEvent, ChannelId, CloseReason, Flow, Handler, HandlerFactory, Handoff, Outbox,
+    Session, TimerId,
 };
 use std::sync::Arc;
 
@@ -95,6 +95,20 @@ impl Chain {
         if let Some(h) = self.links.get_mut(link) {
             out.link = link;
             h.on_timer(id, s, out);
+        }
+        self.note(out, from);
+    }
+
+    /// The session's standing with the people at the console changed: every link's
+    /// `on_handoff`, in order.
+    pub fn handoff(&mut self, to: Handoff, s: &Session, out: &mut Outbox) {
+        if self.closing {
+            return;
+        }
+        let from = out.actions().len();
+        for (i, h) in self.links.iter_mut().enumerate() {
+            out.link = i;
+            h.on_handoff(to, s, out);
         }
         self.note(out, from);
     }

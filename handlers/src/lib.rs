@@ -28,6 +28,7 @@ pub mod rand;
 pub mod registry;
 pub mod scripted_reply;
 pub mod settings;
+mod template;
 pub mod testutil;
 pub mod text;
 
@@ -78,6 +79,9 @@ pub struct Session {
     pub now: SystemTime,
     /// How many operators are attached to the console right now.
     pub operators: usize,
+    /// TLS with client certificates: the subject of the certificate the peer presented, like
+    /// `CN=alice, O=Example`.
+    pub client_cert: Option<Arc<str>>,
 }
 
 /// Identifies a timer within one handler instance; the handler chooses the numbers.
@@ -103,6 +107,25 @@ pub enum Scope {
     Listener,
     /// End this session and shut the whole daemon down gracefully.
     Daemon,
+}
+
+/// Where a session stands with the people at the operator console, given to
+/// [`Handler::on_handoff`] when it changes.
+///
+/// A session starts with its handlers answering on their own. A handler hands it to a person
+/// with [`Outbox::handoff`] (a bot's "talk to a person" rule); an operator takes it (`/take`,
+/// or by answering it) and gives it back (`/release`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Handed to a person and waiting for one: `position` 1 is the next to be served.
+    Waiting {
+        /// The session's place in the queue, from 1.
+        position: usize,
+    },
+    /// An operator took the session: people answer it.
+    Taken,
+    /// Given back: the handlers answer on their own again.
+    Released,
 }
 
 /// Why a session ends; given to [`Handler::on_close`] and logged as `reason=`.
@@ -139,6 +162,12 @@ pub enum CloseReason {
     UpstreamReset,
     /// A fault ended it (`reset_peer`, `limit_data`, `timeout`).
     Fault,
+    /// Its TLS handshake or PROXY header failed, before the session opened (no handler sees it).
+    HandshakeFailed,
+    /// Its TLS handshake or PROXY header did not finish in time (no handler sees it).
+    HandshakeTimeout,
+    /// The client a PROXY header named is refused by the rules or limits (no handler sees it).
+    Refused,
 }
 
 impl CloseReason {
@@ -159,6 +188,9 @@ impl CloseReason {
             CloseReason::UpstreamFailed => "upstream_failed",
             CloseReason::UpstreamReset => "upstream_reset",
             CloseReason::Fault => "fault",
+            CloseReason::HandshakeFailed => "handshake_failed",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::Refused => "refused",
         }
     }
 }
@@ -204,6 +236,9 @@ pub enum Action {
         id: TimerId,
         /// How long from now.
         after: Duration,
+        /// Whether a session that is ending waits for it ([`Outbox::timer`]) or not
+        /// ([`Outbox::soft_timer`]).
+        holds: bool,
     },
     /// Forget the pending timer `id` of chain link `link`, if there is one.
     #[non_exhaustive]
@@ -219,6 +254,24 @@ pub enum Action {
     ToOperator {
         /// The text.
         text: String,
+    },
+    /// Hand the session to a person: it joins the operators' queue and every link's
+    /// [`Handler::on_handoff`] is called. Ignored when no link of the chain takes operator
+    /// lines, and when the session is with a person already.
+    #[non_exhaustive]
+    Handoff {
+        /// Index of the link that asked.
+        link: usize,
+    },
+    /// Send these bytes in front of the next message to the peer, in the same message
+    /// (joined by a `\n`), whichever link sends it; or on their own if a link ends the session
+    /// first.
+    #[non_exhaustive]
+    Ahead {
+        /// Index of the link that sent them.
+        link: usize,
+        /// The bytes.
+        bytes: Vec<u8>,
     },
     /// Open channel `id` of chain link `link` (see [`channel`]). Opening an id that is still
     /// open is ignored.
@@ -270,6 +323,8 @@ pub struct Outbox {
     data: Vec<u8>,
     /// End offsets in `data` of each message: one datagram each on UDP.
     ends: Vec<usize>,
+    /// The link that sent each message.
+    links: Vec<usize>,
     actions: Vec<Action>,
 }
 
@@ -283,6 +338,31 @@ impl Outbox {
     pub fn send(&mut self, bytes: &[u8]) {
         self.data.extend_from_slice(bytes);
         self.ends.push(self.data.len());
+        self.links.push(self.link);
+    }
+
+    /// Send these bytes in front of the next message to the peer, whichever link sends it,
+    /// in the same message (a greeting that must not be a reply of its own).
+    pub fn send_ahead(&mut self, bytes: &[u8]) {
+        let link = self.link;
+        self.push(Action::Ahead {
+            link,
+            bytes: bytes.to_vec(),
+        });
+    }
+
+    /// Hand the session to a person (see [`Handoff`]).
+    pub fn handoff(&mut self) {
+        let link = self.link;
+        self.push(Action::Handoff { link });
+    }
+
+    /// Whether a link asked for a handoff during the call in progress (a later link of the
+    /// chain may answer as if it had taken effect).
+    pub fn handoff_asked(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Handoff { .. }))
     }
 
     fn push(&mut self, action: Action) {
@@ -293,7 +373,26 @@ impl Outbox {
     /// timer whose `id` is still pending restarts it.
     pub fn timer(&mut self, id: TimerId, after: Duration) {
         let link = self.link;
-        self.push(Action::Timer { link, id, after });
+        self.push(Action::Timer {
+            link,
+            id,
+            after,
+            holds: true,
+        });
+    }
+
+    /// A timer that does not hold up the end of the session: when the peer ends its input or
+    /// the daemon stops, the session ends without waiting for it (a reminder, such as "please
+    /// wait", rather than a reply already decided). It may still fire while the session's
+    /// output is flushed.
+    pub fn soft_timer(&mut self, id: TimerId, after: Duration) {
+        let link = self.link;
+        self.push(Action::Timer {
+            link,
+            id,
+            after,
+            holds: false,
+        });
     }
 
     /// Cancel the pending timer `id`; nothing happens if it already fired or never started.
@@ -378,6 +477,23 @@ impl Outbox {
         &self.data
     }
 
+    /// How many messages were sent.
+    pub fn message_count(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The chain link that sent each message, in order.
+    pub fn message_links(&self) -> &[usize] {
+        &self.links
+    }
+
+    /// Forget the messages sent, keeping the actions (the loop reshapes them).
+    pub fn clear_messages(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.links.clear();
+    }
+
     /// The messages sent, one slice each.
     pub fn messages(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let mut start = 0;
@@ -402,6 +518,7 @@ impl Outbox {
     pub fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
+        self.links.clear();
         self.actions.clear();
     }
 }
@@ -424,7 +541,13 @@ impl Outbox {
 ///   timers reach the chain; the pending timers are forgotten;
 /// - after the peer ended its input, or while the daemon stops gracefully: no further messages
 ///   or operator lines, but timers already started still fire, so that replies already decided
-///   (a delayed answer) go out, until the daemon's `drain_timeout` passes.
+///   (a delayed answer) go out, until the daemon's `drain_timeout` passes (the session does not
+///   wait for a [soft timer](Outbox::soft_timer)).
+///
+/// For listeners with a link that takes operator lines, [`on_handoff`](Handler::on_handoff) is
+/// called for every link, in order, when the session is handed to a person, taken by an
+/// operator or given back; and, while it waits, before the next call to the link when its
+/// place in the queue has moved. What it sends joins the answer to the event in progress.
 ///
 /// Every call gets the [`Session`] with `now` and `operators` as of that event.
 ///
@@ -454,6 +577,10 @@ pub trait Handler: fmt::Debug {
     /// A timer started by this instance fired.
     fn on_timer(&mut self, _timer: TimerId, _s: &Session, _out: &mut Outbox) {}
 
+    /// Where the session stands with the people at the console changed (see [`Handoff`]).
+    /// A bot falls silent while a person has the session.
+    fn on_handoff(&mut self, _to: Handoff, _s: &Session, _out: &mut Outbox) {}
+
     /// Something happened on channel `id`, which this instance opened.
     fn on_channel(
         &mut self,
@@ -481,6 +608,29 @@ pub trait HandlerFactory: fmt::Debug + Send + Sync {
     /// listeners that have one).
     fn takes_operator(&self) -> bool {
         false
+    }
+
+    /// Whether its handlers may hand sessions to a person ([`Outbox::handoff`]); the config
+    /// then needs a link that takes operator lines after it.
+    fn hands_off(&self) -> bool {
+        false
+    }
+
+    /// How many recent messages of a session (both ways) operators are shown when it is
+    /// handed to them; 0 for none.
+    fn history(&self) -> usize {
+        0
+    }
+
+    /// The canned replies operators may send (`/c NAME`): each name with its text as written,
+    /// by name.
+    fn canned(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// The canned reply `name` rendered for session `s`, when this handler has one.
+    fn render_canned(&self, _name: &str, _s: &Session) -> Option<String> {
+        None
     }
 
     /// The most sessions of the listener that may run this handler at once (`exec`'s

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use crate::registry::{BuildEnv, BuildError, NoFiles, Registry};
 use crate::settings::Settings;
 use crate::{
-    Action, Chain, ChannelEvent, ChannelId, CloseReason, Flow, Handler, HandlerFactory, Outbox,
-    Proto, Session,
+    Action, Chain, ChannelEvent, ChannelId, CloseReason, Flow, Handler, HandlerFactory, Handoff,
+    Outbox, Proto, Session,
 };
 
 /// A session with a fixed peer and clock, and a chain to call.
@@ -34,6 +34,7 @@ impl Harness {
                 peer: SocketAddr::from((Ipv4Addr::LOCALHOST, 40000)),
                 now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
                 operators: 1,
+                client_cert: None,
             },
             out: Outbox::new(),
             flow: None,
@@ -66,6 +67,13 @@ impl Harness {
         &self.out
     }
 
+    /// Tell the chain where the session stands with the people at the console.
+    pub fn handoff(&mut self, to: Handoff) -> &Outbox {
+        self.out.clear();
+        self.chain.handoff(to, &self.session, &mut self.out);
+        &self.out
+    }
+
     /// Fire every timer the last call started, in order of delay; returns what they produced.
     pub fn fire_timers(&mut self) -> &Outbox {
         let mut timers: Vec<(Duration, usize, u64)> = self
@@ -73,7 +81,9 @@ impl Harness {
             .actions()
             .iter()
             .filter_map(|a| match *a {
-                Action::Timer { link, id, after } => Some((after, link, id)),
+                Action::Timer {
+                    link, id, after, ..
+                } => Some((after, link, id)),
                 _ => None,
             })
             .collect();

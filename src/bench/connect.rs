@@ -11,6 +11,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::stats::{self, Clock, Published, Stats, Window};
 use super::stream::message;
+use super::tls::{Link, Tls};
 
 /// A cycle that has not finished after this long is counted as an error (as loadgen).
 pub const CYCLE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -33,7 +34,7 @@ enum Step {
 
 #[derive(Debug)]
 struct Cycle {
-    stream: TcpStream,
+    stream: Link,
     started: Instant,
     connected: bool,
     written: usize,
@@ -46,11 +47,11 @@ impl Cycle {
         if !self.connected {
             // mio's contract for a non-blocking connect: on an event, a pending socket
             // error means failure; otherwise a peer address means connected.
-            match self.stream.take_error() {
+            match self.stream.socket().take_error() {
                 Ok(Some(e)) | Err(e) => return Step::Failed("connect", e),
                 Ok(None) => {}
             }
-            match self.stream.peer_addr() {
+            match self.stream.socket().peer_addr() {
                 Ok(_) => self.connected = true,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return Step::Pending,
                 Err(e) => return Step::Failed("connect", e),
@@ -87,6 +88,7 @@ impl Cycle {
 /// The slots of one thread and what they share.
 struct Cycles {
     addr: SocketAddr,
+    tls: Option<Tls>,
     poll: Poll,
     slots: Vec<Option<Cycle>>,
     msg: Vec<u8>,
@@ -103,7 +105,11 @@ impl Cycles {
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            Ok(stream)
+            let link = match &self.tls {
+                Some(tls) => Link::Tls(stream, Box::new(tls.connection()?)),
+                None => Link::Plain(stream),
+            };
+            Ok(link)
         });
         match opened {
             Ok(stream) => {
@@ -132,10 +138,12 @@ pub fn run(
     size: usize,
     window: Window,
     published: &Published,
+    tls: Option<Tls>,
 ) -> io::Result<(Stats, Instant)> {
     let mut events = Events::with_capacity(1024);
     let mut c = Cycles {
         addr,
+        tls,
         poll: Poll::new()?,
         slots: (0..workers).map(|_| None).collect(),
         msg: message(size),

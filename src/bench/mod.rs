@@ -20,6 +20,7 @@ pub mod plan;
 pub mod report;
 pub mod stats;
 pub mod stream;
+pub mod tls;
 pub mod udp;
 
 use std::io::{self, IsTerminal, Write};
@@ -46,10 +47,13 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Shortest measured time the progress line computes a rate over.
 const MIN_PROGRESS_SPAN: Duration = Duration::from_millis(250);
 
+/// A connection opened before the run: its socket, and its TLS if the handshake is done.
+type Opened = (TcpStream, Option<Box<rustls::ClientConnection>>);
+
 /// The sockets one thread will drive.
 #[derive(Debug)]
 enum Job {
-    Stream(Vec<TcpStream>),
+    Stream(Vec<Opened>),
     Datagram(Vec<UdpSocket>),
     Connect(usize),
 }
@@ -66,7 +70,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         bail!("`{}` resolves to no address", plan.target);
     }
     raise_fd_limit();
-    let (addr, jobs) = prepare(&plan, &addrs)?;
+    let tls = if plan.tls.tls {
+        let host = plan
+            .target
+            .rsplit_once(':')
+            .map_or(plan.target.as_str(), |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Some(tls::Tls {
+            config: crate::tls::client_config(&plan.tls, false)?,
+            name: crate::tls::server_name(host)?,
+        })
+    } else {
+        None
+    };
+    let (addr, jobs) = prepare(&plan, &addrs, tls.as_ref())?;
 
     let window = Window::new(Instant::now(), plan.warmup, plan.duration);
     let published: Arc<Vec<Published>> =
@@ -75,10 +92,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut handles = Vec::with_capacity(jobs.len());
     for (t, job) in jobs.into_iter().enumerate() {
         let (tx, published, plan) = (tx.clone(), Arc::clone(&published), plan.clone());
+        let tls = tls.clone();
         let handle = std::thread::Builder::new()
             .name(format!("bench-{t}"))
             .spawn(move || {
-                let result = run_job(job, &plan, addr, window, &published[t]);
+                let result = run_job(job, &plan, addr, window, &published[t], tls);
                 // The receiver outlives every thread; a failed send only means main is gone.
                 let _ = tx.send(result);
             })
@@ -181,6 +199,7 @@ fn run_job(
     addr: SocketAddr,
     window: Window,
     published: &Published,
+    tls: Option<tls::Tls>,
 ) -> io::Result<(Stats, Instant)> {
     match job {
         Job::Stream(streams) => {
@@ -191,12 +210,16 @@ fn run_job(
             stream::run(streams, load, window, published)
         }
         Job::Datagram(sockets) => udp::run(sockets, plan.size, window, published),
-        Job::Connect(workers) => connect::run(addr, workers, plan.size, window, published),
+        Job::Connect(workers) => connect::run(addr, workers, plan.size, window, published, tls),
     }
 }
 
 /// Open what the plan needs, choose the address, and deal the sockets to the threads.
-fn prepare(plan: &Plan, addrs: &[SocketAddr]) -> anyhow::Result<(SocketAddr, Vec<Job>)> {
+fn prepare(
+    plan: &Plan,
+    addrs: &[SocketAddr],
+    tls: Option<&tls::Tls>,
+) -> anyhow::Result<(SocketAddr, Vec<Job>)> {
     let shares = plan::split(plan.connections, plan.threads);
     match (plan.proto, plan.mode) {
         (Proto::Udp, _) => {
@@ -214,14 +237,14 @@ fn prepare(plan: &Plan, addrs: &[SocketAddr]) -> anyhow::Result<(SocketAddr, Vec
         (Proto::Tcp, Mode::Connect) => {
             // One connection first, so that a wrong address fails here with a clear
             // message rather than as a run made only of errors.
-            let (addr, _probe) = first_connection(plan, addrs)?;
+            let (addr, _probe) = first_connection(plan, addrs, tls)?;
             Ok((addr, shares.into_iter().map(Job::Connect).collect()))
         }
         (Proto::Tcp, Mode::Pingpong | Mode::Bulk) => {
-            let (addr, first) = first_connection(plan, addrs)?;
+            let (addr, first) = first_connection(plan, addrs, tls)?;
             let mut opened = vec![first];
             for k in 1..plan.connections {
-                let s = tcp_connection(addr).map_err(|e| {
+                let s = tcp_connection(addr, tls).map_err(|e| {
                     anyhow::anyhow!(
                         "cannot open connection {} of {} to {addr}: {e}{}",
                         k + 1,
@@ -242,10 +265,14 @@ fn prepare(plan: &Plan, addrs: &[SocketAddr]) -> anyhow::Result<(SocketAddr, Vec
 }
 
 /// The first address of `addrs` that accepts a connection, and that connection.
-fn first_connection(plan: &Plan, addrs: &[SocketAddr]) -> anyhow::Result<(SocketAddr, TcpStream)> {
+fn first_connection(
+    plan: &Plan,
+    addrs: &[SocketAddr],
+    tls: Option<&tls::Tls>,
+) -> anyhow::Result<(SocketAddr, Opened)> {
     let mut last = None;
     for &addr in addrs {
-        match tcp_connection(addr) {
+        match tcp_connection(addr, tls) {
             Ok(s) => return Ok((addr, s)),
             Err(e) => last = Some((addr, e)),
         }
@@ -259,12 +286,25 @@ fn first_connection(plan: &Plan, addrs: &[SocketAddr]) -> anyhow::Result<(Socket
     bail!("cannot connect to {target}: {e}{}", hint(&e))
 }
 
-/// A connected, non-blocking TCP stream with Nagle's algorithm off.
-fn tcp_connection(addr: SocketAddr) -> io::Result<TcpStream> {
-    let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+/// A connected, non-blocking TCP stream with Nagle's algorithm off, its TLS handshake done
+/// when `tls` is given.
+fn tcp_connection(addr: SocketAddr, tls: Option<&tls::Tls>) -> io::Result<Opened> {
+    let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     s.set_nodelay(true)?;
+    let conn = match tls {
+        Some(tls) => {
+            let mut conn = tls.connection()?;
+            s.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+            while conn.is_handshaking() {
+                conn.complete_io(&mut s)
+                    .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
+            }
+            Some(Box::new(conn))
+        }
+        None => None,
+    };
     s.set_nonblocking(true)?;
-    Ok(s)
+    Ok((s, conn))
 }
 
 /// A non-blocking UDP socket on an ephemeral port, connected to `addr` so that only its

@@ -55,7 +55,8 @@ Examples:
   switchboard bench 127.0.0.1:9000 --connections 50 --size 64 --duration 10s
   switchboard bench 127.0.0.1:9000 --mode bulk --connections 10 --in-flight 4
   switchboard bench 127.0.0.1:9000 --mode connect --json
-  switchboard bench --udp 127.0.0.1:9000 --connections 50")]
+  switchboard bench --udp 127.0.0.1:9000 --connections 50
+  switchboard bench --tls --ca cert.pem localhost:8443 --mode connect")]
 pub struct BenchArgs {
     /// Echo server to load.
     #[arg(value_name = "HOST:PORT")]
@@ -87,6 +88,9 @@ pub struct BenchArgs {
     /// Print one JSON object on stdout instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// TLS to the server (TCP only); every connection makes a full handshake, no resumption.
+    #[command(flatten)]
+    pub tls: crate::tls::ClientTls,
 }
 
 /// A validated benchmark: every default filled in, every rule checked.
@@ -112,6 +116,8 @@ pub struct Plan {
     pub warmup: Duration,
     /// JSON output.
     pub json: bool,
+    /// TLS options (`tls.tls`: TLS on).
+    pub tls: crate::tls::ClientTls,
 }
 
 /// An invalid combination of arguments.
@@ -158,6 +164,9 @@ pub enum ArgError {
     /// `--duration 0s`.
     #[error("--duration must be longer than zero")]
     NoDuration,
+    /// `--udp --tls`.
+    #[error("--tls is for TCP: UDP has no TLS (DTLS is not supported)")]
+    UdpTls,
 }
 
 impl BenchArgs {
@@ -166,6 +175,9 @@ impl BenchArgs {
         let proto = if self.udp { Proto::Udp } else { Proto::Tcp };
         if proto == Proto::Udp && self.mode != Mode::Pingpong {
             return Err(ArgError::UdpMode);
+        }
+        if proto == Proto::Udp && self.tls.tls {
+            return Err(ArgError::UdpTls);
         }
         let connections = self.connections.unwrap_or(match self.mode {
             Mode::Connect => DEFAULT_CONNECT_WORKERS,
@@ -222,6 +234,7 @@ impl BenchArgs {
             duration: self.duration,
             warmup: self.warmup,
             json: self.json,
+            tls: self.tls,
         })
     }
 }
@@ -262,6 +275,7 @@ mod tests {
             in_flight: None,
             threads: 1,
             json: false,
+            tls: Default::default(),
         }
     }
 

@@ -104,6 +104,7 @@ impl Report {
         let mut o = Map::new();
         o.insert("mode".into(), json!(p.mode.name()));
         o.insert("proto".into(), json!(p.proto.as_str()));
+        o.insert("tls".into(), json!(p.tls.tls));
         o.insert("target".into(), json!(self.target));
         o.insert("connections".into(), json!(p.connections));
         o.insert("size".into(), json!(p.size));
@@ -344,6 +345,7 @@ mod tests {
             duration: Duration::from_secs(2),
             warmup: Duration::from_secs(1),
             json: true,
+            tls: Default::default(),
         }
     }
 

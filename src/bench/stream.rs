@@ -14,6 +14,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::stats::{self, Clock, Published, Stats, Window};
+use super::tls::Link;
 
 /// Read buffer shared by the connections of one thread.
 const READ_BUF: usize = 256 * 1024;
@@ -40,7 +41,7 @@ pub fn message(size: usize) -> Vec<u8> {
 /// One connection and its position in the stream of blocks.
 #[derive(Debug)]
 struct Conn {
-    stream: TcpStream,
+    stream: Link,
     /// Bytes written so far.
     sent: u64,
     /// Bytes of echo read so far.
@@ -125,7 +126,7 @@ impl Conn {
 
 /// Run `streams` (connected, non-blocking, TCP_NODELAY) until the end of `window`.
 pub fn run(
-    streams: Vec<std::net::TcpStream>,
+    streams: Vec<super::Opened>,
     load: StreamLoad,
     window: Window,
     published: &Published,
@@ -139,10 +140,13 @@ pub fn run(
 
     let start = Instant::now();
     let mut conns = Vec::with_capacity(streams.len());
-    for (i, s) in streams.into_iter().enumerate() {
-        let mut stream = TcpStream::from_std(s);
+    for (i, (s, tls)) in streams.into_iter().enumerate() {
+        let mut stream = match tls {
+            Some(c) => Link::Tls(TcpStream::from_std(s), c),
+            None => Link::Plain(TcpStream::from_std(s)),
+        };
         poll.registry().register(
-            &mut stream,
+            stream.socket(),
             Token(i),
             Interest::READABLE | Interest::WRITABLE,
         )?;

@@ -135,7 +135,7 @@ impl Chat {
             if self.newline {
                 message.push(b'\n');
             }
-            if message.is_empty() && matches!(self.conn, Conn::Tcp(_)) {
+            if message.is_empty() && !matches!(self.conn, Conn::Udp(_)) {
                 continue; // nothing to send, so no reply to wait for
             }
             match self.conn.send(&message) {
@@ -218,6 +218,8 @@ impl Chat {
 #[derive(Debug)]
 enum Conn {
     Tcp(TcpStream),
+    /// TLS over TCP, shared by the reader thread and the main thread.
+    Tls(super::tls::Shared),
     /// Connected to the server's address: only its datagrams are received.
     Udp(UdpSocket),
 }
@@ -226,29 +228,45 @@ impl Conn {
     /// Connect, and name the peer as `ADDR/PROTO`.
     fn open(args: &ChatArgs) -> anyhow::Result<(Self, String)> {
         if args.udp {
+            if args.tls.tls {
+                anyhow::bail!("--tls is for TCP: UDP has no TLS (DTLS is not supported)");
+            }
             let (socket, addr) = connect_udp(&args.target)?;
             Ok((Conn::Udp(socket), format!("{addr}/{}", Proto::Udp)))
         } else {
-            let stream = connect_tcp(&args.target, args.timeout)?;
+            let mut stream = connect_tcp(&args.target, args.timeout)?;
             let peer = match stream.peer_addr() {
                 Ok(addr) => format!("{addr}/{}", Proto::Tcp),
                 Err(_) => format!("{}/{}", args.target, Proto::Tcp),
             };
-            Ok((Conn::Tcp(stream), peer))
+            if !args.tls.tls {
+                return Ok((Conn::Tcp(stream), peer));
+            }
+            let conn = super::tls::handshake(&mut stream, &args.target, &args.tls, args.timeout)?;
+            let shared = super::tls::Shared {
+                sock: std::sync::Arc::new(stream),
+                conn: std::sync::Arc::new(std::sync::Mutex::new(conn)),
+            };
+            Ok((Conn::Tls(shared), format!("{peer} (TLS)")))
         }
     }
 
     fn send(&mut self, message: &[u8]) -> io::Result<()> {
         match self {
             Conn::Tcp(stream) => stream.write_all(message),
+            Conn::Tls(t) => t.send(message),
             Conn::Udp(socket) => socket.send(message).map(drop),
         }
     }
 
     fn shutdown_write(&self) {
-        if let Conn::Tcp(stream) = self {
+        match self {
             // Fails only if the connection is already gone, which the reader reports.
-            let _ = stream.shutdown(Shutdown::Write);
+            Conn::Tcp(stream) => {
+                let _ = stream.shutdown(Shutdown::Write);
+            }
+            Conn::Tls(t) => t.shutdown_write(),
+            Conn::Udp(_) => {}
         }
     }
 
@@ -263,6 +281,10 @@ impl Conn {
             Conn::Udp(socket) => {
                 let socket = socket.try_clone()?;
                 builder.spawn(move || read_socket(&tx, false, |buf| socket.recv(buf)))?;
+            }
+            Conn::Tls(t) => {
+                let t = t.clone();
+                builder.spawn(move || read_tls(&tx, &t))?;
             }
         }
         Ok(())
@@ -282,6 +304,24 @@ fn read_socket(
         let event = match read(&mut buf) {
             Ok(0) if zero_is_end => Event::Closed,
             Ok(n) => Event::Reply(buf[..n].to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Event::NetError(e),
+        };
+        let last = matches!(event, Event::Closed | Event::NetError(_));
+        if tx.send(event).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The reader thread of a TLS chat: each record's plaintext is one reply.
+fn read_tls(tx: &Sender<Event>, t: &super::tls::Shared) {
+    let mut raw = vec![0; BUF_LEN];
+    loop {
+        let event = match t.receive(&mut raw) {
+            Ok(None) => Event::Closed,
+            Ok(Some(plain)) if plain.is_empty() => continue,
+            Ok(Some(plain)) => Event::Reply(plain),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => Event::NetError(e),
         };

@@ -7,6 +7,7 @@
 mod attach;
 mod chat;
 mod send;
+mod tls;
 mod watch;
 
 pub use attach::{AttachArgs, attach, request};
@@ -43,6 +44,8 @@ pub struct SendArgs {
     /// (or when the server closes).
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
     idle: Duration,
+    #[command(flatten)]
+    tls: crate::tls::ClientTls,
     /// Where to send: HOST:PORT, HOST being a name, an IPv4 address or an [IPv6] address.
     #[arg(value_name = "HOST:PORT")]
     target: Target,
@@ -62,6 +65,7 @@ within --timeout, or the server closes without replying; 2 on a usage error.
 Examples:
   switchboard send 127.0.0.1:8888 'welcome to Python world' --no-reply
   switchboard send --udp localhost:8888 hello
+  switchboard send --tls --ca cert.pem localhost:8443 hello
   printf 'two\\nlines' | switchboard send [::1]:8888 -";
 
 /// Arguments of `switchboard chat`.
@@ -82,6 +86,8 @@ pub struct ChatArgs {
     /// line is sent anyway.
     #[arg(short = 'w', long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: crate::tls::ClientTls,
     /// Whom to talk to: HOST:PORT, HOST being a name, an IPv4 address or an [IPv6] address.
     #[arg(value_name = "HOST:PORT")]
     target: Target,
@@ -267,7 +273,7 @@ fn peer_error(e: &io::Error, doing: &str, peer: &str) -> anyhow::Error {
 }
 
 /// An I/O error in words: without the "(os error N)" suffix, starting in lower case.
-fn words(e: &io::Error) -> String {
+pub(crate) fn words(e: &io::Error) -> String {
     let s = e.to_string();
     let s = s.find(" (os error").map_or(s.as_str(), |i| &s[..i]);
     let mut chars = s.chars();

@@ -1,13 +1,14 @@
 //! `switchboard send`: one message, one reply (the tutorial's one-shot clients).
 
 use std::io::{self, IsTerminal, Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use switchboard_handlers::text::escape;
 
+use super::tls::Stream;
 use super::{Proto, SendArgs, connect_tcp, connect_udp, human, peer_error, words};
 
 /// Largest UDP payload; also the TCP read size.
@@ -38,13 +39,23 @@ pub(super) fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn send_tcp(args: &SendArgs, message: &[u8], out: &mut Reply) -> anyhow::Result<()> {
-    let mut stream = connect_tcp(&args.target, args.timeout)?;
-    let peer = match stream.peer_addr() {
+    let mut tcp = connect_tcp(&args.target, args.timeout)?;
+    let peer = match tcp.peer_addr() {
         Ok(addr) => format!("{addr}/{}", Proto::Tcp),
         Err(_) => format!("{}/{}", args.target, Proto::Tcp),
     };
+    if args.tls.tls && args.udp {
+        anyhow::bail!("--tls is for TCP: UDP has no TLS (DTLS is not supported)");
+    }
+    let mut stream = if args.tls.tls {
+        let conn = super::tls::handshake(&mut tcp, &args.target, &args.tls, args.timeout)?;
+        Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+    } else {
+        Stream::Plain(tcp)
+    };
     stream
         .write_all(message)
+        .and_then(|()| stream.flush())
         .map_err(|e| peer_error(&e, "cannot send to", &peer))?;
     if args.no_reply {
         return Ok(());
@@ -72,7 +83,7 @@ enum Ended {
 /// Read until the reply stops arriving: the first bytes within `timeout`, then more until
 /// nothing comes for `idle` or the server closes. A reply in several segments is read whole.
 fn read_tcp_reply(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     timeout: Duration,
     idle: Duration,
     out: &mut Reply,
@@ -89,7 +100,7 @@ fn read_tcp_reply(
         if wait.is_zero() {
             return Ok(Ended::Silence);
         }
-        if let Err(e) = stream.set_read_timeout(Some(wait)) {
+        if let Err(e) = stream.tcp().set_read_timeout(Some(wait)) {
             return Ok(Ended::Failed(e));
         }
         match stream.read(&mut buf) {

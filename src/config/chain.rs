@@ -135,6 +135,21 @@ impl Validator<'_> {
                 names.push(name.clone());
             }
         }
+        if ok && let Some(list) = &l.handlers {
+            for (i, h) in handlers.iter().enumerate() {
+                if h.hands_off() && !handlers[i + 1..].iter().any(|n| n.takes_operator()) {
+                    self.error(
+                        Some(list.span()),
+                        Some(f.key("handlers")),
+                        format!(
+                            "{:?} hands sessions to a person (`handoff`), but no handler after \
+                             it takes operator lines: add \"console-reply\" after it",
+                            h.name()
+                        ),
+                    );
+                }
+            }
+        }
         for (name, table) in tables {
             self.error(
                 Some(table.span()),

@@ -17,13 +17,17 @@ use switchboard_handlers::registry::SourceFile;
 use switchboard_handlers::{BuildEnv, HandlerFactory, Proto};
 
 mod chain;
+mod desk;
 mod faults;
+mod front;
 mod limits;
 mod read;
 mod record;
 mod validate;
 
+pub use desk::{DEFAULT_MAX_TRANSCRIPT, ReplyMode, Transcripts};
 pub use faults::{Faults, parse_fault_text, parse_fault_words};
+pub use front::ProxyProtocol;
 pub use limits::{Limits, Rate};
 pub use record::{DEFAULT_RECORD_MAX_BYTES, RecordConfig};
 use validate::Validator;
@@ -129,6 +133,14 @@ pub struct ListenerConfig {
     pub faults: Faults,
     /// Access rules, session limits and hardening (see `config/limits.rs`).
     pub limits: Limits,
+    /// TCP: TLS in front of the bytes (`[listener.tls]`).
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// TCP: a PROXY protocol header before everything else.
+    pub proxy: Option<ProxyProtocol>,
+    /// How replies are paced against the peer's messages.
+    pub reply_mode: ReplyMode,
+    /// Where conversations are written, when they are.
+    pub transcripts: Option<Arc<Transcripts>>,
     /// Recordings of its sessions, when set.
     pub record: Option<Arc<RecordConfig>>,
 }
@@ -153,6 +165,10 @@ impl PartialEq for ListenerConfig {
             once,
             faults,
             limits,
+            tls,
+            proxy,
+            reply_mode,
+            transcripts,
             record,
         } = self;
         (
@@ -181,6 +197,8 @@ impl PartialEq for ListenerConfig {
             )
             && *faults == o.faults
             && *limits == o.limits
+            && (tls, proxy) == (&o.tls, &o.proxy)
+            && (reply_mode, transcripts) == (&o.reply_mode, &o.transcripts)
             && *record == o.record
     }
 }
@@ -219,9 +237,20 @@ impl ListenerConfig {
         format!("{}/{}", self.addr, self.proto)
     }
 
+    /// Whether something stands in front of the bytes (TLS, a PROXY header): the session
+    /// opens only once it is done.
+    pub fn has_front(&self) -> bool {
+        self.tls.is_some() || self.proxy.is_some()
+    }
+
     /// Whether the chain has a handler that takes operator lines.
     pub fn takes_operator(&self) -> bool {
         self.handlers.iter().any(|h| h.takes_operator())
+    }
+
+    /// How many recent messages of a session operators are shown (0: none kept).
+    pub fn history(&self) -> usize {
+        self.handlers.iter().map(|h| h.history()).max().unwrap_or(0)
     }
 }
 

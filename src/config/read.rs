@@ -72,6 +72,11 @@ pub(super) struct IntRange {
 
 impl IntRange {
     pub(super) const PORT: IntRange = IntRange { min: 0, max: 65535 };
+    /// A transcript file's size: at least 4 KiB.
+    pub(super) const TRANSCRIPT: IntRange = IntRange {
+        min: 4096,
+        max: u64::MAX as i128,
+    };
     pub(super) const U32_POSITIVE: IntRange = IntRange {
         min: 1,
         max: u32::MAX as i128,

@@ -221,3 +221,62 @@ fn syntax_errors_are_all_listed() {
     assert_eq!(e.len(), 2, "{e:?}");
     assert!(e.iter().all(|e| e.contains("duplicate key")), "{e:?}");
 }
+
+#[test]
+fn support_desk_keys_have_defaults_and_are_checked() {
+    let c = parse(ONE, Path::new("t.toml"), Path::new("/etc/sb")).unwrap();
+    assert_eq!(c.listeners[0].reply_mode, ReplyMode::Free);
+    assert_eq!(c.listeners[0].transcripts, None);
+    let text = format!(
+        "{ONE}reply_mode = \"one-per-message\"\ntranscripts = \"talk\"\nmax_transcript = 8192\n"
+    );
+    let c = parse(&text, Path::new("t.toml"), Path::new("/etc/sb")).unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.reply_mode, ReplyMode::OnePerMessage);
+    let t = l.transcripts.as_deref().unwrap();
+    assert_eq!(t.dir, Path::new("/etc/sb/talk"), "relative to the config");
+    assert_eq!(t.max_file, 8192);
+    assert_eq!(
+        t.file("bot", "2026-03-01"),
+        Path::new("/etc/sb/talk/bot-2026-03-01.jsonl")
+    );
+
+    let e = errors(&format!(
+        "{ONE}reply_mode = \"one\"\nmax_transcript = 100\n"
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:7:14: listener \"a\" reply_mode: \"one\" is not allowed; expected \"free\" or \"one-per-message\""),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("t.toml:8:18: listener \"a\" max_transcript:"),
+        "{e:?}"
+    );
+    let e = errors(&format!("{ONE}max_transcript = 100000\n"));
+    assert!(
+        e[0].contains("max_transcript bounds the transcript files, but `transcripts`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_bot_that_hands_over_needs_a_person_after_it() {
+    let bot = "[listener.scripted-reply]\nfallback = \"?\"\nhandoff_after_unmatched = 2\n";
+    let listener = |handlers: &str| {
+        format!(
+            "[[listener]]\nname = \"a\"\nprotocol = \"tcp\"\nip = \"127.0.0.1\"\nport = 0\nhandlers = {handlers}\n{bot}"
+        )
+    };
+    let e = errors(&listener("[\"bye-close\", \"scripted-reply\"]"));
+    assert_eq!(
+        e,
+        [
+            "t.toml:6:12: listener \"a\" handlers: \"scripted-reply\" hands sessions to a person (`handoff`), but no handler after it takes operator lines: add \"console-reply\" after it"
+        ]
+    );
+    let e = errors(&listener("[\"console-reply\", \"scripted-reply\"]"));
+    assert_eq!(e.len(), 1, "a person before the bot never gets the session");
+    let ok = listener("[\"scripted-reply\", \"console-reply\"]");
+    assert!(parse(&ok, Path::new("t.toml"), Path::new(".")).is_ok());
+}

@@ -12,11 +12,12 @@ use switchboard_handlers::{BuildEnv, BuildError, Proto, Registry};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::desk::REPLY_MODES;
 use super::read::{Fields, IntRange, Value};
 use super::{
     Config, ConfigError, DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_MESSAGE,
     DEFAULT_MAX_OUTPUT, DEFAULT_UDP_IDLE_TIMEOUT, DaemonConfig, FilesBeside, Framing,
-    ListenerConfig, LogFormat, Rotation, line_col,
+    ListenerConfig, LogFormat, ReplyMode, Rotation, line_col,
 };
 
 const TOP_KEYS: &[&str] = &["daemon", "listener"];
@@ -64,6 +65,12 @@ const LISTENER_KEYS: &[&str] = &[
     "udp_blocked_ports",
     "reply_rate",
     "reply_burst",
+    "tls",
+    "proxy_protocol",
+    "proxy_timeout",
+    "reply_mode",
+    "transcripts",
+    "max_transcript",
     "record",
     "fault",
 ];
@@ -103,6 +110,10 @@ pub(super) struct FileListener {
     pub(super) udp_blocked_ports: Option<Spanned<Vec<u16>>>,
     pub(super) reply_rate: Option<Spanned<f64>>,
     pub(super) reply_burst: Option<Spanned<u32>>,
+    // The support desk, validated in desk.rs.
+    pub(super) reply_mode: Option<Spanned<ReplyMode>>,
+    pub(super) transcripts: Option<Spanned<String>>,
+    pub(super) max_transcript: Option<Spanned<u64>>,
 }
 
 /// Collects the errors of one config.
@@ -270,7 +281,7 @@ impl Validator<'_> {
         let mut endpoints = HashSet::new();
         for (i, entry) in entries.into_iter().enumerate() {
             let span = entry.span();
-            if let Some(lc) = self.listener(i, entry, &mut names, &registry, &env) {
+            if let Some(lc) = self.listener(i, entry, &mut names, &registry, &env, dir) {
                 if !endpoints.insert((lc.addr, lc.proto)) && lc.addr.port() != 0 {
                     self.error(
                         Some(span),
@@ -425,6 +436,9 @@ impl Validator<'_> {
             udp_blocked_ports: self.integers(f, "udp_blocked_ports", IntRange::PORT),
             reply_rate: self.number(f, "reply_rate", 0.0, f64::INFINITY),
             reply_burst: self.integer(f, "reply_burst", IntRange::U32_POSITIVE),
+            reply_mode: self.choice(f, "reply_mode", REPLY_MODES),
+            transcripts: self.string(f, "transcripts"),
+            max_transcript: self.integer(f, "max_transcript", IntRange::TRANSCRIPT),
         }
     }
 
@@ -435,6 +449,7 @@ impl Validator<'_> {
         names: &mut HashSet<String>,
         registry: &Registry,
         env: &dyn BuildEnv,
+        dir: &Path,
     ) -> Option<ListenerConfig> {
         let span = entry.span();
         let DeValue::Table(table) = entry.into_inner() else {
@@ -468,6 +483,8 @@ impl Validator<'_> {
         let mut f = self.fields(&label, span.clone(), rest, LISTENER_KEYS, &handler_names);
         let record = self.record(&mut f, env.dir().as_deref().unwrap_or(Path::new(".")));
         let l = self.read_listener(&mut f);
+        let tls = self.tls(&mut f, l.protocol, dir);
+        let proxy = self.proxy_protocol(&mut f, l.protocol);
         let key = |k: &str| Some(f.key(k));
         if let Some(name) = &l.name {
             if name.get_ref().trim().is_empty() {
@@ -526,6 +543,7 @@ impl Validator<'_> {
         };
         let faults = self.faults(&mut f, &l, l.protocol);
         let limits = self.limits(&l, f.label());
+        let (reply_mode, transcripts) = self.desk(&l, &f, dir);
         let (handler_names, built) = self.chain(&l, tables, &f, registry, env);
         let (handlers, handler_sources) = built?;
         let (name, proto, ip, port) = (l.name?, l.protocol?, ip?, l.port?);
@@ -547,6 +565,10 @@ impl Validator<'_> {
             once: l.once.is_some_and(|v| *v.get_ref()),
             faults,
             limits,
+            tls,
+            proxy,
+            reply_mode,
+            transcripts,
             record: record.map(Arc::new),
         })
     }

@@ -248,6 +248,10 @@ mod tests {
             once: false,
             faults: crate::config::Faults::default(),
             limits: crate::config::Limits::default(),
+            tls: None,
+            proxy: None,
+            reply_mode: crate::config::ReplyMode::Free,
+            transcripts: None,
             record: None,
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! The shell owns the sockets and routes each readiness event to the part that owns its
 //! token (`tokens.rs`): a listener (`tcp.rs`, `udp.rs`), a session's connection (`tcp.rs`,
-//! `transport.rs`), the control socket and the stdin console (`control.rs`), the metrics
+//! `transport/`), the control socket and the stdin console (`control.rs`), the metrics
 //! endpoint (`http.rs`), the signals. Everything that decides what happens lives in the
 //! I/O-free core (`core/`): the shell tells it what arrived and applies the effects it
 //! answers with (`Daemon::settle`). ARCHITECTURE.md draws the whole path.
@@ -15,6 +15,7 @@
 mod activation;
 mod api;
 mod bind;
+mod certs;
 mod children;
 mod control;
 pub(crate) mod core;
@@ -29,6 +30,7 @@ mod tap;
 mod tcp;
 pub(crate) mod timers;
 mod tokens;
+mod transcripts;
 mod transport;
 mod udp;
 mod upstream;
@@ -73,6 +75,8 @@ pub(crate) enum ShellDue {
     Scraper(usize, Instant),
     /// Tell systemd's watchdog the loop is alive.
     Watchdog,
+    /// Look whether TLS certificate files changed.
+    CertCheck,
     /// SIGKILL a child (its slot in `procs` and pid) that has not ended since SIGTERM.
     Kill(usize, u32),
     /// Give up an upstream connection that has not connected by now (its serial).
@@ -105,6 +109,8 @@ pub struct Daemon {
     /// The stdin console's operator id, while it is attached.
     stdin_op: Option<core::OpId>,
     metrics: Option<http::Metrics>,
+    /// The transcript writer thread, once a listener writes transcripts.
+    transcripts: Option<transcripts::Writer>,
     timers: Timers<ShellDue>,
     /// The one read buffer every socket reads into.
     buf: Vec<u8>,
@@ -124,6 +130,8 @@ pub struct Daemon {
     loading: Option<reload::Loading>,
     now: Instant,
     notify: Notifier,
+    /// TLS certificate files, watched.
+    certs: certs::CertWatch,
     /// Children of channels, running or being ended (`children.rs`).
     procs: slab::Slab<children::Proc>,
     /// The child of each open channel, by its place in `procs`.
@@ -148,6 +156,22 @@ impl std::fmt::Debug for Daemon {
 
 /// Name, protocol and bound address of each listener.
 pub type LocalAddrs = Vec<(Arc<str>, Proto, SocketAddr)>;
+
+/// Every listener's transcript folder can be written (made if missing).
+pub(crate) fn check_transcripts(config: &Config) -> Result<(), crate::config::ConfigError> {
+    for l in &config.listeners {
+        if let Some(t) = &l.transcripts {
+            t.check().map_err(|message| crate::config::ConfigError {
+                file: config.source.clone(),
+                line: 0,
+                column: 0,
+                key: Some(format!("listener {:?} transcripts", &*l.name)),
+                message,
+            })?;
+        }
+    }
+    Ok(())
+}
 
 impl Daemon {
     /// Bind every listener of `config` and prepare the loop. Nothing is served until
@@ -177,6 +201,7 @@ impl Daemon {
             control: control::Control::default(),
             stdin_op: None,
             metrics: None,
+            transcripts: None,
             timers: Timers::default(),
             buf: vec![0; READ_BUF],
             batch: None,
@@ -188,6 +213,7 @@ impl Daemon {
             loading: None,
             now,
             notify: Notifier::from_env(),
+            certs: certs::CertWatch::default(),
             procs: slab::Slab::new(),
             chans: std::collections::BTreeMap::new(),
             tap: tap::Tap::default(),
@@ -237,7 +263,11 @@ impl Daemon {
         let mut owned = daemon.control.handover();
         owned.extend(log_file.as_ref().map(|f| f.handover()));
         crate::privileges::drop_to(run_as.as_ref(), &owned)?;
+        // As the user the daemon serves as: a folder it cannot write is an error now, not
+        // lines lost later.
+        check_transcripts(config).map_err(|e| anyhow::anyhow!("{e}"))?;
         rlimit::check_open_files(&config.listeners);
+        daemon.watch_certs();
         for w in config.warnings() {
             warn!(event = "public_bind", "{w}");
         }
@@ -446,6 +476,12 @@ impl Daemon {
                 Effect::StopListener(id) => self.stop_listener(id),
                 Effect::Tell(op, line) => self.tell(op, &line),
                 Effect::Datagrams => self.send_datagrams(),
+                Effect::Transcripts => {
+                    let records = self.core.take_records();
+                    self.transcripts
+                        .get_or_insert_with(transcripts::Writer::spawn)
+                        .write(records);
+                }
                 Effect::OpenChannel(r) => self.open_channel(r),
                 Effect::ChannelWrite(_)
                 | Effect::EndChannelInput(_)
@@ -504,6 +540,7 @@ impl Daemon {
                 }
             }
             ShellDue::Watchdog => self.notify.on_watchdog_timer(&mut self.timers, self.now),
+            ShellDue::CertCheck => self.check_certs(),
             ShellDue::Kill(i, pid) => self.kill_due(i, pid),
             ShellDue::ConnectTimeout(r, serial) => self.connect_timeout_due(r, serial),
             ShellDue::RetryApi => self.api_accept(),

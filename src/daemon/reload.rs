@@ -46,7 +46,12 @@ impl Daemon {
         let spawned = std::thread::Builder::new()
             .name("config-reload".into())
             .spawn(move || {
-                let _ = tx.send(config::load(file.as_deref()));
+                // A transcript folder the daemon cannot write refuses the reload.
+                let loaded = config::load(file.as_deref()).and_then(|c| {
+                    super::check_transcripts(&c).map_err(|e| ConfigErrors(vec![e]))?;
+                    Ok(c)
+                });
+                let _ = tx.send(loaded);
                 let _ = waker.wake();
             });
         if let Err(e) = spawned {
@@ -181,6 +186,7 @@ impl Daemon {
         }
         self.daemon_cfg = new.daemon;
         self.core.refresh_debug();
+        self.watch_certs();
         Ok(summary)
     }
 }

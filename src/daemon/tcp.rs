@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::core::{ListenerId, ReadMode, Refusal, RunState, SessionKey};
 use super::tokens::{Owner, Part};
-use super::transport::{Readout, Transport, failure};
+use super::transport::{Readout, Step, Transport, failure};
 use super::{Daemon, MAX_OPS_PER_EVENT, ShellDue};
 
 /// Pause before accepting again after running out of file descriptors.
@@ -51,6 +51,8 @@ pub(crate) struct Conn {
     pub(crate) peer_done: bool,
     /// The peer's EOF was read.
     read_eof: bool,
+    /// The session ended and its FIN waits for TLS records the socket has not taken yet.
+    fin_pending: bool,
 }
 
 /// Whether an `accept` failed for want of file descriptors (or kernel memory): worth a retry
@@ -93,7 +95,7 @@ impl Daemon {
                             "accepting resumed: file descriptors are available again");
                     }
                     match self.core.admit(lid, peer) {
-                        Ok(key) => self.install_session(key, stream),
+                        Ok(key) => self.install_session(key, lid, stream),
                         Err(refusal) => self.refuse(lid, refusal, stream),
                     }
                 }
@@ -142,7 +144,7 @@ impl Daemon {
     /// A connection the limits refused: the `busy_message` (when over a limit, not when the
     /// rules refuse it), written once without blocking; closed when dropped.
     fn refuse(&mut self, lid: ListenerId, refusal: Refusal, stream: TcpStream) {
-        if matches!(refusal, Refusal::Rules(_)) {
+        if matches!(refusal, Refusal::Rules(_) | Refusal::Untrusted) {
             return;
         }
         let Some(msg) = self
@@ -165,8 +167,9 @@ impl Daemon {
         }
     }
 
-    /// Register a new session's connection, open the session, and read what already came.
-    fn install_session(&mut self, key: SessionKey, mut stream: TcpStream) {
+    /// Register a new session's connection, open the session (or start what stands in front
+    /// of it), and read what already came.
+    fn install_session(&mut self, key: SessionKey, lid: ListenerId, mut stream: TcpStream) {
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
@@ -181,19 +184,118 @@ impl Daemon {
             self.core.abort(key);
             return;
         }
+        let front = self
+            .core
+            .listener(lid)
+            .map(|l| l.cfg.clone())
+            .filter(|cfg| cfg.has_front());
+        let transport = match &front {
+            None => Transport::plain(stream),
+            Some(cfg) => {
+                let tls = cfg.tls.as_ref().map(|t| t.loaded.server.clone());
+                match Transport::new(stream, cfg.proxy.as_ref(), tls) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        warn!(error = %e, "cannot start TLS on a new connection; closed");
+                        self.tokens.remove(token);
+                        self.core.abort(key);
+                        return;
+                    }
+                }
+            }
+        };
         if self.conns.len() <= key {
             self.conns.resize_with(key + 1, || None);
         }
         self.conns[key] = Some(Conn {
             token,
-            transport: Transport::Plain(stream),
+            transport,
             writable: false,
             peer_done: false,
             read_eof: false,
+            fin_pending: false,
         });
+        if front.is_some() {
+            return self.front(key);
+        }
         self.core.open(key);
         self.settle();
         self.session_read(key);
+    }
+
+    /// Advance what stands in front of a session (a PROXY header, a TLS handshake) as far as
+    /// the socket allows; open the session once it is done.
+    fn front(&mut self, key: SessionKey) {
+        // A header, then a handshake, then ready: a few steps at most per event.
+        for _ in 0..4 {
+            let Some(Some(c)) = self.conns.get_mut(key) else {
+                return;
+            };
+            match c.transport.advance(&mut self.buf) {
+                Step::Pending => return self.update_interest(key),
+                Step::Header(real) => {
+                    if let Err(refusal) = self.core.proxied(key, real) {
+                        self.busy_after_header(key, refusal);
+                        self.settle();
+                        return;
+                    }
+                }
+                Step::Tls(info) => {
+                    self.core.tls_ready(key, info);
+                    self.settle();
+                    return self.session_read(key);
+                }
+                Step::Ready => {
+                    let rest = c.transport.take_leftover();
+                    self.core.open(key);
+                    self.settle();
+                    if !rest.is_empty() {
+                        self.core.input(key, &rest);
+                        self.settle();
+                    }
+                    return self.session_read(key);
+                }
+                Step::Eof => {
+                    c.read_eof = true;
+                    self.core.end_of_input(key);
+                    self.settle();
+                    return;
+                }
+                Step::Failed(why) => {
+                    self.core.front_failed(key, &why);
+                    self.settle();
+                    return;
+                }
+                Step::Broken(reason, e) => {
+                    debug!(error = %e, "connection failed before its session opened");
+                    self.core.failed(key, reason);
+                    self.settle();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The real client a PROXY header named is over a limit: the `busy_message`, on a plain
+    /// listener (before a TLS handshake there is no way to say it).
+    fn busy_after_header(&mut self, key: SessionKey, refusal: Refusal) {
+        if matches!(refusal, Refusal::Rules(_) | Refusal::Untrusted) {
+            return;
+        }
+        let Some(Some(c)) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.transport.is_tls() {
+            return;
+        }
+        let lid = self.core.listener_of(key);
+        if let Some(msg) = lid
+            .and_then(|lid| self.core.listener(lid))
+            .and_then(|l| l.cfg.limits.busy_message.clone())
+            && let Err(e) = c.transport.write(&msg)
+        {
+            debug!(error = %e, "busy_message not written");
+        }
     }
 
     /// A session's connection is ready.
@@ -220,11 +322,15 @@ impl Daemon {
                 ReadMode::Discard => return self.discard(key),
                 ReadMode::Read => {}
             }
+            if c.transport.in_front() {
+                return self.front(key);
+            }
             match c.transport.read(&mut self.buf) {
                 Readout::Data(n) => {
                     // A short read means drained: on Linux new data brings a new edge. This
-                    // saves the read that would only return WouldBlock.
-                    let drained = n < self.buf.len() && !c.peer_done;
+                    // saves the read that would only return WouldBlock. (Not through TLS:
+                    // a record's plaintext says nothing about what the socket still holds.)
+                    let drained = n < self.buf.len() && !c.peer_done && !c.transport.is_tls();
                     self.core.input(key, &self.buf[..n]);
                     self.settle();
                     if drained {
@@ -257,7 +363,7 @@ impl Daemon {
             return;
         };
         for _ in 0..MAX_OPS_PER_EVENT {
-            match c.transport.read(&mut self.buf) {
+            match c.transport.read_raw(&mut self.buf) {
                 Readout::Data(_) => self.core.discarded(key),
                 Readout::WouldBlock => return,
                 Readout::Eof | Readout::Failed(..) => break,
@@ -272,6 +378,20 @@ impl Daemon {
         let Some(Some(c)) = self.conns.get_mut(key) else {
             return;
         };
+        if c.transport.is_tls() {
+            let flushed = if c.fin_pending {
+                c.transport
+                    .finish_shutdown()
+                    .map(|done| c.fin_pending = !done)
+            } else {
+                c.transport.flush()
+            };
+            if let Err(e) = flushed {
+                debug!(error = %e, "write failed");
+                self.core.failed(key, failure(&e));
+                return;
+            }
+        }
         if let Some(bytes) = self.core.transmit(key) {
             match c.transport.write(bytes) {
                 Ok(n) => self.core.transmitted(key, n),
@@ -282,10 +402,30 @@ impl Daemon {
                 }
             }
         }
-        let want = self.core.has_pending(key);
-        if let Some(Some(c)) = self.conns.get_mut(key)
-            && want != c.writable
-        {
+        // The same borrow of the connection (the core and the poller are other fields): one
+        // look-up per write on the hot path.
+        let want = self.core.has_pending(key) || c.fin_pending || c.transport.wants_write();
+        if want != c.writable {
+            c.writable = want;
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ = self
+                .poll
+                .registry()
+                .reregister(c.transport.socket(), c.token, interest);
+        }
+    }
+
+    /// Ask for WRITABLE while output (the core's, or TLS records) waits for the socket.
+    fn update_interest(&mut self, key: SessionKey) {
+        let Some(Some(c)) = self.conns.get_mut(key) else {
+            return;
+        };
+        let want = self.core.has_pending(key) || c.fin_pending || c.transport.wants_write();
+        if want != c.writable {
             c.writable = want;
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE
@@ -304,10 +444,28 @@ impl Daemon {
         let Some(Some(c)) = self.conns.get_mut(key) else {
             return;
         };
-        if c.read_eof || !c.transport.shutdown_write() {
+        if c.read_eof {
+            if c.transport.is_tls() {
+                // A close_notify, best effort: the peer's side is closed already.
+                let _ = c.transport.shutdown_write();
+            }
             self.core.lingered(key);
             return;
         }
+        match c.transport.shutdown_write() {
+            Err(_) => {
+                self.core.lingered(key);
+                return;
+            }
+            Ok(false) => {
+                c.fin_pending = true;
+                self.update_interest(key);
+            }
+            Ok(true) => {}
+        }
+        let Some(Some(c)) = self.conns.get(key) else {
+            return;
+        };
         // Input may be waiting with no new edge to announce it.
         self.pending.push(c.token);
     }
@@ -330,7 +488,7 @@ impl Daemon {
     /// A handler ended the session's output: FIN to the peer, which is still read.
     pub(super) fn end_output(&mut self, key: SessionKey) {
         if let Some(Some(c)) = self.conns.get_mut(key) {
-            c.transport.shutdown_write();
+            let _ = c.transport.shutdown_write();
         }
     }
 

@@ -16,8 +16,9 @@
 //! ```
 //!
 //! Top-level keys: `greeting`, `fallback` (without it, an unmatched message is passed to the
-//! next handler of the chain), `ignore_case` (default `false`), `[[rule]]` tables. A script
-//! needs at least one of them.
+//! next handler of the chain), `ignore_case` (default `false`), `handoff_after_unmatched`
+//! (default: never), `[[rule]]` tables. A script needs at least one of `greeting`, `fallback`
+//! or a rule.
 //!
 //! Rule keys:
 //! - `match` and `pattern`: `exact` (the whole message), `prefix`, `contains`, or `regex`
@@ -29,6 +30,8 @@
 //! - `state`: the rule applies only in this dialogue state (default: in any state);
 //! - `next`: the state after the rule fires;
 //! - `close = true`: reply, then end the session;
+//! - `handoff = true`: reply, then hand the session to a person (`console-reply`, which must
+//!   follow in the chain);
 //! - `delay = "800ms"`: reply after a pause (a timer; the session goes on meanwhile).
 //!
 //! Templates (greeting, fallback, replies): `{message}` `{peer}` `{session}` `{listener}`
@@ -48,22 +51,28 @@
 //! once, still in order: the queue stays bounded.) Once a rule with `close` fired, later
 //! messages get no answer. `next` takes effect at once, delay or not.
 //!
+//! Handing over to a person: a rule with `handoff = true`, or `handoff_after_unmatched = N` (the
+//! Nth message in a row that no rule matched is passed on to the next handler instead of
+//! getting the fallback), asks for a person ([`Outbox::handoff`]). From then until an operator
+//! gives the session back, the bot is silent: every message is passed on. Replies it decided
+//! before (a delayed one) still go out.
+//!
 //! Greeting and UDP: a TCP session gets the greeting as soon as it opens. A UDP session opens
 //! with the peer's first datagram, and the tutorial's UDP client reads exactly one datagram per
 //! message it sends; a greeting of its own would put that client one answer behind for the rest
-//! of the dialogue. So on UDP the greeting rides in the same datagram as the answer to the
-//! first message this handler sees, as `greeting + "\n" + reply` (alone if that answer is
-//! `reply = ""`), and it is dropped when that first message is passed to the next handler,
-//! whose answer is then the one datagram the client expects.
+//! of the dialogue. So on UDP the greeting rides in the same datagram as the first answer the
+//! peer gets, whichever handler gives it, as `greeting + "\n" + answer`
+//! ([`Outbox::send_ahead`]).
 //!
 //! Script errors name the rule (`rule 3: bad regex in `pattern`: ...`) and carry the place of
 //! the offending value, in the config or in the script file: unknown keys, bad regexes,
 //! unknown template names, `reply` and `replies` both or neither, a `next` state no rule has as
 //! its `state` (a dead end), a `state` no rule leads to, a bad `delay`, an empty script.
 
+#[cfg(test)]
+mod handoff_tests;
 mod matcher;
 mod script;
-mod template;
 #[cfg(test)]
 mod tests;
 
@@ -76,12 +85,12 @@ use regex::CaptureLocations;
 
 use self::matcher::Probe;
 use self::script::{Pick, Rule, START, Script, StateId};
-use self::template::{Ctx, Template};
 use crate::rand::SplitMix64;
 use crate::registry::{BuildEnv, BuildError};
 use crate::settings::Settings;
+use crate::template::{Ctx, Template};
 use crate::text::{escape, trim_line_end};
-use crate::{Flow, Handler, HandlerFactory, Outbox, Proto, Scope, Session, TimerId};
+use crate::{Flow, Handler, HandlerFactory, Handoff, Outbox, Proto, Scope, Session, TimerId};
 
 /// The `scripted-reply` factory: the compiled script, shared by every session.
 #[derive(Debug)]
@@ -98,6 +107,10 @@ pub(crate) fn build(
 impl HandlerFactory for ScriptedReply {
     fn name(&self) -> &'static str {
         "scripted-reply"
+    }
+
+    fn hands_off(&self) -> bool {
+        self.0.hands_off()
     }
 
     fn session(&self) -> Box<dyn Handler> {
@@ -124,10 +137,12 @@ struct Bot {
 #[derive(Debug, Default)]
 struct Dialogue {
     state: StateId,
-    /// A UDP greeting waiting for the first answer.
-    greeting_held: bool,
     /// A rule with `close` fired.
     closing: bool,
+    /// A person has the session: the rules do not answer.
+    silent: bool,
+    /// Messages in a row that no rule matched.
+    unmatched: u32,
     /// Per rotating rule: how many times it fired.
     rotation: Vec<u32>,
     /// The `pick = "random"` generator, seeded on first use.
@@ -167,19 +182,12 @@ impl Handler for Bot {
         let Some(greeting) = self.script.greeting.as_ref().filter(|g| !g.is_empty()) else {
             return;
         };
+        let d = &mut self.dialogue;
+        d.buf.clear();
+        greeting.render(&Ctx::plain(s), &mut d.buf);
         match s.proto {
-            Proto::Udp => self.dialogue.greeting_held = true,
-            Proto::Tcp => {
-                let d = &mut self.dialogue;
-                d.buf.clear();
-                let cx = Ctx {
-                    message: "",
-                    session: s,
-                    groups: None,
-                };
-                greeting.render(&cx, &mut d.buf);
-                out.send(&d.buf);
-            }
+            Proto::Udp => out.send_ahead(&d.buf),
+            Proto::Tcp => out.send(&d.buf),
         }
     }
 
@@ -188,6 +196,9 @@ impl Handler for Bot {
         let d = &mut self.dialogue;
         if d.closing {
             return Flow::Handled;
+        }
+        if d.silent {
+            return Flow::Pass;
         }
         let line = trim_line_end(msg);
         let text = match std::str::from_utf8(line) {
@@ -208,8 +219,29 @@ impl Handler for Bot {
                 && r.pattern.is_match(&text, &script.regexes, &mut d.probe)
         });
         if let Some(rule) = rule {
+            d.unmatched = 0;
             d.fire(script, rule, &text, s, out);
+            if rule.handoff {
+                tracing::debug!(
+                    rule = rule.number,
+                    "scripted-reply: handing over to a person"
+                );
+                out.handoff();
+            }
             return Flow::Handled;
+        }
+        d.unmatched = d.unmatched.saturating_add(1);
+        if script
+            .handoff_after_unmatched
+            .is_some_and(|n| d.unmatched >= n)
+        {
+            tracing::debug!(
+                unmatched = d.unmatched,
+                "scripted-reply: handing over to a person; message passed on"
+            );
+            d.unmatched = 0;
+            out.handoff();
+            return Flow::Pass;
         }
         if let Some(fallback) = &script.fallback {
             tracing::debug!(state = script.state_name(state), "scripted-reply: fallback");
@@ -219,25 +251,26 @@ impl Handler for Bot {
                 close: false,
             };
             d.answer(
-                script,
                 &answer,
                 &Ctx {
                     message: &text,
-                    session: s,
-                    groups: None,
+                    ..Ctx::plain(s)
                 },
                 out,
             );
             return Flow::Handled;
-        }
-        if std::mem::take(&mut d.greeting_held) {
-            tracing::debug!("scripted-reply: first message passed on; UDP greeting dropped");
         }
         tracing::debug!(
             state = script.state_name(state),
             "scripted-reply: no rule, passed on"
         );
         Flow::Pass
+    }
+
+    fn on_handoff(&mut self, to: Handoff, _s: &Session, _out: &mut Outbox) {
+        let d = &mut self.dialogue;
+        d.silent = to != Handoff::Released;
+        d.unmatched = 0;
     }
 
     fn on_timer(&mut self, timer: TimerId, _s: &Session, out: &mut Outbox) {
@@ -289,10 +322,9 @@ impl Dialogue {
         if !rule.uses_groups {
             let cx = Ctx {
                 message: text,
-                session: s,
-                groups: None,
+                ..Ctx::plain(s)
             };
-            self.answer(script, &answer, &cx, out);
+            self.answer(&answer, &cx, out);
             return;
         }
         // Taken out for the call so that the groups can be read while the buffers are written.
@@ -303,30 +335,19 @@ impl Dialogue {
         let mut locs = self.groups[i].take();
         let cx = Ctx {
             message: text,
-            session: s,
             groups: rule.pattern.groups(text, &mut locs),
+            ..Ctx::plain(s)
         };
-        self.answer(script, &answer, &cx, out);
+        self.answer(&answer, &cx, out);
         self.groups[i] = locs;
     }
 
-    /// Render and send (or queue) an answer, with the held UDP greeting in front of it.
-    fn answer(&mut self, script: &Script, answer: &Answer<'_>, cx: &Ctx<'_>, out: &mut Outbox) {
+    /// Render and send (or queue) an answer.
+    fn answer(&mut self, answer: &Answer<'_>, cx: &Ctx<'_>, out: &mut Outbox) {
         let queued = answer.delay.is_some() || !self.queue.is_empty();
         let mut pending = Vec::new();
-        for (k, reply) in answer.replies.iter().enumerate() {
-            let greeting = match script.greeting.as_ref() {
-                Some(g) if k == 0 && std::mem::take(&mut self.greeting_held) => Some(g),
-                _ => None,
-            };
-            if let Some(g) = greeting {
-                self.buf.clear();
-                g.render(&Ctx { message: "", ..*cx }, &mut self.buf);
-                if !reply.is_empty() {
-                    self.buf.push(b'\n');
-                }
-                reply.render(cx, &mut self.buf);
-            } else if reply.is_empty() {
+        for reply in answer.replies {
+            if reply.is_empty() {
                 continue;
             } else if let (false, Some(text)) = (queued, reply.literal()) {
                 out.send(text);

@@ -11,9 +11,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::matcher::{MatchKind, Pattern, RegexRules};
-use super::template::{Names, Template};
 use crate::registry::{BuildEnv, BuildError, SourceFile};
 use crate::settings::Settings;
+use crate::template::{Names, Template};
 
 /// A dialogue state, as an index into [`Script::states`].
 pub(super) type StateId = usize;
@@ -30,6 +30,7 @@ struct ScriptSettings {
     greeting: Option<Spanned<String>>,
     fallback: Option<Spanned<String>>,
     ignore_case: Option<Spanned<bool>>,
+    handoff_after_unmatched: Option<Spanned<u32>>,
     #[serde(default)]
     rule: Vec<Spanned<RuleSettings>>,
 }
@@ -49,6 +50,8 @@ struct RuleSettings {
     next: Option<Spanned<String>>,
     #[serde(default)]
     close: bool,
+    #[serde(default)]
+    handoff: bool,
     delay: Option<Spanned<String>>,
 }
 
@@ -88,6 +91,8 @@ pub(super) struct Rule {
     pub(super) uses_groups: bool,
     pub(super) delay: Option<Duration>,
     pub(super) close: bool,
+    /// Hand the session to a person after answering.
+    pub(super) handoff: bool,
 }
 
 /// A compiled script, shared by every session of a listener.
@@ -102,6 +107,15 @@ pub(super) struct Script {
     pub(super) states: Vec<String>,
     /// How many rules rotate their replies (each session keeps a counter per such rule).
     pub(super) rotating: usize,
+    /// Hand the session to a person after this many messages in a row that no rule matched.
+    pub(super) handoff_after_unmatched: Option<u32>,
+}
+
+impl Script {
+    /// Whether the script may hand sessions to a person.
+    pub(super) fn hands_off(&self) -> bool {
+        self.handoff_after_unmatched.is_some() || self.rules.iter().any(|r| r.handoff)
+    }
 }
 
 impl Script {
@@ -160,6 +174,9 @@ impl ScriptSettings {
         if let Some(i) = &self.ignore_case {
             return Some(("ignore_case", i.span()));
         }
+        if let Some(h) = &self.handoff_after_unmatched {
+            return Some(("handoff_after_unmatched", h.span()));
+        }
         self.rule.first().map(|r| ("rule", r.span()))
     }
 }
@@ -178,6 +195,16 @@ fn compile(raw: ScriptSettings, span: Option<Range<usize>>) -> Result<Script, Bu
         ));
     }
     let ignore_case = raw.ignore_case.as_ref().is_some_and(|i| *i.get_ref());
+    let handoff_after_unmatched = match &raw.handoff_after_unmatched {
+        Some(n) if *n.get_ref() == 0 => {
+            return Err(BuildError::new(
+                "key `handoff_after_unmatched`: 0 would hand over before any message; write 1 \
+                 or more (or leave it out)",
+                Some(n.span()),
+            ));
+        }
+        n => n.as_ref().map(|n| *n.get_ref()),
+    };
     let top = |key: &str, value: &Spanned<String>, names| {
         Template::parse(value.get_ref(), names)
             .map_err(|e| BuildError::new(format!("key `{key}`: {e}"), Some(value.span())))
@@ -280,6 +307,14 @@ fn compile(raw: ScriptSettings, span: Option<Range<usize>>) -> Result<Script, Bu
                 }
             },
         };
+        if r.handoff && r.close {
+            return Err(rule_error(
+                number,
+                "has both `close` and `handoff`: a session that ends cannot wait for a person; \
+                 keep one",
+                rule_span,
+            ));
+        }
         let state = r.state.as_ref().map(|s| intern(s.get_ref()));
         let next = r.next.as_ref().map(|n| intern(n.get_ref()));
         rules.push(Rule {
@@ -292,6 +327,7 @@ fn compile(raw: ScriptSettings, span: Option<Range<usize>>) -> Result<Script, Bu
             pick,
             delay,
             close: r.close,
+            handoff: r.handoff,
         });
         keys.push(StateKeys {
             state: r.state.map(|s| s.span()),
@@ -307,6 +343,7 @@ fn compile(raw: ScriptSettings, span: Option<Range<usize>>) -> Result<Script, Bu
         regexes,
         states,
         rotating,
+        handoff_after_unmatched,
     })
 }
 

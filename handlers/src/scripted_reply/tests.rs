@@ -395,6 +395,7 @@ fn delay_starts_a_timer_and_replies_when_it_fires() {
         link: 0,
         id: 1,
         after: Duration::from_millis(800),
+        holds: true,
     };
     assert_eq!(out.actions(), &[timer]);
     assert_eq!(
@@ -496,50 +497,21 @@ fn tcp_greeting_is_sent_on_open() {
     assert_eq!(ask(&mut h, "help"), ["help text"]);
 }
 
-fn udp_bot(script: &str) -> Harness {
-    let mut h = bot(script);
+#[test]
+fn udp_greeting_is_sent_ahead_of_the_first_answer_whoever_gives_it() {
+    let mut h = bot(GREETER);
     h.session.proto = Proto::Udp;
-    assert!(
-        h.open().is_empty(),
-        "UDP greeting held for the first answer"
+    let out = h.open();
+    assert!(!out.has_messages(), "no datagram of its own");
+    assert_eq!(
+        out.actions(),
+        &[Action::Ahead {
+            link: 0,
+            bytes: "您好 127.0.0.1:40000".into()
+        }],
+        "the loop puts it in front of the first answer"
     );
-    h
-}
-
-#[test]
-fn udp_greeting_rides_with_the_first_answer_in_one_datagram() {
-    let mut h = udp_bot(GREETER);
-    assert_eq!(ask(&mut h, "help"), ["您好 127.0.0.1:40000\nhelp text"]);
     assert_eq!(ask(&mut h, "help"), ["help text"]);
-
-    let mut h = udp_bot(GREETER);
-    assert!(h.message(b"later").data().is_empty());
-    assert_eq!(
-        h.fire_timers().data(),
-        "您好 127.0.0.1:40000\nlater text".as_bytes()
-    );
-
-    let mut h = udp_bot(GREETER);
-    assert_eq!(
-        ask(&mut h, "hush"),
-        ["您好 127.0.0.1:40000"],
-        "alone when the reply is empty"
-    );
-
-    let mut h = udp_bot(&format!("fallback = \"?\"\n{GREETER}"));
-    assert_eq!(ask(&mut h, "zzz"), ["您好 127.0.0.1:40000\n?"]);
-}
-
-#[test]
-fn udp_greeting_is_dropped_when_the_first_message_is_passed_on() {
-    let mut h = udp_bot(GREETER);
-    assert!(h.message(b"zzz").is_empty());
-    assert_eq!(h.flow(), Some(Flow::Pass));
-    assert_eq!(
-        ask(&mut h, "help"),
-        ["help text"],
-        "one datagram per message, in step"
-    );
 }
 
 #[test]
@@ -864,12 +836,24 @@ fn support_bot_script_answers_in_chinese_and_english() {
         ask(&mut h, "订单").concat().contains("订单 12345"),
         "asks for the number"
     );
-    h.message(b"blah");
-    assert_eq!(
-        h.flow(),
-        Some(Flow::Pass),
-        "no fallback: unknown questions go to the operator"
+    assert!(
+        ask(&mut h, "blah").concat().contains("没听懂"),
+        "the fallback, the first time"
     );
+    let out = h.message(b"blah blah");
+    assert!(
+        out.actions()
+            .iter()
+            .any(|a| matches!(a, Action::Handoff { .. })),
+        "not understood twice: to a person"
+    );
+    assert_eq!(h.flow(), Some(Flow::Pass));
+    h.handoff(crate::Handoff::Waiting { position: 1 });
+    assert!(
+        h.message("人工".as_bytes()).is_empty(),
+        "silent until given back"
+    );
+    assert_eq!(h.flow(), Some(Flow::Pass));
 }
 
 #[test]
@@ -887,8 +871,7 @@ fn support_bot_refund_dialogue() {
     assert!(ask(&mut h, "12345").concat().contains("订单 12345"));
     assert!(ask(&mut h, "是").concat().contains("已提交"));
     // Back in start: a bare number is not taken as a refund any more.
-    h.message(b"12345");
-    assert_eq!(h.flow(), Some(Flow::Pass));
+    assert!(ask(&mut h, "12345").concat().contains("没听懂"));
 
     let mut h = support_bot();
     ask(&mut h, "refund");

@@ -1,6 +1,7 @@
 //! The operator console, as logic: who is attached, what each focuses on, the backlog kept
-//! while nobody is, and the commands. Lines for operators leave as [`Effect::Tell`]; the
-//! shell's control module reads and writes the terminals and sockets.
+//! while nobody is, the queue of sessions waiting for a person (kept here, run by `desk.rs`),
+//! and the commands. Lines for operators leave as [`Effect::Tell`]; the shell's control module
+//! reads and writes the terminals and sockets.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -8,6 +9,7 @@ use switchboard_handlers::text::escape;
 use switchboard_handlers::{CloseReason, Flow};
 use tracing::{info, warn};
 
+use super::desk::Desk;
 use super::drive::Input;
 use super::session::Phase;
 use super::{Core, Effect, SessionKey};
@@ -35,6 +37,10 @@ pub(super) struct Console {
     dropped: u64,
     /// The session that spoke last to the console.
     last_spoke: Option<u64>,
+    /// Sessions waiting for a person, in order (a number given at the handoff, and the key).
+    pub(super) queue: Vec<(u64, SessionKey)>,
+    /// The last handoff number given.
+    pub(super) next_seq: u64,
 }
 
 impl Console {
@@ -42,12 +48,21 @@ impl Console {
         self.ops.len()
     }
 
-    fn tell(&self, op: OpId, line: impl Into<String>, effects: &mut VecDeque<Effect>) {
+    pub(super) fn tell(&self, op: OpId, line: impl Into<String>, effects: &mut VecDeque<Effect>) {
         effects.push_back(Effect::Tell(op, line.into()));
     }
 
+    pub(super) fn name_of(&self, op: OpId) -> Option<&str> {
+        self.ops.get(&op).map(|o| o.name.as_str())
+    }
+
     /// A line for every operator but `except`, or for the backlog when nobody is attached.
-    fn broadcast(&mut self, line: &str, except: Option<OpId>, effects: &mut VecDeque<Effect>) {
+    pub(super) fn broadcast(
+        &mut self,
+        line: &str,
+        except: Option<OpId>,
+        effects: &mut VecDeque<Effect>,
+    ) {
         if self.ops.is_empty() {
             if self.backlog.len() >= BACKLOG_MAX {
                 self.backlog.pop_front();
@@ -97,13 +112,27 @@ impl Core {
                 c.tell(op, line, fx);
             }
         }
+        if !c.queue.is_empty() {
+            let ids: Vec<String> = c
+                .queue
+                .iter()
+                .map(|&(_, k)| format!("#{}", self.sessions[k].info.id))
+                .collect();
+            let line = format!(
+                "-- {} session(s) waiting for a person: {}; /take ID to answer --",
+                ids.len(),
+                ids.join(" ")
+            );
+            c.tell(op, line, fx);
+        }
         c.ops.insert(op, Operator { name, focus: None });
     }
 
-    /// An operator left.
+    /// An operator left: the sessions they had go back to the queue.
     pub(crate) fn detach_operator(&mut self, op: OpId, why: &str) {
         if let Some(o) = self.console.ops.remove(&op) {
             info!(event = "operator_detached", operator = %o.name, why, "operator detached");
+            self.requeue_taken_by(op, &o.name);
         }
     }
 
@@ -122,7 +151,7 @@ impl Core {
             .find(|&k| self.sessions[k].info.id == id)
     }
 
-    fn console_tag(&self, key: SessionKey) -> String {
+    pub(super) fn console_tag(&self, key: SessionKey) -> String {
         let s = &self.sessions[key].info;
         console::tag(s.id, &s.listener, s.proto, s.peer)
     }
@@ -145,6 +174,7 @@ impl Core {
 
     /// Tell operators a console session ended.
     pub(super) fn console_closed(&mut self, key: SessionKey, reason: CloseReason) {
+        self.dequeue(key);
         if self.console.attached() > 0 {
             let line = format!("[{}] session closed ({reason})", self.console_tag(key));
             self.console.broadcast(&line, None, &mut self.effects);
@@ -176,24 +206,28 @@ impl Core {
                         self.now.saturating_duration_since(s.last_active),
                         s.unanswered,
                         focus == Some(s.info.id),
+                        &self.desk_label(key),
                     );
                     self.console.tell(op, row, &mut self.effects);
                 }
             }
+            Command::Take(id) => match self.find_session(id) {
+                Some(key) => self.take(op, key, true),
+                None => self.no_session(op, id),
+            },
+            Command::Release(id) => match self.find_session(id) {
+                Some(key) => self.give_back(op, key),
+                None => self.no_session(op, id),
+            },
+            Command::Canned(name) => self.canned(op, name.as_deref()),
             Command::To(id) => match self.find_session(id) {
                 Some(key) => {
                     let tag = self.console_tag(key);
-                    if let Some(o) = self.console.ops.get_mut(&op) {
-                        o.focus = Some(id);
-                    }
+                    self.set_focus(op, id);
                     self.console
                         .tell(op, format!("now replying to [{tag}]"), &mut self.effects);
                 }
-                None => self.console.tell(
-                    op,
-                    format!("(!) no open session #{id}; /list shows them"),
-                    &mut self.effects,
-                ),
+                None => self.no_session(op, id),
             },
             Command::Close(id) => match self.find_session(id) {
                 Some(key) => {
@@ -206,9 +240,13 @@ impl Core {
                         .tell(op, format!("(!) no open session #{id}"), &mut self.effects)
                 }
             },
-            Command::At(id, text) => self.operator_reply(op, id, &text),
+            Command::At(id, text) => {
+                self.operator_reply(op, id, &text);
+            }
             Command::Reply(text) => match self.focus_of(op) {
-                Some(id) => self.operator_reply(op, id, &text),
+                Some(id) => {
+                    self.operator_reply(op, id, &text);
+                }
                 None => self.console.tell(
                     op,
                     "(!) no session to reply to yet; /list shows the open ones",
@@ -227,22 +265,119 @@ impl Core {
             .or(self.console.last_spoke)
     }
 
-    fn operator_reply(&mut self, op: OpId, id: u64, text: &str) {
+    fn no_session(&mut self, op: OpId, id: u64) {
+        let line = format!("(!) no open session #{id}; /list shows them");
+        self.console.tell(op, line, &mut self.effects);
+    }
+
+    pub(super) fn set_focus(&mut self, op: OpId, id: u64) {
+        if let Some(o) = self.console.ops.get_mut(&op) {
+            o.focus = Some(id);
+        }
+    }
+
+    /// `/c NAME`: a canned reply to the focused session; `/c`: the canned replies there are.
+    fn canned(&mut self, op: OpId, name: Option<&str>) {
+        let focus = self.focus_of(op).and_then(|id| self.find_session(id));
+        let Some(name) = name else {
+            // Those of the focused session's listener, or of every console listener.
+            let mut seen = Vec::new();
+            for (lid, l) in self.listeners() {
+                if focus.is_some_and(|k| self.sessions[k].listener.0 != lid.0) {
+                    continue;
+                }
+                for h in &l.cfg.handlers {
+                    for (n, text) in h.canned() {
+                        let line = format!("  /c {n:<12} {}", escape(text.as_bytes()));
+                        if !seen.contains(&line) {
+                            seen.push(line);
+                        }
+                    }
+                }
+            }
+            if seen.is_empty() {
+                seen.push(
+                    "no canned replies: set [listener.console-reply] canned = { NAME = \"...\" }"
+                        .into(),
+                );
+            }
+            for line in seen {
+                self.console.tell(op, line, &mut self.effects);
+            }
+            return;
+        };
+        let Some(key) = focus else {
+            self.console.tell(
+                op,
+                "(!) no session to reply to yet; /to ID first (/list shows them)",
+                &mut self.effects,
+            );
+            return;
+        };
+        let s = &self.sessions[key];
+        let text = s
+            .cfg
+            .handlers
+            .iter()
+            .find_map(|h| h.render_canned(name, &s.info));
+        match text {
+            Some(text) => {
+                let id = s.info.id;
+                if self.operator_reply(op, id, &text) {
+                    // They did not type it: show them what went out.
+                    let line = format!(
+                        "[{}] {}> {}",
+                        self.console_tag(key),
+                        self.op_name(op),
+                        escape(text.as_bytes())
+                    );
+                    self.console.tell(op, line, &mut self.effects);
+                }
+            }
+            None => {
+                let line = format!("(!) no canned reply named {name:?}; /c lists them");
+                self.console.tell(op, line, &mut self.effects);
+            }
+        }
+    }
+
+    /// An operator's reply to session `id`; whether it was sent.
+    fn operator_reply(&mut self, op: OpId, id: u64, text: &str) -> bool {
         let Some(key) = self.find_session(id) else {
             let line = format!(
                 "(!) session #{id} has ended (or is closing); your reply was not sent (/list shows the open ones)"
             );
             self.console.tell(op, line, &mut self.effects);
-            return;
+            return false;
         };
+        match self.sessions[key].desk.with {
+            Desk::Taken { op: owner, .. } if owner == op => {}
+            Desk::Taken { op: owner, .. } => {
+                let line = format!(
+                    "(!) #{id} is taken by {}; your reply was not sent (/take {id} to take it over)",
+                    self.op_name(owner)
+                );
+                self.console.tell(op, line, &mut self.effects);
+                return false;
+            }
+            // Answering a session takes it: its bot falls silent.
+            Desk::Bot | Desk::Waiting { .. } => self.take(op, key, false),
+        }
+        if self.find_session(id).is_none() {
+            return false;
+        }
         let tag = self.console_tag(key);
-        if self.drive(key, Input::Operator(text)) == Flow::Pass {
+        let name = self.op_name(op);
+        self.said.operator = Some(name.clone());
+        let flow = self.drive(key, Input::Operator(text));
+        self.said.operator = None;
+        if flow == Flow::Pass {
             let line = format!("(!) no handler of session #{id} takes replies");
             self.console.tell(op, line, &mut self.effects);
-            return;
+            return false;
         }
-        let name = self.console.ops.get(&op).map_or("", |o| &o.name);
         let line = format!("[{tag}] {name}> {}", escape(text.as_bytes()));
         self.console.broadcast(&line, Some(op), &mut self.effects);
+        true
     }
 }

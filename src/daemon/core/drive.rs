@@ -1,13 +1,17 @@
 //! The one path from any input to a session's chain and back: [`Core::drive`] refreshes the
-//! session (its clock and the operator count), calls the chain for the input, and applies
-//! what the handlers put in the outbox; and the ends of a session ([`Core::begin_draining`],
-//! [`Core::end`], [`Core::release`]).
+//! session (its clock, the operator count, a waiting session's place in the queue), calls the
+//! chain for the input, takes a handoff asked meanwhile (`desk.rs`), records and shapes what
+//! the handlers said (`replies.rs`) and applies the outbox; and the ends of a session
+//! ([`Core::begin_draining`], [`Core::end`], [`Core::release`]).
 
-use switchboard_handlers::text::escape;
-use switchboard_handlers::{Action, ChannelEvent, ChannelId, CloseReason, Flow, Scope, TimerId};
+use switchboard_handlers::text::{escape, lossy, trim_line_end};
+use switchboard_handlers::{
+    Action, ChannelEvent, ChannelId, CloseReason, Flow, Handoff, Scope, TimerId,
+};
 use tracing::{debug, info, warn};
 
 use super::due::Due;
+use super::replies::Said;
 use super::session::{HandlerTimer, LINGER, OutputEnd, Phase};
 use super::{Core, Effect, RunState, SessionKey, Staged};
 use crate::framing::{Framer, TooLong};
@@ -27,6 +31,8 @@ pub(super) enum Input<'a> {
     Operator(&'a str),
     /// A handler timer fired.
     Timer { link: usize, id: TimerId },
+    /// The session's standing with the people at the console changed.
+    Handoff(Handoff),
     /// Something happened on a channel of link `link`.
     Channel {
         link: usize,
@@ -41,14 +47,30 @@ impl Core {
     pub(super) fn drive(&mut self, key: SessionKey, input: Input<'_>) -> Flow {
         self.unstage();
         self.out.clear();
+        self.said.begin();
         let operators = self.console.attached();
         let (now, debug) = (self.now, self.debug);
+        let recording = self.records(key);
+        // Units are kept only where they are used: recording, or one reply per message.
+        let units = recording || self.counts_replies(key);
+        let moved = match input {
+            Input::Handoff(_) => None,
+            _ => self.moved_position(key),
+        };
         let Some(s) = self.sessions.get_mut(key) else {
             return Flow::Pass;
         };
         s.info.now = self.wall;
         s.info.operators = operators;
         let out = &mut self.out;
+        let said = &mut self.said;
+        // What is said before any message (an event, a moved place in the queue) is a unit.
+        if units {
+            said.mark(0, None, false);
+        }
+        if let Some(position) = moved {
+            s.chain.handoff(Handoff::Waiting { position }, &s.info, out);
+        }
         let mut too_long = false;
         let flow = match input {
             Input::Open => {
@@ -63,6 +85,10 @@ impl Core {
                 s.chain.timer(link, id, &s.info, out);
                 Flow::Handled
             }
+            Input::Handoff(to) => {
+                s.chain.handoff(to, &s.info, out);
+                Flow::Handled
+            }
             Input::Channel { link, id, event } => {
                 s.chain.channel(link, id, event, &s.info, out);
                 Flow::Handled
@@ -74,6 +100,9 @@ impl Core {
                 let (chain, info, counts) = (&mut s.chain, &s.info, &mut s.counts);
                 let result = s.framer.decode(data, |msg| {
                     counts.msgs_in += 1;
+                    if units {
+                        heard(said, out, msg, recording);
+                    }
                     deliver(chain, info, msg, out, debug);
                 });
                 // The unfinished message (if any) began with this read unless it was there
@@ -104,11 +133,19 @@ impl Core {
                 let (chain, info, counts) = (&mut s.chain, &s.info, &mut s.counts);
                 s.framer.finish(|msg| {
                     counts.msgs_in += 1;
+                    if units {
+                        heard(said, out, msg, recording);
+                    }
                     deliver(chain, info, msg, out, debug);
                 });
                 Flow::Handled
             }
         };
+        if self.out.handoff_asked() {
+            // Recorded first, so that the operators see the message that asked for them.
+            self.record(key);
+            self.hand_over(key);
+        }
         self.apply(key);
         if too_long {
             self.begin_draining(key, CloseReason::TooLong);
@@ -120,9 +157,12 @@ impl Core {
     /// Turn what the handlers put in the outbox into output, timers and closes.
     fn apply(&mut self, key: SessionKey) {
         let mut fate = None;
-        let Some(s) = self.sessions.get_mut(key) else {
+        if !self.sessions.contains(key) {
             return;
-        };
+        }
+        self.record(key);
+        self.shape(key);
+        let s = &mut self.sessions[key];
         if self.out.has_messages() && s.output_end != OutputEnd::Open {
             if self.debug {
                 debug!(
@@ -215,7 +255,11 @@ impl Core {
                 }
             }
             Action::Timer {
-                link, id, after, ..
+                link,
+                id,
+                after,
+                holds,
+                ..
             } => {
                 if s.chain.is_closing() || !s.is_live() {
                     return;
@@ -223,7 +267,12 @@ impl Core {
                 s.forget_timer(link, id);
                 self.timer_seq += 1;
                 let seq = self.timer_seq;
-                s.timers.push(HandlerTimer { link, id, seq });
+                s.timers.push(HandlerTimer {
+                    link,
+                    id,
+                    seq,
+                    holds,
+                });
                 let sref = s.key_id(key);
                 self.timers.push(self.now + after, Due::Handler(sref, seq));
             }
@@ -243,6 +292,8 @@ impl Core {
                     self.close_channel(key, slot);
                 }
             }
+            // Taken during the drive (`hand_over`) and when shaping the replies (`shape`).
+            Action::Handoff { .. } | Action::Ahead { .. } => {}
             Action::Reset { reason, .. } => self.reset_session(key, reason),
             Action::EndOutput => {
                 if s.output_end == OutputEnd::Open && !matches!(s.framer, Framer::Datagram { .. }) {
@@ -297,7 +348,7 @@ impl Core {
             // A handler (or a fault) asked for the end: its timers are forgotten.
             s.timers.clear();
         } else {
-            if !s.timers.is_empty() {
+            if s.waits_for_timers() {
                 let sref = s.key_id(key);
                 self.timers
                     .push(self.now + self.drain_timeout, Due::Drained(sref));
@@ -343,6 +394,8 @@ impl Core {
             s.shaper = None;
         }
         let (lid, peer, id, counts) = (s.listener, s.info.peer, s.info.id, s.counts);
+        let tls = s.tls.as_ref().map(|t| t.version);
+        let client_cert = s.info.client_cert.clone();
         let has_channels = !s.channels.is_empty();
         let reset = s.reset || reason == CloseReason::PeerReset;
         let takes_operator = s.cfg.takes_operator();
@@ -382,6 +435,8 @@ impl Core {
                     messages_in = counts.msgs_in,
                     messages_out = counts.msgs_out,
                     duration_us = duration.as_micros() as u64,
+                    tls,
+                    client_cert = client_cert.as_deref(),
                     "session closed"
                 )
             });
@@ -423,6 +478,13 @@ impl Core {
             self.check_done();
         }
     }
+}
+
+/// A message of the peer starts a unit of the drive (see `replies.rs`), with its text when
+/// the session records what is said.
+fn heard(said: &mut Said, out: &switchboard_handlers::Outbox, msg: &[u8], recording: bool) {
+    let text = recording.then(|| lossy(trim_line_end(msg)).into_owned());
+    said.mark(out.message_count(), text, true);
 }
 
 /// Give one message to a session's chain; the answers accumulate in `out`.

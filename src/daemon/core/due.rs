@@ -11,6 +11,8 @@ use super::{Core, RunState};
 /// What a core deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Due {
+    /// A session's TLS handshake or PROXY header is due.
+    Handshake(SessionRef),
     /// Check a session for idleness.
     Idle(SessionRef),
     /// A handler timer; the number tells whether it is still the pending one.
@@ -56,6 +58,7 @@ impl Core {
 
     fn fire(&mut self, due: Due) {
         match due {
+            Due::Handshake(r) => self.front_due(r),
             Due::Idle(r) => {
                 if self.live(r) != Some(Phase::Open) {
                     return;
@@ -110,7 +113,7 @@ impl Core {
                     let s = &self.sessions[r.key];
                     warn!(
                         session = r.id,
-                        timers = s.timers.len(),
+                        timers = s.timers.iter().filter(|t| t.holds).count(),
                         event = "drain_timeout",
                         "drain_timeout passed with handler timers still pending; closing the session"
                     );

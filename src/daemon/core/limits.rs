@@ -169,6 +169,7 @@ pub(crate) enum Event {
     BlockedPort,
     TooLarge,
     ReplyRate,
+    Handshake,
 }
 
 /// Why a peer is not served.
@@ -179,6 +180,8 @@ pub(crate) enum Refusal {
     MaxPerIp(usize),
     AcceptRate(Rate),
     BlockedPort(u16),
+    /// A PROXY-protocol listener's connection from an address not in `trusted`.
+    Untrusted,
     MaxChildren(usize),
 }
 
@@ -246,10 +249,15 @@ impl State {
         if cfg.proto == Proto::Udp && l.port_blocked(peer.port()) {
             return Some(Refusal::BlockedPort(peer.port()));
         }
-        if !l.acl.is_open() {
-            match l.acl.check(peer.ip()) {
-                Verdict::Allowed => {}
-                v => return Some(Refusal::Rules(v)),
+        match &cfg.proxy {
+            // Behind a balancer the rules and the per-address limit wait for the real
+            // address (`judge_real`); only the balancers may connect.
+            Some(p) if !p.trusts(peer.ip()) => return Some(Refusal::Untrusted),
+            Some(_) => {}
+            None => {
+                if let Some(r) = self.judge_address(cfg, peer) {
+                    return Some(r);
+                }
             }
         }
         if let Some(max) = l.max_connections
@@ -262,12 +270,6 @@ impl State {
         {
             return Some(Refusal::MaxChildren(max));
         }
-        if let Some(max) = l.max_per_ip
-            && (l.max_per_ip_loopback || !canonical(peer.ip()).is_loopback())
-            && self.sessions_from(peer.ip()) >= max
-        {
-            return Some(Refusal::MaxPerIp(max));
-        }
         if let Some(rate) = l.accept_rate {
             let bucket = match &mut self.accept {
                 Some(b) if b.rate == rate => b,
@@ -278,6 +280,39 @@ impl State {
             }
         }
         None
+    }
+
+    /// The rules and the per-address limit, for a session from `peer` (not yet counted).
+    fn judge_address(&self, cfg: &ListenerConfig, peer: SocketAddr) -> Option<Refusal> {
+        let l = &cfg.limits;
+        if !l.acl.is_open() {
+            match l.acl.check(peer.ip()) {
+                Verdict::Allowed => {}
+                v => return Some(Refusal::Rules(v)),
+            }
+        }
+        if let Some(max) = l.max_per_ip
+            && (l.max_per_ip_loopback || !canonical(peer.ip()).is_loopback())
+            && self.sessions_from(peer.ip()) >= max
+        {
+            return Some(Refusal::MaxPerIp(max));
+        }
+        None
+    }
+
+    /// A session counted under `from` (a balancer) turns out to come from `real` (its PROXY
+    /// header): the rules and the per-address limit on `real`. Admitted, it is counted under
+    /// `real`; refused, it stays under `from`.
+    pub(crate) fn judge_real(
+        &mut self,
+        cfg: &ListenerConfig,
+        from: SocketAddr,
+        real: SocketAddr,
+    ) -> Option<Refusal> {
+        self.closed(from);
+        let refusal = self.judge_address(cfg, real);
+        self.opened(if refusal.is_some() { from } else { real });
+        refusal
     }
 
     /// Whether a line about `event` from `ip` may be logged now: the number held back since

@@ -200,10 +200,28 @@ impl Listener {
         }
     }
 
+    /// The real peer a PROXY header named for a session counted under `from`: the rules and
+    /// the per-address limit again; a refusal is counted and logged like any other.
+    pub(crate) fn admit_real(
+        &mut self,
+        from: SocketAddr,
+        real: SocketAddr,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        match self.limits.judge_real(&self.cfg, from, real) {
+            None => Ok(()),
+            Some(refusal) => {
+                self.stats.refused += 1;
+                self.log_refusal(real, refusal, now);
+                Err(refusal)
+            }
+        }
+    }
+
     /// Log why a peer is refused, at most once per address and interval.
     fn log_refusal(&mut self, peer: SocketAddr, refusal: Refusal, now: Instant) {
         let event = match refusal {
-            Refusal::Rules(_) => Event::Refused,
+            Refusal::Rules(_) | Refusal::Untrusted => Event::Refused,
             Refusal::BlockedPort(_) => Event::BlockedPort,
             _ => Event::OverLimit,
         };
@@ -219,6 +237,10 @@ impl Listener {
                 };
                 warn!(parent: span, event = "refused", reason = "rules", %peer, rule, suppressed,
                     "peer refused by the allow/deny rules");
+            }
+            Refusal::Untrusted => {
+                warn!(parent: span, event = "refused", reason = "proxy_untrusted", %peer, suppressed,
+                    "connection refused: the listener takes the PROXY protocol and this address is not in its trusted list");
             }
             Refusal::BlockedPort(port) => {
                 warn!(parent: span, event = "refused", reason = "blocked_port", %peer, port, suppressed,

@@ -24,6 +24,8 @@ pub(crate) struct Stats {
     pub(crate) errors: u64,
     /// Sessions or datagrams turned away (access rules, limits).
     pub(crate) refused: u64,
+    /// Connections whose TLS handshake or PROXY header failed or timed out.
+    pub(crate) handshakes_failed: u64,
     /// Traffic of sessions that have ended.
     pub(crate) traffic: Counts,
 }
@@ -42,6 +44,7 @@ impl Stats {
         self.closed += o.closed;
         self.errors += o.errors;
         self.refused += o.refused;
+        self.handshakes_failed += o.handshakes_failed;
         self.add(&o.traffic);
     }
 }
@@ -130,7 +133,7 @@ pub(crate) fn status_lines(rows: &[Row], sessions: usize, operators: usize) -> V
     for r in rows {
         let t = r.stats.traffic;
         lines.push(format!(
-            "{} {}/{} {}: active {} opened {} closed {} refused {} errors {} messages in {} out {} bytes in {} out {}",
+            "{} {}/{} {}: active {} opened {} closed {} refused {} errors {} handshakes failed {} messages in {} out {} bytes in {} out {}",
             r.name,
             r.addr,
             r.proto,
@@ -140,6 +143,7 @@ pub(crate) fn status_lines(rows: &[Row], sessions: usize, operators: usize) -> V
             r.stats.closed,
             r.stats.refused,
             r.stats.errors,
+            r.stats.handshakes_failed,
             t.msgs_in,
             t.msgs_out,
             t.bytes_in,
@@ -152,7 +156,7 @@ pub(crate) fn status_lines(rows: &[Row], sessions: usize, operators: usize) -> V
 /// The Prometheus text exposition.
 pub(crate) fn prometheus(rows: &[Row]) -> String {
     type Value = fn(&Row) -> u64;
-    const METRICS: [(&str, &str, &str, Value); 10] = [
+    const METRICS: [(&str, &str, &str, Value); 11] = [
         ("sessions_active", "gauge", "Sessions open now.", |r| {
             r.active as u64
         }),
@@ -179,6 +183,12 @@ pub(crate) fn prometheus(rows: &[Row]) -> String {
             "counter",
             "Sessions ended by an error.",
             |r| r.stats.errors,
+        ),
+        (
+            "handshakes_failed_total",
+            "counter",
+            "Connections closed because their TLS handshake or PROXY header failed or timed out.",
+            |r| r.stats.handshakes_failed,
         ),
         ("messages_in_total", "counter", "Messages received.", |r| {
             r.stats.traffic.msgs_in

@@ -14,14 +14,17 @@
 mod channels;
 mod console;
 mod datagrams;
+mod desk;
 mod drive;
 mod due;
 mod faults;
+mod front;
 mod limits;
 mod listeners;
 mod metrics;
 mod output;
 mod reload;
+mod replies;
 mod session;
 mod shared;
 #[cfg(test)]
@@ -43,8 +46,9 @@ use due::Due;
 pub(crate) use limits::Refusal;
 pub(crate) use listeners::{Listener, ListenerId, ListenerPhase};
 pub(crate) use reload::ReloadSummary;
-pub(crate) use session::ReadMode;
+pub(crate) use replies::Record;
 use session::{Phase, Session};
+pub(crate) use session::{ReadMode, TlsInfo};
 
 use super::timers::Timers;
 use crate::config::ListenerConfig;
@@ -74,6 +78,8 @@ pub(crate) enum Effect {
     Tell(OpId, String),
     /// Datagrams are ready to send: [`Core::datagrams`].
     Datagrams,
+    /// Transcript lines are ready to write: [`Core::take_records`].
+    Transcripts,
     /// Open a channel: [`Core::channel_open`] says what; report with
     /// [`Core::channel_opened`], or [`Core::channel_closed`] if it cannot be opened.
     OpenChannel(ChanRef),
@@ -147,6 +153,8 @@ pub(crate) struct Core {
     datagrams: Datagrams,
     /// The one outbox every handler call writes into.
     out: Outbox,
+    /// What the drive in progress heard and said, and the transcript lines for the shell.
+    said: replies::Said,
     /// Framed output (line framing's newlines) for the last drive.
     scratch: Vec<u8>,
     staged: Option<Staged>,
@@ -177,6 +185,7 @@ impl Core {
             console: console::Console::default(),
             datagrams: Datagrams::default(),
             out: Outbox::new(),
+            said: replies::Said::default(),
             scratch: Vec::new(),
             staged: None,
             state: RunState::Running,
@@ -279,7 +288,11 @@ impl Core {
         let now = self.now;
         let l = &mut self.listeners[lid.0];
         l.admit(peer, now)?;
-        Ok(self.insert_session(lid, peer))
+        let key = self.insert_session(lid, peer);
+        if self.sessions[key].cfg.has_front() {
+            self.arm_front(key);
+        }
+        Ok(key)
     }
 
     fn insert_session(&mut self, lid: ListenerId, peer: SocketAddr) -> SessionKey {
@@ -303,9 +316,11 @@ impl Core {
             peer,
             now: self.wall,
             operators: self.console.attached(),
+            client_cert: None,
         };
         self.sessions.insert(Session {
             info,
+            desk: desk::Attendance::for_listener(&cfg),
             listener: lid,
             chain: Chain::new(&cfg.handlers),
             framer,
@@ -320,6 +335,9 @@ impl Core {
             write_timer: false,
             counts: session::Counts::default(),
             unanswered: 0,
+            front: session::Front::Ready,
+            front_deadline: self.now,
+            tls: None,
             channels: Vec::new(),
             output_end: session::OutputEnd::Open,
             reset: false,

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use switchboard_handlers::{Chain, ChannelId, CloseReason, TimerId};
 
 use super::channels::Channel;
+use super::desk::Attendance;
 use super::{ListenerId, SessionKey};
 use crate::config::ListenerConfig;
 use crate::faults::shape::Shaper;
@@ -53,6 +54,38 @@ pub(crate) enum Phase {
     },
 }
 
+/// What stands before a session in `Handshake` opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Front {
+    /// Nothing (any more): the transport is ready.
+    Ready,
+    /// A PROXY protocol header.
+    Header,
+    /// A TLS handshake.
+    Tls,
+}
+
+impl Front {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Front::Ready => "ready",
+            Front::Header => "proxy_header",
+            Front::Tls => "tls",
+        }
+    }
+}
+
+/// What the TLS handshake settled, for the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsInfo {
+    /// `1.2` or `1.3`.
+    pub(crate) version: &'static str,
+    /// The server name the client asked for.
+    pub(crate) sni: Option<Box<str>>,
+    /// The subject of the client's certificate.
+    pub(crate) client_cert: Option<std::sync::Arc<str>>,
+}
+
 /// Per-session traffic counts, logged when it ends and added to its listener's counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Counts {
@@ -68,6 +101,8 @@ pub(crate) struct HandlerTimer {
     pub(crate) link: usize,
     pub(crate) id: TimerId,
     pub(crate) seq: u64,
+    /// A session that ends waits for it (not for a soft timer).
+    pub(crate) holds: bool,
 }
 
 /// What the shell should do with a session's socket before reading from it.
@@ -119,6 +154,13 @@ pub(crate) struct Session {
     pub(crate) counts: Counts,
     /// Messages shown to the operator since the last operator reply.
     pub(crate) unanswered: u32,
+    /// In `Handshake`: what is still to come before the session opens, and until when.
+    pub(crate) front: Front,
+    pub(crate) front_deadline: Instant,
+    /// The TLS handshake's outcome, on a TLS listener.
+    pub(crate) tls: Option<Box<TlsInfo>>,
+    /// Who answers it, its recent messages, and what the reply discipline keeps for it.
+    pub(crate) desk: Attendance,
     /// The channels its handlers opened, by slot (`core/channels.rs`).
     pub(crate) channels: Vec<Option<Channel>>,
     /// A handler ended its output (half-close).
@@ -164,16 +206,21 @@ impl Session {
     }
 
     /// Whether a draining session may end: nothing left to write and, unless a handler (or a
-    /// fault) asked for the end, no handler timer pending and no channel open.
+    /// fault) asked for the end, no handler timer pending that it waits for and no channel open.
     pub(crate) fn drained(&self, staged: bool) -> bool {
         matches!(self.phase, Phase::Draining(_))
             && self.pending.is_empty()
             && !staged
             && self.held() == 0
-            && self.timers.is_empty()
+            && !self.waits_for_timers()
             && (self.chain.is_closing()
                 || self.fault_closing
                 || self.channels.iter().all(Option::is_none))
+    }
+
+    /// Whether a handler timer it waits for is pending.
+    pub(crate) fn waits_for_timers(&self) -> bool {
+        self.timers.iter().any(|t| t.holds)
     }
 
     /// The channel `(link, id)` and its slot.

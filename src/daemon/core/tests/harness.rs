@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use switchboard_handlers::CloseReason;
 
-use super::super::{ChanRef, Core, Effect, ListenerId, OpId, ReadMode, SessionKey};
+use super::super::{
+    ChanRef, Core, Effect, ListenerId, OpId, ReadMode, Record, Refusal, SessionKey,
+};
 use crate::config::{self, Config};
 
 /// The far end of a session's connection, as the shell would see its socket.
@@ -67,6 +69,8 @@ pub(super) struct Harness {
     pub(super) stopped: Vec<ListenerId>,
     /// Every effect, in order.
     pub(super) effects: Vec<Effect>,
+    /// Transcript lines the core handed over.
+    pub(super) records: Vec<Record>,
     /// The channels the core opened.
     pub(super) children: HashMap<ChanRef, Child>,
     /// Channels are not reported open by themselves (a connection still connecting).
@@ -110,6 +114,7 @@ impl Harness {
             told: Vec::new(),
             stopped: Vec::new(),
             effects: Vec::new(),
+            records: Vec::new(),
             children: HashMap::new(),
             hold_opens: false,
         };
@@ -138,6 +143,23 @@ impl Harness {
         self.core.open(key);
         self.settle();
         Some(key)
+    }
+
+    /// A TCP connection from `peer` admitted but not opened: something stands in front of
+    /// it (a PROXY header, a TLS handshake).
+    pub(super) fn admit(&mut self, name: &str, peer: &str) -> Result<SessionKey, Refusal> {
+        let key = self
+            .core
+            .admit(self.listener(name), peer.parse().unwrap())?;
+        self.peers.insert(
+            key,
+            Peer {
+                room: usize::MAX,
+                ..Peer::default()
+            },
+        );
+        self.settle();
+        Ok(key)
     }
 
     /// Bytes from the peer, if the session reads now.
@@ -248,6 +270,10 @@ impl Harness {
                 }
                 Effect::StopListener(id) => self.stopped.push(id),
                 Effect::Tell(op, line) => self.told.push((op, line)),
+                Effect::Transcripts => {
+                    let records = self.core.take_records();
+                    self.records.extend(records);
+                }
                 Effect::Datagrams => {
                     for (l, p, d) in self.core.datagrams().iter() {
                         self.datagrams.push((l, p, d.to_vec()));

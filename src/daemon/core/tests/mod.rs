@@ -2,7 +2,9 @@
 //! batches, the console, reload and metrics, with a virtual clock and no sockets.
 
 mod channels;
+mod desk;
 mod faults;
+mod front;
 mod harness;
 mod reload;
 mod udp;

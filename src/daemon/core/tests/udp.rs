@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::harness::Harness;
 use super::{RunState, SEC};
 
-fn udp(handlers: &str, extra: &str) -> String {
+pub(super) fn udp(handlers: &str, extra: &str) -> String {
     format!(
         "[[listener]]\nname = \"u\"\nprotocol = \"udp\"\nip = \"127.0.0.1\"\nport = 0\nhandlers = {handlers}\n{extra}\n"
     )

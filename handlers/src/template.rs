@@ -1,5 +1,7 @@
-//! Reply templates: text with `{name}` placeholders, parsed once when the script is built and
-//! rendered straight into a reusable byte buffer, so a reply costs no allocation.
+//! Reply templates: text with `{name}` placeholders, parsed once when the handler is built and
+//! rendered straight into a reusable byte buffer, so a reply costs no allocation. Used by
+//! `scripted-reply` (greeting, fallback, replies) and `console-reply` (its automatic texts and
+//! canned replies).
 
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,6 +12,8 @@ use crate::Session;
 
 /// The names every template knows, for error messages.
 const KNOWN: &str = "{message} {peer} {session} {listener} {time} {date}";
+/// The names of templates written without a message at hand.
+const KNOWN_NO_MESSAGE: &str = "{peer} {session} {listener} {time} {date}";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
@@ -22,13 +26,22 @@ enum Piece {
     Date,
     /// A regex group by number (0 is the whole match); named groups are resolved to numbers.
     Group(usize),
+    /// The session's place in the queue for a person (1 is next).
+    Position,
+    /// How many sessions wait before it (`position - 1`).
+    Ahead,
 }
 
 /// What a template may refer to, which depends on where it is written.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Names<'a> {
+pub(crate) enum Names<'a> {
     /// The greeting: no message exists yet when a session opens.
     Greeting,
+    /// A text sent without a message to refer to (an operator's canned reply, an automatic
+    /// answer of `console-reply`).
+    NoMessage,
+    /// A text telling a waiting session its place in the queue: `{position}` and `{ahead}` too.
+    Queue,
     /// The fallback or a rule that is not a regex: the message, but no groups.
     Plain,
     /// A regex rule: its groups too.
@@ -37,23 +50,37 @@ pub(super) enum Names<'a> {
 
 /// What a template is rendered with.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     /// The message as matched (decoded, line end trimmed); empty for the greeting.
-    pub(super) message: &'a str,
-    pub(super) session: &'a Session,
+    pub(crate) message: &'a str,
+    pub(crate) session: &'a Session,
     /// The groups of the rule's regex in `message`, when the template uses any.
-    pub(super) groups: Option<&'a CaptureLocations>,
+    pub(crate) groups: Option<&'a CaptureLocations>,
+    /// The session's place in the queue for a person (queue texts only; 0 elsewhere).
+    pub(crate) position: usize,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context with no message, no groups and no place in a queue.
+    pub(crate) fn plain(session: &'a Session) -> Ctx<'a> {
+        Ctx {
+            message: "",
+            session,
+            groups: None,
+            position: 0,
+        }
+    }
 }
 
 /// A parsed template.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Template {
+pub(crate) struct Template {
     pieces: Vec<Piece>,
 }
 
 impl Template {
     /// Parse `src`: `{name}` is a placeholder, `{{` and `}}` are literal braces.
-    pub(super) fn parse(src: &str, names: Names<'_>) -> Result<Template, String> {
+    pub(crate) fn parse(src: &str, names: Names<'_>) -> Result<Template, String> {
         let mut pieces = Vec::new();
         let mut text = String::new();
         let mut rest = src;
@@ -87,12 +114,12 @@ impl Template {
     }
 
     /// Whether the template renders nothing at all (`reply = ""`).
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.pieces.is_empty()
     }
 
     /// The text, when the template has no placeholders: it is sent as it is.
-    pub(super) fn literal(&self) -> Option<&[u8]> {
+    pub(crate) fn literal(&self) -> Option<&[u8]> {
         match self.pieces.as_slice() {
             [Piece::Text(t)] => Some(t.as_bytes()),
             _ => None,
@@ -100,12 +127,12 @@ impl Template {
     }
 
     /// Whether rendering needs the regex groups.
-    pub(super) fn uses_groups(&self) -> bool {
+    pub(crate) fn uses_groups(&self) -> bool {
         self.pieces.iter().any(|p| matches!(p, Piece::Group(_)))
     }
 
     /// Append the rendered template to `buf`.
-    pub(super) fn render(&self, cx: &Ctx<'_>, buf: &mut Vec<u8>) {
+    pub(crate) fn render(&self, cx: &Ctx<'_>, buf: &mut Vec<u8>) {
         for piece in &self.pieces {
             // Writing to a Vec cannot fail.
             let _ = match piece {
@@ -123,6 +150,8 @@ impl Template {
                     let (y, m, d) = civil_date(unix_secs(cx.session.now).div_euclid(86_400));
                     write!(buf, "{y:04}-{m:02}-{d:02}")
                 }
+                Piece::Position => write!(buf, "{}", cx.position),
+                Piece::Ahead => write!(buf, "{}", cx.position.saturating_sub(1)),
                 Piece::Group(i) => {
                     // A group that did not take part in the match renders as nothing.
                     match cx.groups.and_then(|g| g.get(*i)) {
@@ -143,19 +172,46 @@ fn resolve(name: &str, names: Names<'_>) -> Result<Piece, String> {
                     "`{message}` in the greeting: a session opens before any message".into(),
                 );
             }
+            Names::NoMessage | Names::Queue => {
+                return Err(format!(
+                    "`{{message}}` is not known here: this text answers no particular message \
+                     (known: {KNOWN_NO_MESSAGE})"
+                ));
+            }
             _ => Piece::Message,
         },
+        "position" | "ahead" if matches!(names, Names::Queue) => {
+            if name == "position" {
+                Piece::Position
+            } else {
+                Piece::Ahead
+            }
+        }
         "peer" => Piece::Peer,
         "session" => Piece::Session,
         "listener" => Piece::Listener,
         "time" => Piece::Time,
         "date" => Piece::Date,
         _ => {
-            let Names::Regex(re) = names else {
-                return Err(format!(
-                    "unknown template name `{{{name}}}` (known: {KNOWN}; regex groups such as \
-                     {{1}} or {{id}} need `match = \"regex\"`)"
-                ));
+            let re = match names {
+                Names::Regex(re) => re,
+                Names::NoMessage => {
+                    return Err(format!(
+                        "unknown template name `{{{name}}}` (known: {KNOWN_NO_MESSAGE})"
+                    ));
+                }
+                Names::Queue => {
+                    return Err(format!(
+                        "unknown template name `{{{name}}}` (known: {{position}} {{ahead}} \
+                         {KNOWN_NO_MESSAGE})"
+                    ));
+                }
+                Names::Greeting | Names::Plain => {
+                    return Err(format!(
+                        "unknown template name `{{{name}}}` (known: {KNOWN}; regex groups such \
+                         as {{1}} or {{id}} need `match = \"regex\"`)"
+                    ));
+                }
             };
             let groups = re.captures_len() - 1;
             if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
