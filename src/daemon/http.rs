@@ -250,3 +250,41 @@ fn response(status: &str, body: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+impl super::Daemon {
+    /// Take new scrapers; a full table or a failed accept is retried later.
+    pub(super) fn metrics_accept(&mut self) {
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        let (new, ok) = m.accept(self.poll.registry(), &mut self.tokens, self.now);
+        if !ok {
+            self.timers.push(
+                self.now + super::tcp::ACCEPT_RETRY,
+                super::ShellDue::RetryMetrics,
+            );
+        }
+        for key in new {
+            self.timers.push(
+                self.now + SCRAPE_TIMEOUT,
+                super::ShellDue::Scraper(key, self.now),
+            );
+            self.scraper_ready(key);
+        }
+    }
+
+    pub(super) fn scraper_ready(&mut self, key: usize) {
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        if m.ready(key, self.poll.registry(), &mut self.tokens) == Step::WantsMetrics {
+            let body = self.core.prometheus();
+            if let Some(m) = self.metrics.as_mut() {
+                m.respond(key, &body, self.poll.registry(), &mut self.tokens);
+            }
+        }
+        if self.metrics.as_mut().is_some_and(|m| m.has_room_again()) {
+            self.metrics_accept();
+        }
+    }
+}

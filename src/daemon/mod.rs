@@ -588,37 +588,4 @@ impl Daemon {
         }
         self.settle();
     }
-
-    fn metrics_accept(&mut self) {
-        let Some(m) = self.metrics.as_mut() else {
-            return;
-        };
-        let (new, ok) = m.accept(self.poll.registry(), &mut self.tokens, self.now);
-        if !ok {
-            self.timers
-                .push(self.now + tcp::ACCEPT_RETRY, ShellDue::RetryMetrics);
-        }
-        for key in new {
-            self.timers.push(
-                self.now + http::SCRAPE_TIMEOUT,
-                ShellDue::Scraper(key, self.now),
-            );
-            self.scraper_ready(key);
-        }
-    }
-
-    fn scraper_ready(&mut self, key: usize) {
-        let Some(m) = self.metrics.as_mut() else {
-            return;
-        };
-        if m.ready(key, self.poll.registry(), &mut self.tokens) == http::Step::WantsMetrics {
-            let body = self.core.prometheus();
-            if let Some(m) = self.metrics.as_mut() {
-                m.respond(key, &body, self.poll.registry(), &mut self.tokens);
-            }
-        }
-        if self.metrics.as_mut().is_some_and(|m| m.has_room_again()) {
-            self.metrics_accept();
-        }
-    }
 }
