@@ -175,8 +175,10 @@ fn idle_sessions_are_closed_after_idle_timeout() {
 
 #[test]
 fn sigterm_flushes_pending_replies_then_exits_zero() {
+    // A drain_timeout far above what flushing 2 MiB takes, even on a loaded machine: the
+    // test is about what a graceful stop delivers, not about the default timeout.
     let mut d = Daemon::start(&format!(
-        "{DEBUG}{}",
+        "{DEBUG}drain_timeout = \"60s\"\n{}",
         tcp_listener("t", ECHO, "max_output = 16777216")
     ));
     let mut c = connect(d.addr("t"));
