@@ -343,8 +343,8 @@ def profile_section(profile):
                        "second thread, and the log file's non-blocking writer is that thread. "
                        "The C server, single-threaded, calls the same system calls without it.")
         if "recv" in fns or "send" in fns:
-            out.append("- mio's `TcpStream` reads and writes through `recv`/`send`; the C "
-                       "server through `read`/`write`.")
+            out.append("- glibc's `recv`/`send` wrappers are in the profile: something on the "
+                       "per-message path calls them instead of the bare system calls.")
         if out[-1].startswith("- "):
             out.append("")
     st = profile.get("strace", {})
@@ -749,13 +749,13 @@ What a missed target would take, by kind (the figures above say which apply to t
   system calls per message (one read, one write; see the strace counts below), and the load
   generator's core is saturated from 50 connections up, so what is left is user-space cost per
   message (the profile below: about 14x C's instructions, less than tokio's) and, at 500
-  connections, how much per-connection state each message touches. The next steps would be a
-  `perf` cache-miss profile at 500 connections, keeping the fields a message touches together
-  in the session, and raw `read`/`write` calls to skip glibc's cancellation points (about 60
-  instructions per message, present because the log writer is a second thread).
-- **UDP against C**: replies already go out with one `sendto` per datagram and datagrams come
-  in by `recvmmsg` batches; `sendmmsg` for the replies of one batch would save system calls
-  when many peers are busy at once.
+  connections, how much per-connection state each message touches. Plain sessions already
+  call `recv`/`send` bare (rustix), without glibc's cancellation points. The next steps would
+  be a `perf` cache-miss profile at 500 connections and keeping the fields a message touches
+  together in the session.
+- **UDP against C**: datagrams come in by `recvmmsg` batches and the replies of one batch
+  leave by `sendmmsg`; with one peer there is one datagram per batch, so what is left is the
+  user-space cost per datagram.
 - **The bot on 16 KiB lines**: rules that are not anchored scan every byte of every line; a
   limit on how much of a message the rules look at, or anchoring by default, would bound it.
   On short messages (what a support bot sees) it is within the target.

@@ -14,6 +14,8 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 
 use mio::net::TcpStream;
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
 use rustls::{ServerConfig, ServerConnection};
 use switchboard_handlers::CloseReason;
 
@@ -211,13 +213,18 @@ impl Transport {
     /// without decrypting it).
     #[inline]
     pub(crate) fn read_raw(&mut self, buf: &mut [u8]) -> Readout {
+        // rustix's recv is the bare system call: glibc's wrapper (what std calls) enters and
+        // leaves a thread-cancellation point around it, a cost paid on every message.
         loop {
-            return match self.socket.read(buf) {
-                Ok(0) => Readout::Eof,
-                Ok(n) => Readout::Data(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Readout::WouldBlock,
-                Err(e) => Readout::Failed(failure(&e), e),
+            return match rustix::net::recv(&self.socket, &mut *buf, RecvFlags::empty()) {
+                Ok((0, _)) => Readout::Eof,
+                Ok((n, _)) => Readout::Data(n),
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => Readout::WouldBlock,
+                Err(e) => {
+                    let e = io::Error::from(e);
+                    Readout::Failed(failure(&e), e)
+                }
             };
         }
     }
@@ -227,7 +234,7 @@ impl Transport {
     pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         match &mut self.tls {
             Some(t) => tls::write(t, &mut self.socket, bytes),
-            None => write_some(&mut self.socket, bytes),
+            None => send_some(&self.socket, bytes),
         }
     }
 
@@ -268,9 +275,24 @@ pub(crate) fn failure(e: &io::Error) -> CloseReason {
 /// Write until everything went or the writer would block; the count written. The one
 /// write-until-`WouldBlock` loop of the daemon (sessions, operators, scrapers).
 pub(crate) fn write_some(w: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
+    until_blocked(bytes, |rest| w.write(rest))
+}
+
+/// [`write_some`] for a plain session's socket, by the bare `send` system call (as
+/// [`Transport::read_raw`] reads; `MSG_NOSIGNAL` as std's own `send`).
+fn send_some(socket: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    until_blocked(bytes, |rest| {
+        rustix::net::send(socket, rest, SendFlags::NOSIGNAL).map_err(io::Error::from)
+    })
+}
+
+fn until_blocked(
+    bytes: &[u8],
+    mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
     let mut written = 0;
     while written < bytes.len() {
-        match w.write(&bytes[written..]) {
+        match write(&bytes[written..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
