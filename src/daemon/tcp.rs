@@ -51,7 +51,8 @@ pub(crate) struct Conn {
     pub(crate) peer_done: bool,
     /// The peer's EOF was read.
     read_eof: bool,
-    /// The session ended and its FIN waits for TLS records the socket has not taken yet.
+    /// The session's output ended and its FIN waits for TLS records the socket has not taken
+    /// yet.
     fin_pending: bool,
 }
 
@@ -486,9 +487,14 @@ impl Daemon {
     }
 
     /// A handler ended the session's output: FIN to the peer, which is still read.
+    /// TLS: close_notify first, and the FIN once the socket took the records before it. An
+    /// error means the connection is gone, which its next read reports.
     pub(super) fn end_output(&mut self, key: SessionKey) {
-        if let Some(Some(c)) = self.conns.get_mut(key) {
-            let _ = c.transport.shutdown_write();
+        if let Some(Some(c)) = self.conns.get_mut(key)
+            && let Ok(false) = c.transport.shutdown_write()
+        {
+            c.fin_pending = true;
+            self.update_interest(key);
         }
     }
 
