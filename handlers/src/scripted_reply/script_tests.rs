@@ -1,10 +1,11 @@
-//! Scripts in files of their own, and the errors a script can have: each names the file,
-//! the line, the rule and the key.
+//! Scripts in files of their own, the errors a script can have (each names the file, the
+//! line, the rule and the key), and the support-bot script that ships with the daemon.
 
 use std::path::PathBuf;
 
 use super::tests::{Files, ask, bot, error, span_of};
 use crate::testutil::{Harness, build_with};
+use crate::{Action, CloseReason, Flow, Scope};
 
 const FILE_SCRIPT: &str = r#"# a script in its own file
 fallback = "?"
@@ -263,4 +264,90 @@ fn an_empty_script_is_an_error() {
     // A greeting alone, or a fallback alone, is a script.
     bot("greeting = \"hi\"");
     bot("fallback = \"?\"");
+}
+
+const SUPPORT_BOT: &str = include_str!("../../../config/scripts/support-bot.toml");
+
+fn support_bot() -> Harness {
+    let files = Files::with("scripts/support-bot.toml", SUPPORT_BOT);
+    let config = "script = \"scripts/support-bot.toml\"";
+    let factory = build_with("scripted-reply", config, &files).unwrap_or_else(|e| panic!("{e}"));
+    Harness::from_factories(&[factory])
+}
+
+#[test]
+fn support_bot_script_answers_in_chinese_and_english() {
+    let mut h = support_bot();
+    assert_eq!(h.open().messages().count(), 1, "greets on TCP");
+    let help = ask(&mut h, "HELP\r\n").concat();
+    assert!(help.contains("价格") && help.contains("price"), "{help}");
+    assert!(ask(&mut h, "价格是多少？").concat().contains("99"));
+    assert!(ask(&mut h, "what is the price").concat().contains("99"));
+    assert!(ask(&mut h, "营业时间").concat().contains("9:00"));
+    assert!(ask(&mut h, "opening hours?").concat().contains("9:00"));
+    assert!(
+        h.message("订单 20240101".as_bytes()).data().is_empty(),
+        "looked up after a pause"
+    );
+    assert!(String::from_utf8_lossy(h.fire_timers().data()).contains("订单 20240101 已发货"));
+    h.message(b"Order #77");
+    assert!(String::from_utf8_lossy(h.fire_timers().data()).contains("Order 77 has shipped"));
+    assert!(
+        ask(&mut h, "订单").concat().contains("订单 12345"),
+        "asks for the number"
+    );
+    assert!(
+        ask(&mut h, "blah").concat().contains("没听懂"),
+        "the fallback, the first time"
+    );
+    let out = h.message(b"blah blah");
+    assert!(
+        out.actions()
+            .iter()
+            .any(|a| matches!(a, Action::Handoff { .. })),
+        "not understood twice: to a person"
+    );
+    assert_eq!(h.flow(), Some(Flow::Pass));
+    h.handoff(crate::Handoff::Waiting { position: 1 });
+    assert!(
+        h.message("人工".as_bytes()).is_empty(),
+        "silent until given back"
+    );
+    assert_eq!(h.flow(), Some(Flow::Pass));
+}
+
+#[test]
+fn support_bot_refund_dialogue() {
+    let mut h = support_bot();
+    assert!(ask(&mut h, "我要退款").concat().contains("订单号"));
+    assert!(
+        ask(&mut h, "什么？").concat().contains("订单号"),
+        "asks again"
+    );
+    assert!(
+        ask(&mut h, "help").concat().contains("refund"),
+        "the menu still answers"
+    );
+    assert!(ask(&mut h, "12345").concat().contains("订单 12345"));
+    assert!(ask(&mut h, "是").concat().contains("已提交"));
+    // Back in start: a bare number is not taken as a refund any more.
+    assert!(ask(&mut h, "12345").concat().contains("没听懂"));
+
+    let mut h = support_bot();
+    ask(&mut h, "refund");
+    ask(&mut h, "999");
+    assert!(ask(&mut h, "no").concat().contains("cancel"));
+    let thanks = ask(&mut h, "thanks").concat();
+    assert!(
+        thanks.contains("welcome") || thanks.contains("Glad"),
+        "{thanks}"
+    );
+    let out = h.message("再见".as_bytes());
+    assert_eq!(
+        out.actions(),
+        &[Action::Close {
+            scope: Scope::Session,
+            reason: CloseReason::Handler
+        }]
+    );
 }
