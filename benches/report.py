@@ -448,6 +448,80 @@ would allow), and the rates compare the two designs as a user would run them.
 {plain_text}"""
 
 
+def forward_section(fw):
+    """benches/forward.py's figures: `forward` against a tokio relay and socat, each in front of
+    the C epoll echo."""
+    if not fw:
+        return ("Not measured in this run: `benches/forward.py` writes `results/forward.json` "
+                "(benches/run.sh runs it when socat is installed).\n")
+    res, targets = fw["results"], fw["targets"]
+    units = {"pp50": "msgs/s", "pp500": "msgs/s", "bulk1": "MB/s", "bulk10": "MB/s",
+             "conn8": "conns/s"}
+    what = {"pp50": "ping-pong 64 B, 50 connections", "pp500": "ping-pong 64 B, 500 connections",
+            "bulk1": "bulk 16 KiB blocks, 1 connection", "bulk10": "bulk 16 KiB blocks, 10 connections",
+            "conn8": "connect, echo 16 B, close; 8 at a time"}
+    rows = ["| scenario | what | tokio relay, median | socat, median | switchboard, median "
+            "| switchboard / tokio | switchboard / socat | target | met? |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    missed = []
+
+    def ratio(scen, ref):
+        rs = [b / a for a, b in zip(res[ref][scen], res["switchboard"][scen]) if a]
+        if not rs:
+            return None, ""
+        spread = f" ({min(rs):.2f}–{max(rs):.2f})" if len(rs) > 1 else ""
+        return statistics.median(rs), spread
+
+    for scen in targets:
+        med = {n: statistics.median(res[n][scen]) if res[n].get(scen) else None
+               for n in ("tokio", "socat", "switchboard")}
+        rt, st = ratio(scen, "tokio")
+        rs, ss = ratio(scen, "socat")
+        ref, target = targets[scen]
+        got = rt if ref == "tokio" else rs
+        ok = None if got is None else got >= target
+        if ok is False:
+            missed.append(scen)
+        u = units[scen]
+        rows.append(f"| {scen} | {what[scen]} | {fmt_num(med['tokio'])} {u} | "
+                    f"{fmt_num(med['socat'])} {u} | {fmt_num(med['switchboard'])} {u} | "
+                    f"{fmt_ratio(rt)}{st} | {fmt_ratio(rs)}{ss} | ≥ {target:g}× {ref} | {verdict(ok)} |")
+    cpu = res.get("_cpu_us_per_op", {})
+    cpu_rows = ["| scenario | tokio relay | socat | switchboard | switchboard / tokio |",
+                "| --- | ---: | ---: | ---: | ---: |"]
+    for scen in targets:
+        m = {n: statistics.median(cpu[n][scen]) if cpu.get(n, {}).get(scen) else None
+             for n in ("tokio", "socat", "switchboard")}
+        per = "µs/MB" if scen.startswith("bulk") else "µs/op"
+        r = m["switchboard"] / m["tokio"] if m["switchboard"] and m["tokio"] else None
+        cpu_rows.append(f"| {scen} | {fmt_num(m['tokio'])} {per} | {fmt_num(m['socat'])} {per} | "
+                        f"{fmt_num(m['switchboard'])} {per} | {fmt_ratio(r)} |")
+    verdicts = (f"**Missed**: {', '.join(missed)}." if missed
+                else "Every forwarding target was met in this run.")
+    errors = len(fw.get("errors", []))
+    return f"""{verdicts}
+
+Measured on {fw['started']} at `{fw['commit']}`, {fw['repeats']} interleaved cycles of
+{fw['secs']:g} s per relay and scenario ({fw['elapsed_s']} s in all), {errors} runs that failed
+(a missing figure, "–": socat forks a process per connection and does not keep 500 open at
+once). Each relay and the C echo server behind it on core 0 (their CPU counted together), the
+shared load generator on core 1, through the relay. The tokio relay is
+`benches/tokio-relay` (`copy_bidirectional` on the current-thread runtime, what a Rust user
+would write); socat is {' '.join(fw.get('socat', [])) or 'the Debian package'}
+(`TCP-LISTEN:PORT,bind=127.0.0.1,reuseaddr,fork,nodelay TCP:127.0.0.1:ECHO,nodelay`);
+switchboard is `handlers = ["forward"]` logging at info to a file
+(`benches/forward-server.sh`). A ratio is the median of the per-cycle ratios, with the lowest
+and highest in brackets. On a shared machine the absolute figures move with the load; the
+ratios of one run are what to read.
+
+{chr(10).join(rows)}
+
+Server CPU per operation (the relay and the echo server behind it), medians; lower is better:
+
+{chr(10).join(cpu_rows)}
+"""
+
+
 def chart(F, meta, path):
     """Left: messages per second, every run (dots) and the medians (lines). Right: the ratio to
     C epoll, median of the per-cycle ratios (bars: lowest and highest), with the target."""
@@ -577,6 +651,7 @@ def main():
     if not cmp or not meta:
         sys.exit(f"no compare.json/machine.json in {results}: run benches/run.sh")
     cpu, profile = load(results, "cpu.json") or {}, load(results, "profile.json")
+    fw = load(results, "forward.json")
     tls = load(results, "tls.json")
     F = Figures(cmp)
     meta["repeats"] = cmp["repeats"]
@@ -723,6 +798,15 @@ stunnel (the Debian package stunnel4) in front of the C epoll echo server; the t
 stunnel's figure in each.
 
 {tls_section(tls)}
+## Forwarding: switchboard against a tokio relay and socat
+
+`benches/forward.py` (run by `benches/run.sh` when socat is installed, or on its own:
+`python3 benches/forward.py`): switchboard's `forward` handler with no fault, against a tokio
+relay and socat, each in front of the C epoll echo server. Targets: at least 0.9× the tokio
+relay's throughput in ping-pong at 50 and 500 connections and in bulk; at least 10× socat's
+connection rate.
+
+{forward_section(fw)}
 ## Chart
 
 ![TCP ping-pong, messages per second against connections](chart.svg)
@@ -772,6 +856,8 @@ Where the time goes, for the tuning of the event loop.
 | `results/compare.txt` | compare.py's own table; `compare.json`: every run's figure |
 | `results/cpu.json`, `results/profile.json`, `results/strace-*.txt` | the CPU and profile passes, raw |
 | `results/machine.json` | machine, commit, load average, durations |
+| `forward.py`, `forward-server.sh`, `tokio-relay/` | forwarding against a tokio relay and socat in front of the C echo; writes `results/forward.json` |
+| `results/forward.json` | every forwarding run's figure and server CPU per operation |
 | `results/tls.json` | every TLS run: figure, errors, server CPU per operation |
 """
     with open(os.path.join(HERE, "README.md"), "w") as f:

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Measure switchboard against the C epoll echo server and tokio (and, with TLS, against stunnel
-# in front of the C server: benches/tls.py), then rewrite benches/README.md
+# in front of the C server: benches/tls.py; forwarding, against a tokio relay and socat:
+# benches/forward.py), then rewrite benches/README.md
 # and benches/chart.svg from what was measured. One command, from any folder:
 #
 #   benches/run.sh
@@ -49,6 +50,12 @@ if command -v stunnel4 >/dev/null; then
     python3 "$here/tls.py" --out "$here/results" --secs "${SECS:-1}" --repeats "${REPEATS:-5}"
 else
     echo "run.sh: stunnel4 is not installed: the TLS comparison is skipped" >&2
+fi
+if command -v socat >/dev/null; then
+    python3 "$here/forward.py" --bench-dir "$bench_dir" --out "$here/results" \
+        --secs "${SECS:-1}" --repeats "${REPEATS:-5}"
+else
+    echo "run.sh: socat is not installed: the forwarding comparison is skipped" >&2
 fi
 python3 "$here/report.py" "$here/results"
 echo "run.sh: done in $(( $(date +%s) - started )) s; see benches/README.md"

@@ -11,6 +11,7 @@ pub mod config;
 pub mod console;
 pub mod daemon;
 pub mod dialogue;
+pub mod faults;
 pub mod framing;
 pub mod logging;
 pub mod port;

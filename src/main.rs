@@ -53,6 +53,8 @@ enum Command {
     Attach(Control),
     /// Follow a running daemon's sessions as they happen: opens, reads, writes, closes.
     Watch(WatchCmd),
+    /// Change a running daemon's faults: add, remove, list, reset.
+    Fault(FaultCmd),
     /// Show which processes hold a port.
     Port(port::PortArgs),
     /// Print the conversations of a transcript file readably.
@@ -90,6 +92,66 @@ struct WatchCmd {
     args: client::WatchArgs,
 }
 
+/// `switchboard fault`.
+#[derive(Debug, Args)]
+struct FaultCmd {
+    /// The running daemon's config file, to find its control socket.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    args: client::AttachArgs,
+    #[command(subcommand)]
+    what: FaultWhat,
+}
+
+#[derive(Debug, Subcommand)]
+enum FaultWhat {
+    /// Add a fault to a listener, e.g. `fault add web kind=latency latency=200ms`; the keys
+    /// are those of a `[[listener.fault]]` table.
+    Add {
+        /// The listener's name.
+        listener: String,
+        /// `key=value` settings: kind=..., name=..., direction=..., and the kind's own.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Remove a listener's fault by its name.
+    Remove {
+        /// The listener's name.
+        listener: String,
+        /// The fault's name (`fault list` shows them).
+        name: String,
+    },
+    /// List the faults in force (of one listener, or all).
+    List {
+        /// The listener's name.
+        listener: Option<String>,
+    },
+    /// Remove every fault (of one listener, or all); a reload brings the file's back.
+    Reset {
+        /// The listener's name.
+        listener: Option<String>,
+    },
+}
+
+impl FaultWhat {
+    /// The request line for the control socket.
+    fn request(&self) -> String {
+        match self {
+            FaultWhat::Add { listener, settings } => {
+                format!("fault add {listener} {}", settings.join(" "))
+            }
+            FaultWhat::Remove { listener, name } => format!("fault remove {listener} {name}"),
+            FaultWhat::List { listener } => {
+                format!("fault list {}", listener.as_deref().unwrap_or(""))
+            }
+            FaultWhat::Reset { listener } => {
+                format!("fault reset {}", listener.as_deref().unwrap_or(""))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 struct Generate {
     #[command(subcommand)]
@@ -117,7 +179,7 @@ fn refuse_config(config: Option<&Path>, command: &str) -> Option<ExitCode> {
     config?;
     eprintln!(
         "switchboard: error: `-c` means nothing to `{command}`, which reads no config; `-c FILE` \
-         is for run, check, attach, status and reload"
+         is for run, check, attach, status, reload, watch and fault"
     );
     Some(ExitCode::from(2))
 }
@@ -175,6 +237,9 @@ fn main() -> ExitCode {
         Command::Status(c) => client::request(c.args, either(c.config).as_deref(), "status"),
         Command::Reload(c) => client::request(c.args, either(c.config).as_deref(), "reload"),
         Command::Watch(c) => client::watch(c.args, either(c.config).as_deref()),
+        Command::Fault(c) => {
+            client::request(c.args, either(c.config).as_deref(), &c.what.request())
+        }
         Command::Bench(args) => bench::run(args),
         Command::Cert(args) => tls::cert(args),
         Command::WebPassword => web_password(),

@@ -123,9 +123,9 @@ impl Handler for ByeHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Action;
     use crate::echo::Echo;
     use crate::testutil::{Harness, build_one};
+    use crate::{Action, CloseReason};
 
     fn chain(settings: &str) -> Harness {
         let bye = build_one("bye-close", settings).unwrap();
@@ -140,7 +140,8 @@ mod tests {
         assert_eq!(
             out.actions(),
             &[Action::Close {
-                scope: Scope::Session
+                scope: Scope::Session,
+                reason: CloseReason::Handler
             }]
         );
         assert!(h.chain.is_closing());
@@ -169,7 +170,8 @@ mod tests {
         assert_eq!(
             out.actions(),
             &[Action::Close {
-                scope: Scope::Listener
+                scope: Scope::Listener,
+                reason: CloseReason::Handler
             }]
         );
     }
@@ -182,7 +184,8 @@ mod tests {
         assert_eq!(
             out.actions(),
             &[Action::Close {
-                scope: Scope::Daemon
+                scope: Scope::Daemon,
+                reason: CloseReason::Handler
             }]
         );
     }
@@ -202,7 +205,8 @@ mod tests {
         assert_eq!(
             out.actions(),
             &[Action::Close {
-                scope: Scope::Session
+                scope: Scope::Session,
+                reason: CloseReason::Handler
             }]
         );
         assert_eq!(h.flow(), Some(Flow::Handled));

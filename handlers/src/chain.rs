@@ -36,7 +36,7 @@ impl Chain {
     fn note(&mut self, out: &Outbox, from: usize) {
         if out.actions()[from..]
             .iter()
-            .any(|a| matches!(a, Action::Close { .. }))
+            .any(|a| matches!(a, Action::Close { .. } | Action::Reset { .. }))
         {
             self.closing = true;
         }

@@ -2,9 +2,8 @@
 //!
 //! A handler never spawns a process or opens a socket. It asks the loop for a channel with
 //! [`Outbox::open`](crate::Outbox::open) and a [`ChannelSpec`] saying what is at the other end
-//! ([`Target`]: a program's stdin and stdout today; an upstream connection is one more kind of
-//! the same thing). The loop opens it as a part of the session, registers its descriptors,
-//! and from then on:
+//! ([`Target`]: a program's stdin and stdout, or a connection to an upstream server). The loop
+//! opens it as a part of the session, registers its descriptors, and from then on:
 //!
 //! - bytes the handler writes with [`Outbox::to_channel`](crate::Outbox::to_channel) go to the
 //!   channel's input (a program's stdin; an upstream's socket);
@@ -21,9 +20,12 @@
 //! - when the session ends for any reason, its channels end with it, by the same code path
 //!   on close, reload and shutdown.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::Proto;
 
 /// Identifies a channel within one handler instance; the handler chooses the numbers.
 pub type ChannelId = u64;
@@ -56,16 +58,25 @@ pub enum ChannelScope {
 }
 
 /// The other end of a channel.
-///
-/// An upstream connection (for a proxying handler) is the next kind: `Connect { addr, proto,
-/// timeout }`, opened without blocking, `Opened` when connected, its FIN as `End`, its
-/// reset, refusal or time-out as `Closed(Failed)`; half-close and `grace` work as for a
-/// program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Target {
     /// A program, run with its stdin and stdout as the channel.
     Program(Arc<Program>),
+    /// A connection to an upstream server, opened without blocking: `Opened` once connected;
+    /// a refusal, an unreachable address or no answer within `timeout` is
+    /// `Closed(Failed)`. TCP: the upstream's FIN is `End`, ending the channel's input sends
+    /// FIN to it (a half-close), its reset is `Closed(Reset)`, and the channel is `Closed`
+    /// once both directions ended. UDP: a connected socket of its own, so that replies come
+    /// back to this session; each write is one datagram and each datagram read one `Data`.
+    Connect {
+        /// Where to connect.
+        addr: SocketAddr,
+        /// TCP or UDP.
+        proto: Proto,
+        /// How long connecting may take (TCP).
+        timeout: Duration,
+    },
 }
 
 /// A program to run: an argv (no shell unless the argv names one), its folder, environment
@@ -146,12 +157,16 @@ pub enum Ending {
     Signalled(i32),
     /// It could not be opened, or broke: why.
     Failed(String),
+    /// A connection ended cleanly: both sides sent their FIN.
+    Closed,
+    /// A connection was reset by the other end (TCP RST).
+    Reset,
 }
 
 impl Ending {
-    /// Whether it ended well (a program's exit status 0).
+    /// Whether it ended well (a program's exit status 0; a connection closed cleanly).
     pub fn is_success(&self) -> bool {
-        matches!(self, Ending::Exited(0))
+        matches!(self, Ending::Exited(0) | Ending::Closed)
     }
 }
 
@@ -161,6 +176,8 @@ impl std::fmt::Display for Ending {
             Ending::Exited(code) => write!(f, "exited with status {code}"),
             Ending::Signalled(sig) => write!(f, "killed by signal {sig}"),
             Ending::Failed(why) => write!(f, "failed: {why}"),
+            Ending::Closed => f.write_str("closed"),
+            Ending::Reset => f.write_str("reset by the other end"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The names a config may use in `handlers = [...]`, and how each factory is built.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +33,14 @@ pub trait BuildEnv {
     /// name looked up in `PATH`. By default the name is taken as it is.
     fn program(&self, name: &str) -> Result<PathBuf, String> {
         Ok(PathBuf::from(name))
+    }
+
+    /// Find the address of a `host:port` named in a setting (an upstream). By default only
+    /// `ip:port` is taken; the daemon also looks host names up, once, when the config is read.
+    fn resolve(&self, host_port: &str) -> Result<SocketAddr, String> {
+        host_port.parse().map_err(|_| {
+            format!("{host_port:?} is not an ip:port address (write e.g. \"127.0.0.1:7000\")")
+        })
     }
 }
 
@@ -115,6 +124,7 @@ impl Registry {
                 ("console-reply", crate::console_reply::build),
                 ("scripted-reply", crate::scripted_reply::build),
                 ("exec", crate::exec::build),
+                ("forward", crate::forward::build),
             ],
         }
     }

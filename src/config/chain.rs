@@ -38,6 +38,10 @@ impl BuildEnv for Recording<'_> {
     fn program(&self, name: &str) -> Result<std::path::PathBuf, String> {
         self.inner.program(name)
     }
+
+    fn resolve(&self, host_port: &str) -> Result<std::net::SocketAddr, String> {
+        self.inner.resolve(host_port)
+    }
 }
 
 /// A handler's settings table as canonical TOML (key order, quoting and comments do not

@@ -18,6 +18,7 @@ use switchboard_handlers::{BuildEnv, HandlerFactory, Proto};
 
 mod chain;
 mod desk;
+mod faults;
 mod front;
 mod limits;
 mod read;
@@ -26,6 +27,7 @@ mod validate;
 mod web;
 
 pub use desk::{DEFAULT_MAX_TRANSCRIPT, ReplyMode, Transcripts};
+pub use faults::{Faults, parse_fault_text, parse_fault_words};
 pub use front::ProxyProtocol;
 pub use limits::{Limits, Rate};
 pub use record::{DEFAULT_RECORD_MAX_BYTES, RecordConfig};
@@ -91,6 +93,8 @@ pub struct DaemonConfig {
     pub control_socket: Option<PathBuf>,
     /// Where Prometheus metrics are served over HTTP, when set.
     pub metrics: Option<SocketAddr>,
+    /// Where the toxiproxy-compatible HTTP API is served, when set.
+    pub toxiproxy_api: Option<SocketAddr>,
     /// Drop root privileges to this user after binding.
     pub user: Option<String>,
     /// And to this group (default: the user's primary group).
@@ -129,7 +133,7 @@ pub struct ListenerConfig {
     pub reuse_port: bool,
     /// Serve one session, then stop listening (the tutorial's one-shot servers).
     pub once: bool,
-    /// UDP: faults applied to replies, to show that UDP is unreliable.
+    /// Faults applied to what flows to the client and to the server (`[[listener.fault]]`).
     pub faults: Faults,
     /// Access rules, session limits and hardening (see `config/limits.rs`).
     pub limits: Limits,
@@ -143,26 +147,6 @@ pub struct ListenerConfig {
     pub transcripts: Option<Arc<Transcripts>>,
     /// Recordings of its sessions, when set.
     pub record: Option<Arc<RecordConfig>>,
-}
-
-/// Faults the loop applies to a UDP listener's replies. Deterministic under `seed`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Faults {
-    /// Share of replies dropped, 0.0 to 1.0.
-    pub loss: f64,
-    /// Share of replies sent twice.
-    pub duplicate: f64,
-    /// Replies held back this long.
-    pub delay: Option<Duration>,
-    /// Seed of the random draws.
-    pub seed: u64,
-}
-
-impl Faults {
-    /// Whether any fault is configured.
-    pub fn any(&self) -> bool {
-        self.loss > 0.0 || self.duplicate > 0.0 || self.delay.is_some()
-    }
 }
 
 /// Two listeners are equal when every setting is, the handlers' included (compared by what
@@ -403,6 +387,10 @@ impl BuildEnv for FilesBeside<'_> {
         Some(self.0.to_path_buf())
     }
 
+    fn resolve(&self, host_port: &str) -> Result<SocketAddr, String> {
+        resolve(host_port)
+    }
+
     fn program(&self, name: &str) -> Result<PathBuf, String> {
         use std::os::unix::fs::PermissionsExt;
         let runnable = |p: &Path| {
@@ -426,6 +414,26 @@ impl BuildEnv for FilesBeside<'_> {
                     path.to_string_lossy()
                 )
             })
+    }
+}
+
+/// The address of `host:port`: an `ip:port` as it is, a host name looked up (the first
+/// address it has).
+pub fn resolve(host_port: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = host_port.parse() {
+        return Ok(a);
+    }
+    if !host_port.contains(':') {
+        return Err(format!(
+            "{host_port:?} has no port; write host:port, e.g. \"127.0.0.1:7000\""
+        ));
+    }
+    match host_port.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{host_port:?} has no address")),
+        Err(e) => Err(format!("cannot resolve {host_port:?}: {e}")),
     }
 }
 

@@ -167,7 +167,7 @@ fn the_messages_say_what_is_allowed_and_what_was_meant() {
         e,
         [
             "t.toml:5:8: listener \"a\" port: expected a whole number from 0 to 65535, found a string (\"8888\"); write it without quotes: 8888",
-            "t.toml:6:13: listener \"a\" handlers: unknown handler \"ecoh\"; did you mean \"echo\"? (known handlers: echo, bye-close, console-reply, scripted-reply, exec)",
+            "t.toml:6:13: listener \"a\" handlers: unknown handler \"ecoh\"; did you mean \"echo\"? (known handlers: echo, bye-close, console-reply, scripted-reply, exec, forward)",
         ]
     );
 }
@@ -210,7 +210,7 @@ fn one_mistake_hides_no_other() {
             "t.toml:9:1: listener \"a\" protocl: unknown key; did you mean `protocol`?",
             "t.toml:10:1: listener \"a\" baclog: unknown key; did you mean `backlog`?",
             "t.toml:12:8: listener \"a\" name: another listener has this name; names must be unique",
-            "t.toml:16:12: listener \"a\" handlers: the chain is empty; name at least one of: echo, bye-close, console-reply, scripted-reply, exec",
+            "t.toml:16:12: listener \"a\" handlers: the chain is empty; name at least one of: echo, bye-close, console-reply, scripted-reply, exec, forward",
         ]
     );
 }

@@ -16,7 +16,7 @@ use super::desk::REPLY_MODES;
 use super::read::{Fields, IntRange, Value};
 use super::{
     Config, ConfigError, DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_MESSAGE,
-    DEFAULT_MAX_OUTPUT, DEFAULT_UDP_IDLE_TIMEOUT, DaemonConfig, Faults, FilesBeside, Framing,
+    DEFAULT_MAX_OUTPUT, DEFAULT_UDP_IDLE_TIMEOUT, DaemonConfig, FilesBeside, Framing,
     ListenerConfig, LogFormat, ReplyMode, Rotation, line_col,
 };
 
@@ -30,6 +30,7 @@ const DAEMON_KEYS: &[&str] = &[
     "drain_timeout",
     "control_socket",
     "metrics",
+    "toxiproxy_api",
     "user",
     "group",
     "web",
@@ -77,6 +78,7 @@ const LISTENER_KEYS: &[&str] = &[
     "transcripts",
     "max_transcript",
     "record",
+    "fault",
 ];
 
 const PROTOCOLS: &[(&str, Proto)] = &[("tcp", Proto::Tcp), ("udp", Proto::Udp)];
@@ -326,6 +328,21 @@ impl Validator<'_> {
                         None
                     }
                 });
+        let toxiproxy_api = self.string(&mut f, "toxiproxy_api").and_then(|m| {
+            m.get_ref()
+                .parse::<SocketAddr>()
+                .map_err(|_| {
+                    self.error(
+                        Some(m.span()),
+                        Some(f.key("toxiproxy_api")),
+                        format!(
+                            "{:?} is not an ip:port address (write e.g. \"127.0.0.1:8474\")",
+                            m.get_ref()
+                        ),
+                    )
+                })
+                .ok()
+        });
         let log_level = match self.string(&mut f, "log_level") {
             Some(level) => {
                 let l = level.get_ref();
@@ -375,6 +392,7 @@ impl Validator<'_> {
             drain_timeout,
             control_socket: control_socket.map(|v| dir.join(v.into_inner())),
             metrics,
+            toxiproxy_api,
             user: user.map(|v| v.into_inner()),
             group: group.map(|v| v.into_inner()),
             web,
@@ -495,7 +513,6 @@ impl Validator<'_> {
             }
         });
         let udp = l.protocol == Some(Proto::Udp);
-        let tcp = l.protocol == Some(Proto::Tcp);
         if let (Some(b), true) = (&l.backlog, udp) {
             self.error(
                 Some(b.span()),
@@ -512,6 +529,18 @@ impl Validator<'_> {
                 "UDP has no stream to frame: each datagram is one message; remove framing",
             );
         }
+        if let Some(fr) = &l.framing
+            && *fr.get_ref() == Framing::Line
+            && l.handlers
+                .as_ref()
+                .is_some_and(|h| h.get_ref().iter().any(|n| n.get_ref() == "forward"))
+        {
+            self.error(
+                Some(fr.span()),
+                key("framing"),
+                "forward relays bytes as they are: use framing = \"raw\" (the default)",
+            );
+        }
         // UDP sessions expire by default (a UDP peer never says it left); "0" turns it off.
         let idle_timeout = match &l.idle_timeout {
             Some(v) => self
@@ -520,31 +549,7 @@ impl Validator<'_> {
             None if udp => Some(DEFAULT_UDP_IDLE_TIMEOUT),
             None => None,
         };
-        let mut faults = Faults {
-            seed: l.seed.as_ref().map_or(0, |s| *s.get_ref()),
-            loss: l.loss.as_ref().map_or(0.0, |v| *v.get_ref()),
-            duplicate: l.duplicate.as_ref().map_or(0.0, |v| *v.get_ref()),
-            delay: None,
-        };
-        if let Some(d) = &l.delay {
-            faults.delay = self.duration(d, f.key("delay"));
-        }
-        if tcp
-            && let Some(span) = [
-                l.loss.as_ref().map(|v| v.span()),
-                l.duplicate.as_ref().map(|v| v.span()),
-                l.delay.as_ref().map(|v| v.span()),
-            ]
-            .into_iter()
-            .flatten()
-            .next()
-        {
-            self.error(
-                Some(span),
-                key("loss/duplicate/delay"),
-                "faults apply to UDP listeners only (TCP is reliable by design)",
-            );
-        }
+        let faults = self.faults(&mut f, &l, l.protocol);
         let limits = self.limits(&l, f.label());
         let (reply_mode, transcripts) = self.desk(&l, &f, dir);
         let (handler_names, built) = self.chain(&l, tables, &f, registry, env);

@@ -13,6 +13,7 @@
 //! WRITABLE interest while it lasts.
 
 mod activation;
+mod api;
 mod bind;
 mod certs;
 mod children;
@@ -33,6 +34,7 @@ mod tokens;
 mod transcripts;
 mod transport;
 mod udp;
+mod upstream;
 mod web;
 
 use std::io;
@@ -75,6 +77,12 @@ pub(crate) enum ShellDue {
     CertCheck,
     /// SIGKILL a child (its slot in `procs` and pid) that has not ended since SIGTERM.
     Kill(usize, u32),
+    /// Give up an upstream connection that has not connected by now (its serial).
+    ConnectTimeout(ChanRef, u64),
+    /// Try accepting toxiproxy API clients again.
+    RetryApi,
+    /// Drop a toxiproxy API client that has not finished by now (its key and when it came).
+    ApiClient(usize, Instant),
     /// Accepting again, for an HTTP site.
     RetryHttp(httpd::Site),
     /// Drop an HTTP connection that has not finished by now (its key and when it came).
@@ -137,6 +145,11 @@ pub struct Daemon {
     chans: std::collections::BTreeMap<ChanRef, usize>,
     /// Recordings and watchers (`tap.rs`).
     tap: tap::Tap,
+    /// Upstream connections of connect channels (`upstream.rs`).
+    upstreams: std::collections::BTreeMap<ChanRef, upstream::Upstream>,
+    next_upstream: u64,
+    /// The toxiproxy API, when `[daemon] toxiproxy_api` is set (`api/`).
+    api: Option<api::Api>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -212,6 +225,9 @@ impl Daemon {
             procs: slab::Slab::new(),
             chans: std::collections::BTreeMap::new(),
             tap: tap::Tap::default(),
+            upstreams: std::collections::BTreeMap::new(),
+            next_upstream: 0,
+            api: None,
         };
         // Who the daemon serves as once bound: a wrong user stops it before anything is made.
         let run_as = crate::privileges::run_as(
@@ -219,6 +235,13 @@ impl Daemon {
             config.daemon.group.as_deref(),
         )?;
         daemon.open_control(config, crate::privileges::serving_uid(run_as.as_ref()))?;
+        if let Some(addr) = config.daemon.toxiproxy_api {
+            daemon.api = Some(api::Api::bind(
+                addr,
+                daemon.poll.registry(),
+                &mut daemon.tokens,
+            )?);
+        }
         if let Some(addr) = config.daemon.metrics {
             daemon.metrics = Some(http::bind_metrics(
                 addr,
@@ -411,6 +434,9 @@ impl Daemon {
     fn serve(&mut self, token: Token, readable: bool, writable: bool) {
         match self.tokens.owner(token) {
             Some(Owner::Session(key, Part::Peer)) => self.session_ready(key, readable, writable),
+            Some(Owner::Session(key, Part::Channel(slot, tokens::Pipe::Socket))) => {
+                self.upstream_ready(ChanRef::Session(key, slot), readable, writable)
+            }
             Some(Owner::Session(key, Part::Channel(slot, pipe))) => {
                 self.channel_ready(ChanRef::Session(key, slot), pipe, readable, writable)
             }
@@ -443,6 +469,8 @@ impl Daemon {
             Some(Owner::Http(site)) => self.http_accept(site),
             Some(Owner::HttpConn(site, key)) => self.http_ready(site, key),
             Some(Owner::WebClient(key)) => self.web_client_ready(key, readable, writable),
+            Some(Owner::Api) => self.api_accept(),
+            Some(Owner::ApiClient(key)) => self.api_ready(key),
             None => warn!(?token, "event for an unknown token"),
         }
         self.settle();
@@ -466,10 +494,13 @@ impl Daemon {
                         .write(records);
                 }
                 Effect::OpenChannel(r) => self.open_channel(r),
-                Effect::ChannelWrite(r) => self.channel_write(r),
-                Effect::EndChannelInput(r) => self.end_channel_input(r),
-                Effect::CloseChannel(r) => self.close_channel(r),
-                Effect::ResumeChannel(r) => self.resume_channel(r),
+                Effect::ChannelWrite(_)
+                | Effect::EndChannelInput(_)
+                | Effect::CloseChannel(_)
+                | Effect::ResetChannel(_)
+                | Effect::ResumeChannel(_) => self.channel_effect(effect),
+                Effect::EndOutput(key) => self.end_output(key),
+                Effect::Reset(key) => self.reset_connection(key),
                 Effect::Note(n) => self.tap_note(n),
             }
         }
@@ -517,6 +548,9 @@ impl Daemon {
             ShellDue::RetryHttp(site) => self.http_accept(site),
             ShellDue::HttpConn(site, key, since) => self.http_expired(site, key, since),
             ShellDue::WebTick => self.web_tick(),
+            ShellDue::ConnectTimeout(r, serial) => self.connect_timeout_due(r, serial),
+            ShellDue::RetryApi => self.api_accept(),
+            ShellDue::ApiClient(key, since) => self.api_expire(key, since),
         }
     }
 

@@ -171,6 +171,13 @@ impl Daemon {
                 "control_socket changed: restart to move the control socket"
             );
         }
+        if new.daemon.toxiproxy_api != self.daemon_cfg.toxiproxy_api {
+            warn!(
+                event = "restart_needed",
+                what = "toxiproxy_api",
+                "toxiproxy_api changed: restart to move the API"
+            );
+        }
         if new.daemon.web != self.daemon_cfg.web {
             warn!(
                 event = "restart_needed",

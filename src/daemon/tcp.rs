@@ -51,7 +51,8 @@ pub(crate) struct Conn {
     pub(crate) peer_done: bool,
     /// The peer's EOF was read.
     read_eof: bool,
-    /// The session ended and its FIN waits for TLS records the socket has not taken yet.
+    /// The session's output ended and its FIN waits for TLS records the socket has not taken
+    /// yet.
     fin_pending: bool,
 }
 
@@ -479,6 +480,28 @@ impl Daemon {
         }
         if !self.chans.is_empty() {
             self.release_channels(key);
+        }
+        if !self.upstreams.is_empty() {
+            self.release_upstreams(key);
+        }
+    }
+
+    /// A handler ended the session's output: FIN to the peer, which is still read.
+    /// TLS: close_notify first, and the FIN once the socket took the records before it. An
+    /// error means the connection is gone, which its next read reports.
+    pub(super) fn end_output(&mut self, key: SessionKey) {
+        if let Some(Some(c)) = self.conns.get_mut(key)
+            && let Ok(false) = c.transport.shutdown_write()
+        {
+            c.fin_pending = true;
+            self.update_interest(key);
+        }
+    }
+
+    /// The session ends with a reset: the release that follows sends RST, not FIN.
+    pub(super) fn reset_connection(&mut self, key: SessionKey) {
+        if let Some(Some(c)) = self.conns.get_mut(key) {
+            let _ = socket2::SockRef::from(&*c.transport.socket()).set_linger(Some(Duration::ZERO));
         }
     }
 }

@@ -31,6 +31,10 @@ pub(crate) enum Owner {
     WebClient(usize),
     /// A pipe of a listener's shared child (`ChanRef::Shared`).
     Shared(usize, Pipe),
+    /// The toxiproxy API's listening socket.
+    Api,
+    /// A toxiproxy API client's connection.
+    ApiClient(usize),
 }
 
 /// The parts of a session the poller watches. Everything a session owns is registered under
@@ -45,12 +49,14 @@ pub(crate) enum Part {
     Channel(u16, Pipe),
 }
 
-/// Which pipe of a child a token stands for.
+/// Which descriptor of a channel a token stands for: a child's pipe, or a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pipe {
     Stdin,
     Stdout,
     Stderr,
+    /// An upstream connection's socket (a connect channel).
+    Socket,
 }
 
 /// The owners of the tokens in use.

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::Action;
 use crate::testutil::{Harness, build_one};
+use crate::{Action, CloseReason};
 
 fn harness(settings: &str) -> Harness {
     Harness::new(vec![
@@ -42,7 +42,8 @@ fn operator_bye_sends_then_closes() {
     assert_eq!(
         out.actions(),
         &[Action::Close {
-            scope: Scope::Session
+            scope: Scope::Session,
+            reason: CloseReason::Handler
         }]
     );
 }
@@ -81,7 +82,8 @@ fn close_after_reply_ends_the_session_after_one_answer() {
     assert_eq!(
         out.actions(),
         &[Action::Close {
-            scope: Scope::Session
+            scope: Scope::Session,
+            reason: CloseReason::Handler
         }]
     );
 }

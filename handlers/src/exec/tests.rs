@@ -52,7 +52,9 @@ fn the_program_is_an_argv_with_a_cleared_environment() {
     let Action::Open { spec, id: 0, .. } = &out.actions()[0] else {
         panic!("{:?}", out.actions());
     };
-    let Target::Program(p) = &spec.target;
+    let Target::Program(p) = &spec.target else {
+        panic!("a program")
+    };
     assert_eq!(p.arg0, "python3");
     assert_eq!(p.args, ["-u", "s.py"]);
     assert_eq!(p.limits.cpu, Some(5));
@@ -68,7 +70,9 @@ fn the_program_is_an_argv_with_a_cleared_environment() {
     let Action::Open { spec, .. } = &out.actions()[0] else {
         panic!()
     };
-    let Target::Program(p) = &spec.target;
+    let Target::Program(p) = &spec.target else {
+        panic!("a program")
+    };
     assert_eq!(p.path, std::path::Path::new("/bin/sh"));
     assert_eq!(p.args, ["-c", "echo hi | tr a-z A-Z"]);
 }
@@ -122,7 +126,9 @@ fn raw_framing_passes_bytes_through() {
     let Action::Open { spec, .. } = &out.actions()[0] else {
         panic!()
     };
-    let Target::Program(p) = &spec.target;
+    let Target::Program(p) = &spec.target else {
+        panic!("a program")
+    };
     assert_eq!(p.stderr, Stderr::Channel);
     assert_eq!(written(h.message(b"a\x00b")), ["a\u{0}b"]);
     assert_eq!(h.channel(0, 0, ChannelEvent::Data(b"x\ny")).data(), b"x\ny");

@@ -1,22 +1,9 @@
 //! Handing over to a person: the `handoff` rule key, `handoff_after_unmatched`, and the bot's
 //! silence while a person has the session.
 
-use crate::testutil::{Harness, build_one};
+use super::tests::{ask, bot, error};
+use crate::testutil::build_one;
 use crate::{Action, Flow, Handoff, Outbox};
-
-fn bot(script: &str) -> Harness {
-    let factory = build_one("scripted-reply", script).unwrap_or_else(|e| panic!("{e}"));
-    Harness::from_factories(&[factory])
-}
-
-fn ask(h: &mut Harness, msg: &str) -> Vec<String> {
-    h.message(msg.as_bytes());
-    h.sent()
-}
-
-fn error(script: &str) -> crate::BuildError {
-    build_one("scripted-reply", script).unwrap_err()
-}
 
 const KINDS: &str = r#"
 [[rule]]

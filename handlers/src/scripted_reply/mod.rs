@@ -74,6 +74,8 @@ mod handoff_tests;
 mod matcher;
 mod script;
 #[cfg(test)]
+mod script_tests;
+#[cfg(test)]
 mod tests;
 
 use std::borrow::Cow;

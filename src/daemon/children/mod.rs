@@ -71,11 +71,14 @@ impl Daemon {
         }
     }
 
-    /// The core asks for a channel: start the program.
+    /// The core asks for a channel: start the program (or connect: `upstream.rs`).
     pub(super) fn open_channel(&mut self, r: ChanRef) {
         let Some(open) = self.core.channel_open(r) else {
             return;
         };
+        if matches!(open.spec.target, Target::Connect { .. }) {
+            return self.connect_upstream(r);
+        }
         let session = open.session.map_or(0, |(id, _)| id);
         match self.spawn(r, &open) {
             Ok(()) => {
@@ -219,7 +222,7 @@ impl Daemon {
             let read = match pipe {
                 Pipe::Stdout => p.stdout.as_mut().map(|s| s.io.read(&mut self.buf)),
                 Pipe::Stderr => p.stderr.as_mut().map(|s| s.io.read(&mut self.buf)),
-                Pipe::Stdin => None,
+                Pipe::Stdin | Pipe::Socket => None,
             };
             match read {
                 None => return,

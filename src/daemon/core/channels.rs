@@ -13,10 +13,11 @@
 //! listener that ask for the same target: its input is the JSON lines its sessions write, its
 //! output is routed to sessions by the `"session"` field of each line.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use switchboard_handlers::channel::{ChannelScope, ChannelSpec};
+use switchboard_handlers::channel::{ChannelScope, ChannelSpec, Target};
 use switchboard_handlers::{ChannelEvent, ChannelId, Ending, Proto};
 use tracing::{debug, info, warn};
 
@@ -58,6 +59,18 @@ pub(crate) struct Channel {
     pub(crate) input_end: InputEnd,
     /// The listener channel this is a membership of.
     pub(crate) shared: Option<usize>,
+    /// A datagram channel (a UDP upstream): the length of each datagram in `input`, in
+    /// order; `None` for a byte stream.
+    pub(crate) datagrams: Option<VecDeque<usize>>,
+    /// The faults on its input (`core/faults.rs`), while any apply or hold bytes.
+    pub(crate) shaper: Option<Box<crate::faults::shape::Shaper>>,
+}
+
+impl Channel {
+    /// Input pending or held back by faults.
+    pub(crate) fn queued(&self) -> usize {
+        self.input.len() + self.shaper.as_ref().map_or(0, |s| s.held())
+    }
 }
 
 /// What the shell needs to open a channel.
@@ -105,8 +118,22 @@ impl Core {
             input: Vec::new(),
             input_end: InputEnd::Open,
             shared: None,
+            datagrams: matches!(
+                spec.target,
+                Target::Connect {
+                    proto: Proto::Udp,
+                    ..
+                }
+            )
+            .then(VecDeque::new),
+            shaper: None,
         };
         if scope == ChannelScope::Session {
+            let mut channel = channel;
+            channel.shaper = self.input_shaper(key, channel.datagrams.is_some());
+            let Some(s) = self.sessions.get_mut(key) else {
+                return;
+            };
             s.channels[slot as usize] = Some(channel);
             self.effects
                 .push_back(Effect::OpenChannel(ChanRef::Session(key, slot)));
@@ -144,7 +171,7 @@ impl Core {
         if c.input_end != InputEnd::Open {
             return;
         }
-        if c.input.len() >= 2 * max {
+        if c.queued() >= 2 * max {
             // Only a datagram peer (never paused) gets here: its input is dropped.
             debug!(
                 session = s.info.id,
@@ -153,11 +180,20 @@ impl Core {
             );
             return;
         }
+        if c.shaper.as_ref().is_some_and(|sh| sh.is_active()) {
+            if let Some(Some(fate)) = self.shape_input(key, slot, data) {
+                self.fault_fate(key, fate);
+            }
+            return;
+        }
         if c.input.is_empty() {
             self.effects
                 .push_back(Effect::ChannelWrite(ChanRef::Session(key, slot)));
         }
         c.input.extend_from_slice(data);
+        if let Some(ends) = &mut c.datagrams {
+            ends.push_back(data.len());
+        }
     }
 
     /// End a channel's input once its pending bytes are written (a membership: leave).
@@ -171,7 +207,7 @@ impl Core {
         if c.input_end != InputEnd::Open {
             return;
         }
-        if c.input.is_empty() {
+        if c.queued() == 0 {
             c.input_end = InputEnd::Done;
             self.effects
                 .push_back(Effect::EndChannelInput(ChanRef::Session(key, slot)));
@@ -213,8 +249,9 @@ impl Core {
         }
     }
 
-    /// An ended session's channels end with it.
-    pub(super) fn end_channels(&mut self, key: SessionKey) {
+    /// An ended session's channels end with it (with a reset when its peer's connection
+    /// was reset, or is).
+    pub(super) fn end_channels(&mut self, key: SessionKey, reset: bool) {
         let Some(s) = self.sessions.get(key) else {
             return;
         };
@@ -227,6 +264,9 @@ impl Core {
         for (slot, shared) in slots {
             if shared {
                 self.leave_shared(key, slot, "session_closed");
+            } else if reset {
+                self.effects
+                    .push_back(Effect::ResetChannel(ChanRef::Session(key, slot)));
             } else {
                 self.effects
                     .push_back(Effect::CloseChannel(ChanRef::Session(key, slot)));
@@ -417,7 +457,7 @@ impl Core {
         let fine = |key: SessionKey| {
             self.sessions
                 .get(key)
-                .is_some_and(|s| s.is_live() && s.pending.len() < s.cfg.max_output)
+                .is_some_and(|s| s.is_live() && s.pending.len() + s.held() < s.cfg.max_output)
         };
         match r {
             ChanRef::Session(key, _) => fine(key),
@@ -428,24 +468,29 @@ impl Core {
         }
     }
 
-    /// The bytes to write to a channel's input now, if any.
+    /// The bytes to write to a channel's input now, if any (a datagram channel: the next
+    /// datagram, to be reported written whole).
     pub(crate) fn channel_input(&self, r: ChanRef) -> Option<&[u8]> {
         let input = match r {
             ChanRef::Session(key, slot) => {
-                &self
+                let c = self
                     .sessions
                     .get(key)?
                     .channels
                     .get(slot as usize)?
-                    .as_ref()?
-                    .input
+                    .as_ref()?;
+                if let Some(ends) = &c.datagrams {
+                    return ends.front().map(|&n| &c.input[..n]);
+                }
+                &c.input
             }
             ChanRef::Shared(i) => &self.shared.get(i)?.input,
         };
         (!input.is_empty()).then_some(&input[..])
     }
 
-    /// `n` bytes of [`Core::channel_input`] were written.
+    /// `n` bytes of [`Core::channel_input`] were written (a datagram channel: the datagram
+    /// it gave went, or was dropped).
     pub(crate) fn channel_written(&mut self, r: ChanRef, n: usize) {
         match r {
             ChanRef::Session(key, slot) => {
@@ -456,16 +501,21 @@ impl Core {
                 let Some(c) = s.channel_mut(slot) else {
                     return;
                 };
-                let was_full = c.input.len() >= max;
+                let was_full = c.queued() >= max;
+                let n = match &mut c.datagrams {
+                    // Each call takes the next datagram off (sent whole, or dropped).
+                    Some(ends) => ends.pop_front().unwrap_or(0),
+                    None => n,
+                };
                 c.input.drain(..n.min(c.input.len()));
                 if c.input.is_empty() {
                     c.input = Vec::new();
-                    if c.input_end == InputEnd::Asked {
+                    if c.input_end == InputEnd::Asked && c.queued() == 0 {
                         c.input_end = InputEnd::Done;
                         self.effects.push_back(Effect::EndChannelInput(r));
                     }
                 }
-                if was_full && c.input.len() < max {
+                if was_full && c.queued() < max {
                     self.effects.push_back(Effect::Resume(key));
                 }
             }
@@ -500,7 +550,7 @@ impl Core {
         let max = s.cfg.max_output;
         s.channels.iter().flatten().any(|c| match c.shared {
             Some(i) => self.shared.get(i).is_some_and(|sh| sh.input.len() >= max),
-            None => c.input.len() >= max,
+            None => c.queued() >= max,
         })
     }
 

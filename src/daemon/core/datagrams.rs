@@ -1,6 +1,6 @@
-//! UDP in the core: datagrams to sessions, replies through the listener's faults (loss,
-//! duplicate, delay; seeded) into an outgoing batch that the shell sends with one
-//! `sendmmsg` per listener.
+//! UDP in the core: datagrams to sessions, replies through the session's faults (loss,
+//! duplicate, reorder, latency...; seeded: `core/faults.rs`) into an outgoing batch that the
+//! shell sends with one `sendmmsg` per listener.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use super::due::Due;
 use super::listeners::{Listener, ListenerId, ListenerRef};
 use super::{Core, Effect, SessionKey};
 use crate::daemon::timers::Timers;
+use crate::faults::shape::Shaper;
 
 /// Datagrams waiting to be sent, in order, their bytes in one buffer.
 #[derive(Debug, Default)]
@@ -46,13 +47,16 @@ impl Datagrams {
     }
 }
 
-/// Queue a reply to `peer` through the listener's `reply_rate` and faults.
+/// Queue a reply to `peer` through the listener's `reply_rate` and the session's faults
+/// (`shaper`, when any apply): what they let go now joins the batch, what they hold back
+/// waits in the listener's delayed queue (so that it still goes if the session ends).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn reply(
     l: &mut Listener,
     lid: ListenerId,
     peer: SocketAddr,
     msg: &[u8],
+    shaper: Option<&mut Shaper>,
     out: &mut Datagrams,
     timers: &mut Timers<Due>,
     effects: &mut VecDeque<Effect>,
@@ -61,34 +65,33 @@ pub(super) fn reply(
     if !l.reply_allowed(peer, now) {
         return;
     }
-    let f = l.cfg.faults;
     let (Some(u), span, serial) = (l.udp.as_mut(), &l.span, l.serial) else {
         return;
     };
-    let mut copies = 1;
-    if f.any() {
-        if f.loss > 0.0 && u.rng.next_f64() < f.loss {
-            debug!(parent: span, %peer, event = "fault", fault = "loss", "reply dropped (loss)");
-            return;
+    let Some(sh) = shaper else {
+        if out.is_empty() {
+            effects.push_back(Effect::Datagrams);
         }
-        if f.duplicate > 0.0 && u.rng.next_f64() < f.duplicate {
-            copies = 2;
+        out.push(lid, peer, msg);
+        return;
+    };
+    sh.push(now, msg);
+    let mut sent = 0;
+    for (at, bytes) in sh.take_all() {
+        sent += 1;
+        if at <= now {
+            if out.is_empty() {
+                effects.push_back(Effect::Datagrams);
+            }
+            out.push(lid, peer, &bytes);
+        } else {
+            let i = u.delayed.partition_point(|(t, _, _)| *t <= at);
+            u.delayed.insert(i, (at, peer, bytes));
+            timers.push(at, Due::Delayed(ListenerRef { id: lid, serial }));
         }
     }
-    for _ in 0..copies {
-        match f.delay {
-            Some(d) => {
-                u.delayed.push_back((now + d, peer, msg.to_vec()));
-                let lref = ListenerRef { id: lid, serial };
-                timers.push(now + d, Due::Delayed(lref));
-            }
-            None => {
-                if out.is_empty() {
-                    effects.push_back(Effect::Datagrams);
-                }
-                out.push(lid, peer, msg);
-            }
-        }
+    if sent == 0 {
+        debug!(parent: span, %peer, event = "fault", fault = "loss", "reply dropped by a fault");
     }
 }
 

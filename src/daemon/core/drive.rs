@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::due::Due;
 use super::replies::Said;
-use super::session::{HandlerTimer, LINGER, Phase};
+use super::session::{HandlerTimer, LINGER, OutputEnd, Phase};
 use super::{Core, Effect, RunState, SessionKey, Staged};
 use crate::framing::{Framer, TooLong};
 
@@ -164,13 +164,22 @@ impl Core {
 
     /// Turn what the handlers put in the outbox into output, timers and closes.
     fn apply(&mut self, key: SessionKey) {
+        let mut fate = None;
         if !self.sessions.contains(key) {
             return;
         }
         self.record(key);
         self.shape(key);
         let s = &mut self.sessions[key];
-        if self.out.has_messages() {
+        if self.out.has_messages() && s.output_end != OutputEnd::Open {
+            if self.debug {
+                debug!(
+                    session = s.info.id,
+                    event = "output_dropped",
+                    "the session's output was ended; a reply is dropped"
+                );
+            }
+        } else if self.out.has_messages() {
             s.counts.msgs_out += self.out.messages().count() as u64;
             match &s.framer {
                 Framer::Datagram { .. } => {
@@ -184,12 +193,14 @@ impl Core {
                             }));
                         }
                     }
+                    let mut shaper = s.shaper.as_deref_mut().filter(|sh| sh.is_active());
                     for m in self.out.messages() {
                         super::datagrams::reply(
                             &mut self.listeners[lid.0],
                             lid,
                             peer,
                             m,
+                            shaper.as_deref_mut(),
                             &mut self.datagrams,
                             &mut self.timers,
                             &mut self.effects,
@@ -201,7 +212,11 @@ impl Core {
                     let in_scratch = matches!(framer, Framer::Line { .. });
                     let bytes = framer.encode(&self.out, &mut self.scratch);
                     s.counts.bytes_out += bytes.len() as u64;
-                    if s.pending.is_empty() {
+                    let shaped = s.shaper.as_ref().is_some_and(|sh| sh.is_active());
+                    if shaped {
+                        let copy = bytes.to_vec();
+                        fate = self.shape_output(key, &copy);
+                    } else if s.pending.is_empty() {
                         self.staged = Some(Staged { key, in_scratch });
                     } else {
                         s.pending.extend_from_slice(bytes);
@@ -215,6 +230,9 @@ impl Core {
                 self.act(key, action);
             }
         }
+        if let Some(f) = fate {
+            self.fault_fate(key, f);
+        }
         self.settle(key);
     }
 
@@ -224,9 +242,9 @@ impl Core {
             return;
         };
         match action {
-            Action::Close { scope, .. } => {
+            Action::Close { scope, reason, .. } => {
                 let lid = s.listener;
-                self.begin_draining(key, CloseReason::Handler);
+                self.begin_draining(key, reason);
                 match scope {
                     Scope::Session => {}
                     Scope::Listener => {
@@ -284,6 +302,42 @@ impl Core {
             }
             // Taken during the drive (`hand_over`) and when shaping the replies (`shape`).
             Action::Handoff { .. } | Action::Ahead { .. } => {}
+            Action::Reset { reason, .. } => self.reset_session(key, reason),
+            Action::EndOutput => {
+                if s.output_end == OutputEnd::Open && !matches!(s.framer, Framer::Datagram { .. }) {
+                    s.output_end = OutputEnd::Asked;
+                    self.output_ended(key);
+                }
+            }
+        }
+    }
+
+    /// A session whose output a handler ended: FIN once its output is flushed.
+    pub(super) fn output_ended(&mut self, key: SessionKey) {
+        let staged = self.staged.is_some_and(|st| st.key == key);
+        if let Some(s) = self.sessions.get_mut(key)
+            && s.output_end == OutputEnd::Asked
+            && s.pending.is_empty()
+            && s.held() == 0
+            && !staged
+            && s.is_live()
+        {
+            s.output_end = OutputEnd::Done;
+            match s.shaper.as_ref().and_then(|sh| sh.slow_close(self.now)) {
+                Some(d) => {
+                    let sref = s.key_id(key);
+                    self.timers.push(self.now + d, Due::SlowClose(sref));
+                }
+                None => self.effects.push_back(Effect::EndOutput(key)),
+            }
+        }
+    }
+
+    /// End a session now with a reset: its peer's connection and its channels are reset.
+    pub(super) fn reset_session(&mut self, key: SessionKey, reason: CloseReason) {
+        if let Some(s) = self.sessions.get_mut(key).filter(|s| s.is_live()) {
+            s.reset = true;
+            self.end(key, reason);
         }
     }
 
@@ -301,8 +355,8 @@ impl Core {
             Phase::Handshake => return self.end(key, reason),
             Phase::Draining(_) | Phase::Lingering { .. } => return,
         }
-        if s.chain.is_closing() {
-            // A handler asked for the end: its timers are forgotten.
+        if s.chain.is_closing() || s.fault_closing {
+            // A handler (or a fault) asked for the end: its timers are forgotten.
             s.timers.clear();
         } else {
             if s.waits_for_timers() {
@@ -344,17 +398,24 @@ impl Core {
         }
         s.timers.clear();
         s.pending = Vec::new();
+        if s.shaper
+            .as_ref()
+            .is_some_and(|sh| sh.slow_close(self.now).is_none())
+        {
+            s.shaper = None;
+        }
         let (lid, peer, id, counts) = (s.listener, s.info.peer, s.info.id, s.counts);
         let tls = s.tls.as_ref().map(|t| t.version);
         let client_cert = s.info.client_cert.clone();
         let has_channels = !s.channels.is_empty();
+        let reset = s.reset || reason == CloseReason::PeerReset;
         let takes_operator = s.cfg.takes_operator();
         let tcp = !matches!(s.framer, Framer::Datagram { .. });
         if was_open {
             s.chain.close(&s.info, reason);
         }
         if has_channels {
-            self.end_channels(key);
+            self.end_channels(key, reset);
         }
         if was_open && (self.watching || self.sessions[key].cfg.record.is_some()) {
             self.effects
@@ -394,17 +455,24 @@ impl Core {
         let once_udp = l.cfg.once && !tcp;
         let lingers = tcp
             && self.state != RunState::Exit
-            && !matches!(
-                reason,
-                CloseReason::Error | CloseReason::WriteTimeout | CloseReason::PeerReset
-            );
+            && !reset
+            && !matches!(reason, CloseReason::Error | CloseReason::WriteTimeout);
+        if tcp && self.sessions[key].reset {
+            self.effects.push_back(Effect::Reset(key));
+        }
         if lingers {
             let s = &mut self.sessions[key];
-            s.phase = Phase::Lingering { since: self.now };
-            s.last_active = self.now;
+            // A slow_close fault holds the FIN back: the linger starts after it.
+            let slow = s.shaper.as_ref().and_then(|sh| sh.slow_close(self.now));
+            let start = self.now + slow.unwrap_or_default();
+            s.phase = Phase::Lingering { since: start };
+            s.last_active = start;
             let sref = s.key_id(key);
-            self.timers.push(self.now + LINGER, Due::Linger(sref));
-            self.effects.push_back(Effect::Close(key));
+            self.timers.push(start + LINGER, Due::Linger(sref));
+            match slow {
+                Some(_) => self.timers.push(start, Due::SlowClose(sref)),
+                None => self.effects.push_back(Effect::Close(key)),
+            }
         } else {
             self.release(key);
         }

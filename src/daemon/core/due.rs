@@ -35,6 +35,10 @@ pub(super) enum Due {
     ChannelGrace(SessionRef, u16, u64),
     /// A listener channel's grace after its last session left: its slot and serial.
     SharedGrace(usize, u64),
+    /// A session's faults have something due: held bytes, a close, a reset.
+    Fault(SessionRef),
+    /// The FIN a `slow_close` fault held back is due.
+    SlowClose(SessionRef),
 }
 
 impl Core {
@@ -128,6 +132,16 @@ impl Core {
                 }
             }
             Due::Delayed(l) => self.send_delayed(l),
+            Due::Fault(r) => self.fault_due(r),
+            Due::SlowClose(r) => match self.live(r) {
+                Some(Phase::Lingering { .. }) => {
+                    self.effects.push_back(super::Effect::Close(r.key))
+                }
+                Some(Phase::Open | Phase::Draining(_)) => {
+                    self.effects.push_back(super::Effect::EndOutput(r.key))
+                }
+                _ => {}
+            },
             Due::ChannelGrace(r, slot, serial) => self.channel_grace_due(r, slot, serial),
             Due::SharedGrace(i, serial) => self.shared_grace_due(i, serial),
             Due::Retire(l) => {

@@ -1,21 +1,22 @@
-//! Listeners as the core sees them: settings, counters, limits, UDP peers and faults, and
-//! where each is in its life. Their sockets live in the shell.
+//! Listeners as the core sees them: settings, counters, limits, UDP peers and faults, where
+//! each is in its life, and how they stop. Their sockets live in the shell.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
-use switchboard_handlers::Proto;
-use switchboard_handlers::rand::SplitMix64;
-use tracing::{Span, info_span, warn};
+use switchboard_handlers::{CloseReason, Proto};
+use tracing::{Span, info, info_span, warn};
 
-use super::SessionKey;
 use super::limits::{self, Event, Refusal};
 use super::metrics::Stats;
 use super::session::Counts;
+use super::session::Phase;
+use super::{Effect, SessionKey};
 use crate::acl::Verdict;
 use crate::config::ListenerConfig;
+use crate::faults::shape::{FaultSet, Installed};
 
 /// A listener's place in the core's table; its shell socket has the same id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,6 +60,10 @@ pub(crate) struct Listener {
     /// What only a UDP listener has.
     pub(crate) udp: Option<UdpState>,
     pub(crate) span: Span,
+    /// The faults in force (`core/faults.rs`): the config's, or as changed at run time.
+    pub(crate) faults: Rc<FaultSet>,
+    /// Made through the toxiproxy API, not the config: a reload leaves it alone.
+    pub(crate) api: bool,
 }
 
 /// A UDP listener's peers and faults.
@@ -66,9 +71,7 @@ pub(crate) struct Listener {
 pub(crate) struct UdpState {
     /// The session of each peer.
     pub(crate) peers: HashMap<SocketAddr, SessionKey>,
-    /// The faults' seeded draws.
-    pub(crate) rng: SplitMix64,
-    /// Replies held back by `delay`, due in order.
+    /// Replies held back by faults (`latency`, `reorder`), due in order of time.
     pub(crate) delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
     /// Sessions in the order they opened or were last seen active, for making room when the
     /// table is full (least recently active first). Entries of ended sessions are skipped
@@ -79,11 +82,28 @@ pub(crate) struct UdpState {
 }
 
 impl Listener {
-    pub(crate) fn new(serial: u64, cfg: Rc<ListenerConfig>, local: SocketAddr) -> Listener {
+    pub(crate) fn new(
+        serial: u64,
+        cfg: Rc<ListenerConfig>,
+        local: SocketAddr,
+        now: Instant,
+    ) -> Listener {
         let span = info_span!("listener", listener = %cfg.name, proto = %cfg.proto);
+        let faults = Rc::new(FaultSet {
+            seed: cfg.faults.seed,
+            faults: cfg
+                .faults
+                .list
+                .iter()
+                .map(|f| Installed {
+                    fault: Rc::new(f.clone()),
+                    since: now,
+                })
+                .collect(),
+            generation: 1,
+        });
         let udp = (cfg.proto == Proto::Udp).then(|| UdpState {
             peers: HashMap::new(),
-            rng: SplitMix64::new(cfg.faults.seed),
             delayed: VecDeque::new(),
             order: VecDeque::new(),
             evicted: 0,
@@ -98,6 +118,8 @@ impl Listener {
             limits: limits::State::default(),
             udp,
             span,
+            faults,
+            api: false,
         }
     }
 
@@ -269,5 +291,87 @@ impl Listener {
                 bytes, max_message = self.cfg.max_message, suppressed,
                 "datagram larger than max_message; dropped");
         }
+    }
+}
+
+impl super::Core {
+    /// Stop taking new sessions on a listener. TCP: its socket closes now and its sessions
+    /// go on. UDP: its sessions end (they share its socket), which closes once the replies
+    /// already decided are sent. A retiring listener stays retiring, so that it leaves the
+    /// table when it is done.
+    pub(crate) fn stop_listener(&mut self, lid: ListenerId, why: &str) {
+        let Some(l) = self.listeners.get_mut(lid.0) else {
+            return;
+        };
+        if matches!(l.phase, ListenerPhase::Stopping | ListenerPhase::Stopped) {
+            return;
+        }
+        l.span
+            .in_scope(|| info!(event = "listener_stopped", why, "listener stopped"));
+        self.retire_shared(lid);
+        let l = &mut self.listeners[lid.0];
+        let serving = l.phase == ListenerPhase::Serving;
+        if !l.is_udp() {
+            if serving {
+                l.phase = ListenerPhase::Stopped;
+                self.effects.push_back(Effect::StopListener(lid));
+            }
+            self.check_done();
+            return;
+        }
+        if serving {
+            l.phase = ListenerPhase::Stopping;
+        }
+        let keys: Vec<SessionKey> = l
+            .udp
+            .as_ref()
+            .map(|u| u.peers.values().copied().collect())
+            .unwrap_or_default();
+        for key in keys {
+            let reason = match self.sessions.get(key).map(|s| s.phase) {
+                Some(Phase::Draining(r)) => r,
+                _ => CloseReason::Shutdown,
+            };
+            self.end(key, reason);
+        }
+        self.finish_listener(lid);
+    }
+
+    /// A stopping or retiring listener with nothing left to serve closes its socket, and a
+    /// retired one leaves the table (its counters go to the listener of the same name).
+    pub(super) fn finish_listener(&mut self, lid: ListenerId) {
+        let Some(l) = self.listeners.get_mut(lid.0) else {
+            return;
+        };
+        if l.active > 0 || l.has_delayed() {
+            return;
+        }
+        match l.phase {
+            ListenerPhase::Stopping => {
+                l.phase = ListenerPhase::Stopped;
+                self.effects.push_back(Effect::StopListener(lid));
+            }
+            ListenerPhase::Retiring => {
+                if l.is_udp() {
+                    self.effects.push_back(Effect::StopListener(lid));
+                }
+                let old = self.listeners.remove(lid.0);
+                old.span.in_scope(|| {
+                    info!(
+                        event = "listener_removed",
+                        "removed from the config; its last session ended"
+                    )
+                });
+                if let Some((_, heir)) = self
+                    .listeners
+                    .iter_mut()
+                    .find(|(_, l)| l.cfg.name == old.cfg.name && l.cfg.proto == old.cfg.proto)
+                {
+                    heir.stats.merge(&old.stats);
+                }
+            }
+            ListenerPhase::Serving | ListenerPhase::Stopped => {}
+        }
+        self.check_done();
     }
 }

@@ -18,6 +18,7 @@ mod desk;
 mod desk_view;
 mod drive;
 mod due;
+mod faults;
 mod front;
 mod limits;
 mod listeners;
@@ -97,6 +98,13 @@ pub(crate) enum Effect {
     CloseChannel(ChanRef),
     /// A channel's output may be read again (its peer caught up).
     ResumeChannel(ChanRef),
+    /// End a channel at once with a reset (a connection: RST; a program: as `CloseChannel`),
+    /// its session's peer having reset or been reset.
+    ResetChannel(ChanRef),
+    /// Half-close: send the session's peer FIN (its output is flushed); keep reading it.
+    EndOutput(SessionKey),
+    /// The session is to end with a reset: make the `Release` that follows send RST.
+    Reset(SessionKey),
     /// What a recorded or watched session did (`tap.rs`).
     Note(Note),
 }
@@ -242,7 +250,7 @@ impl Core {
     ) -> ListenerId {
         let serial = self.next_serial;
         self.next_serial += 1;
-        let l = Listener::new(serial, cfg, local);
+        let l = Listener::new(serial, cfg, local, self.now);
         l.span.in_scope(|| {
             info!(event = "listening", addr = %local, handlers = ?l.cfg.handler_names, "listening")
         });
@@ -271,6 +279,8 @@ impl Core {
         let l = &mut self.listeners[lid.0];
         l.opened(peer);
         let cfg = l.cfg.clone();
+        let ordinal = l.stats.opened;
+        let shaper = faults::output_shaper(&l.faults, cfg.proto, peer, ordinal, self.now);
         let id = self.next_session;
         self.next_session += 1;
         let framer = match cfg.proto {
@@ -309,6 +319,12 @@ impl Core {
             front_deadline: self.now,
             tls: None,
             channels: Vec::new(),
+            output_end: session::OutputEnd::Open,
+            reset: false,
+            ordinal,
+            shaper,
+            fault_closing: false,
+            fault_timer: None,
         })
     }
 
@@ -416,86 +432,6 @@ impl Core {
             return Some(ReadMode::Paused);
         }
         Some(mode)
-    }
-
-    /// Stop taking new sessions on a listener. TCP: its socket closes now and its sessions
-    /// go on. UDP: its sessions end (they share its socket), which closes once the replies
-    /// already decided are sent. A retiring listener stays retiring, so that it leaves the
-    /// table when it is done.
-    pub(crate) fn stop_listener(&mut self, lid: ListenerId, why: &str) {
-        let Some(l) = self.listeners.get_mut(lid.0) else {
-            return;
-        };
-        if matches!(l.phase, ListenerPhase::Stopping | ListenerPhase::Stopped) {
-            return;
-        }
-        l.span
-            .in_scope(|| info!(event = "listener_stopped", why, "listener stopped"));
-        self.retire_shared(lid);
-        let l = &mut self.listeners[lid.0];
-        let serving = l.phase == ListenerPhase::Serving;
-        if !l.is_udp() {
-            if serving {
-                l.phase = ListenerPhase::Stopped;
-                self.effects.push_back(Effect::StopListener(lid));
-            }
-            self.check_done();
-            return;
-        }
-        if serving {
-            l.phase = ListenerPhase::Stopping;
-        }
-        let keys: Vec<SessionKey> = l
-            .udp
-            .as_ref()
-            .map(|u| u.peers.values().copied().collect())
-            .unwrap_or_default();
-        for key in keys {
-            let reason = match self.sessions.get(key).map(|s| s.phase) {
-                Some(Phase::Draining(r)) => r,
-                _ => CloseReason::Shutdown,
-            };
-            self.end(key, reason);
-        }
-        self.finish_listener(lid);
-    }
-
-    /// A stopping or retiring listener with nothing left to serve closes its socket, and a
-    /// retired one leaves the table (its counters go to the listener of the same name).
-    fn finish_listener(&mut self, lid: ListenerId) {
-        let Some(l) = self.listeners.get_mut(lid.0) else {
-            return;
-        };
-        if l.active > 0 || l.has_delayed() {
-            return;
-        }
-        match l.phase {
-            ListenerPhase::Stopping => {
-                l.phase = ListenerPhase::Stopped;
-                self.effects.push_back(Effect::StopListener(lid));
-            }
-            ListenerPhase::Retiring => {
-                if l.is_udp() {
-                    self.effects.push_back(Effect::StopListener(lid));
-                }
-                let old = self.listeners.remove(lid.0);
-                old.span.in_scope(|| {
-                    info!(
-                        event = "listener_removed",
-                        "removed from the config; its last session ended"
-                    )
-                });
-                if let Some((_, heir)) = self
-                    .listeners
-                    .iter_mut()
-                    .find(|(_, l)| l.cfg.name == old.cfg.name && l.cfg.proto == old.cfg.proto)
-                {
-                    heir.stats.merge(&old.stats);
-                }
-            }
-            ListenerPhase::Serving | ListenerPhase::Stopped => {}
-        }
-        self.check_done();
     }
 
     /// Graceful stop: listeners stop, sessions drain; the daemon exits when the last one is

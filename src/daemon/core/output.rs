@@ -71,6 +71,9 @@ impl Core {
         if s.pending.is_empty() {
             // An idle session keeps no buffer.
             s.pending = Vec::new();
+            if s.output_end == super::session::OutputEnd::Asked {
+                self.output_ended(key);
+            }
         } else {
             self.output_piled_up(key);
         }

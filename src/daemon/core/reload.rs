@@ -74,7 +74,7 @@ impl Core {
         let mut plan = Plan::default();
         let serving = |name: &str| {
             self.listeners()
-                .find(|(_, l)| l.is_serving() && l.name() == name)
+                .find(|(_, l)| l.is_serving() && !l.api && l.name() == name)
         };
         for cfg in &new.listeners {
             match serving(&cfg.name) {
@@ -107,7 +107,7 @@ impl Core {
             }
         }
         for (id, l) in self.listeners() {
-            if l.is_serving() && !new.listeners.iter().any(|c| *c.name == *l.name()) {
+            if l.is_serving() && !l.api && !new.listeners.iter().any(|c| *c.name == *l.name()) {
                 plan.retire.push(id);
                 plan.summary.removed.push(l.name().to_string());
             }
@@ -121,9 +121,18 @@ impl Core {
     pub(crate) fn apply_reload(&mut self, plan: Plan, bound: &[SocketAddr]) -> Vec<ListenerId> {
         for (id, cfg) in plan.keep {
             // An unchanged listener keeps its very factories, so that its shared children
-            // go on; a changed one's serve its open sessions and end after them.
-            if *self.listeners[id.0].cfg != cfg {
+            // go on; a changed one's serve its open sessions and end after them. Faults
+            // changed in the file replace the listener's at once, for its open sessions too.
+            let old = self.listeners[id.0].cfg.clone();
+            if old.faults != cfg.faults {
+                self.set_faults(id, cfg.faults.seed, cfg.faults.list.clone());
+            }
+            let mut same = cfg.clone();
+            same.faults = old.faults.clone();
+            if *old != cfg {
                 self.listeners[id.0].cfg = Rc::new(cfg);
+            }
+            if *old != same {
                 self.retire_shared(id);
             }
         }
@@ -142,6 +151,36 @@ impl Core {
             .zip(bound)
             .map(|(cfg, &local)| self.add_listener(Rc::new(cfg), local))
             .collect()
+    }
+
+    /// A listener made through the toxiproxy API: a reload leaves it alone.
+    pub(crate) fn mark_api(&mut self, id: ListenerId) {
+        if let Some(l) = self.listeners.get_mut(id.0) {
+            l.api = true;
+        }
+    }
+
+    /// Take a TCP listener out of service at once (a proxy disabled or deleted through the
+    /// API): its socket closes and its sessions end.
+    pub(crate) fn remove_listener(&mut self, id: ListenerId) {
+        let Some(l) = self.listeners.get_mut(id.0) else {
+            return;
+        };
+        if l.phase == ListenerPhase::Serving {
+            l.phase = ListenerPhase::Retiring;
+            self.retire_shared(id);
+            self.effects.push_back(Effect::StopListener(id));
+        }
+        let keys: Vec<super::SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.listener == id && s.is_live())
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            self.end(key, switchboard_handlers::CloseReason::Shutdown);
+        }
+        self.finish_listener(id);
     }
 
     /// Stop a listener taking new sessions; it leaves when its sessions end.

@@ -22,6 +22,7 @@ use super::channels::Channel;
 use super::desk::Attendance;
 use super::{ListenerId, SessionKey};
 use crate::config::ListenerConfig;
+use crate::faults::shape::Shaper;
 use crate::framing::Framer;
 
 /// How long an ended TCP session waits for more of what the peer still sends, before it
@@ -115,6 +116,17 @@ pub(crate) enum ReadMode {
     Discard,
 }
 
+/// Whether a session's output was ended by a handler (a half-close).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutputEnd {
+    /// Output goes on.
+    Open,
+    /// FIN once what is pending is flushed.
+    Asked,
+    /// FIN sent (asked of the shell); later output is dropped.
+    Done,
+}
+
 /// One session.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -151,6 +163,18 @@ pub(crate) struct Session {
     pub(crate) desk: Attendance,
     /// The channels its handlers opened, by slot (`core/channels.rs`).
     pub(crate) channels: Vec<Option<Channel>>,
+    /// A handler ended its output (half-close).
+    pub(crate) output_end: OutputEnd,
+    /// It ends with a reset (a handler asked, or a fault): no linger, RST to the peer.
+    pub(crate) reset: bool,
+    /// Its place among its listener's sessions (1 for the first), for fault selectors.
+    pub(crate) ordinal: u64,
+    /// The faults on its output (`core/faults.rs`), while any apply or hold bytes.
+    pub(crate) shaper: Option<Box<Shaper>>,
+    /// A fault ends it: its channels do not hold it open.
+    pub(crate) fault_closing: bool,
+    /// When its fault timer is armed for.
+    pub(crate) fault_timer: Option<Instant>,
 }
 
 impl Session {
@@ -170,20 +194,28 @@ impl Session {
     pub(crate) fn read_mode(&self) -> ReadMode {
         match self.phase {
             Phase::Handshake => ReadMode::Read,
-            Phase::Open if self.pending.len() < self.cfg.max_output => ReadMode::Read,
+            Phase::Open if self.pending.len() + self.held() < self.cfg.max_output => ReadMode::Read,
             Phase::Open | Phase::Draining(_) => ReadMode::Paused,
             Phase::Lingering { .. } => ReadMode::Discard,
         }
     }
 
-    /// Whether a draining session may end: nothing left to write and, unless a handler asked
-    /// for the end, no handler timer pending that it waits for and no channel open.
+    /// Bytes its faults hold back on the way to the peer.
+    pub(crate) fn held(&self) -> usize {
+        self.shaper.as_ref().map_or(0, |s| s.held())
+    }
+
+    /// Whether a draining session may end: nothing left to write and, unless a handler (or a
+    /// fault) asked for the end, no handler timer pending that it waits for and no channel open.
     pub(crate) fn drained(&self, staged: bool) -> bool {
         matches!(self.phase, Phase::Draining(_))
             && self.pending.is_empty()
             && !staged
+            && self.held() == 0
             && !self.waits_for_timers()
-            && (self.chain.is_closing() || self.channels.iter().all(Option::is_none))
+            && (self.chain.is_closing()
+                || self.fault_closing
+                || self.channels.iter().all(Option::is_none))
     }
 
     /// Whether a handler timer it waits for is pending.

@@ -31,6 +31,10 @@ pub(super) struct Peer {
     pub(super) eof: bool,
     /// Reading was resumed after backpressure.
     pub(super) resumed: u32,
+    /// The session half-closed: FIN sent, input still read.
+    pub(super) half_closed: bool,
+    /// The connection was reset (RST).
+    pub(super) reset: bool,
 }
 
 /// The far end of a channel, as the shell would see a child's pipes.
@@ -46,6 +50,8 @@ pub(super) struct Child {
     pub(super) terminated: bool,
     /// Its output may be read again.
     pub(super) resumed: u32,
+    /// It was reset (a connection's RST).
+    pub(super) reset: bool,
 }
 
 /// The core and the world around it.
@@ -67,6 +73,8 @@ pub(super) struct Harness {
     pub(super) records: Vec<Record>,
     /// The channels the core opened.
     pub(super) children: HashMap<ChanRef, Child>,
+    /// Channels are not reported open by themselves (a connection still connecting).
+    pub(super) hold_opens: bool,
 }
 
 /// A config from TOML text.
@@ -108,6 +116,7 @@ impl Harness {
             effects: Vec::new(),
             records: Vec::new(),
             children: HashMap::new(),
+            hold_opens: false,
         };
         h.settle();
         h
@@ -279,7 +288,9 @@ impl Harness {
                             ..Child::default()
                         },
                     );
-                    self.core.channel_opened(r);
+                    if !self.hold_opens {
+                        self.core.channel_opened(r);
+                    }
                 }
                 Effect::ChannelWrite(r) => self.write_child(r),
                 Effect::EndChannelInput(r) => {
@@ -293,6 +304,22 @@ impl Harness {
                     }
                 }
                 Effect::Note(_) => {}
+                Effect::ResetChannel(r) => {
+                    if let Some(c) = self.children.get_mut(&r) {
+                        c.terminated = true;
+                        c.reset = true;
+                    }
+                }
+                Effect::EndOutput(key) => {
+                    if let Some(p) = self.peers.get_mut(&key) {
+                        p.half_closed = true;
+                    }
+                }
+                Effect::Reset(key) => {
+                    if let Some(p) = self.peers.get_mut(&key) {
+                        p.reset = true;
+                    }
+                }
                 Effect::ResumeChannel(r) => {
                     if let Some(c) = self.children.get_mut(&r) {
                         c.resumed += 1;

@@ -4,6 +4,7 @@
 mod channels;
 mod desk;
 mod desk_view;
+mod faults;
 mod front;
 mod harness;
 mod reload;
