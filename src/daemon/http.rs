@@ -47,11 +47,13 @@ fn plain(status: u16, body: String) -> Response {
 fn server<'a>(
     web: &'a mut Option<super::web::Web>,
     metrics: &'a mut Option<Server>,
+    api: &'a mut Option<super::api::Api>,
     site: Site,
 ) -> Option<&'a mut Server> {
     match site {
         Site::Web => web.as_mut().map(|w| &mut w.server),
         Site::Metrics => metrics.as_mut(),
+        Site::Api => api.as_mut().map(|a| &mut a.server),
     }
 }
 
@@ -59,7 +61,7 @@ impl Daemon {
     /// Accept connections of `site`, serve each at once and time it.
     pub(super) fn http_accept(&mut self, site: Site) {
         let (now, registry) = (self.now, self.poll.registry());
-        let Some(server) = server(&mut self.web, &mut self.metrics, site) else {
+        let Some(server) = server(&mut self.web, &mut self.metrics, &mut self.api, site) else {
             return;
         };
         let (new, ok) = server.accept(registry, &mut self.tokens, now);
@@ -80,8 +82,11 @@ impl Daemon {
         match site {
             Site::Web => self.web_conn_ready(key),
             Site::Metrics => self.scraper_ready(key),
+            Site::Api => self.api_ready(key),
         }
-        if server(&mut self.web, &mut self.metrics, site).is_some_and(|s| s.has_room_again()) {
+        if server(&mut self.web, &mut self.metrics, &mut self.api, site)
+            .is_some_and(|s| s.has_room_again())
+        {
             self.http_accept(site);
         }
     }
@@ -89,7 +94,7 @@ impl Daemon {
     /// A connection's time is up (if it is still the one accepted at `since`).
     pub(super) fn http_expired(&mut self, site: Site, key: usize, since: Instant) {
         let registry = self.poll.registry();
-        let Some(server) = server(&mut self.web, &mut self.metrics, site) else {
+        let Some(server) = server(&mut self.web, &mut self.metrics, &mut self.api, site) else {
             return;
         };
         server.expire(key, since, registry, &mut self.tokens);
@@ -104,13 +109,15 @@ impl Daemon {
         let Some(m) = self.metrics.as_mut() else {
             return;
         };
-        if let Step::Request(req) = m.ready(key, registry, &mut self.tokens) {
-            let r = match (req.method.as_str(), req.path.as_str()) {
+        let r = match m.ready(key, registry, &mut self.tokens) {
+            Step::Request(req) => match (req.method.as_str(), req.path.as_str()) {
                 ("GET", "/metrics") => plain(200, self.core.prometheus()),
                 ("GET", _) => plain(404, "only /metrics is served here\n".into()),
                 _ => plain(405, "GET only\n".into()),
-            };
-            m.respond(key, r, registry, &mut self.tokens);
-        }
+            },
+            Step::Refused(status) => plain(status, String::new()),
+            Step::Wait | Step::Done | Step::Upgraded(_) => return,
+        };
+        m.respond(key, r, registry, &mut self.tokens);
     }
 }

@@ -79,10 +79,6 @@ pub(crate) enum ShellDue {
     Kill(usize, u32),
     /// Give up an upstream connection that has not connected by now (its serial).
     ConnectTimeout(ChanRef, u64),
-    /// Try accepting toxiproxy API clients again.
-    RetryApi,
-    /// Drop a toxiproxy API client that has not finished by now (its key and when it came).
-    ApiClient(usize, Instant),
     /// Accepting again, for an HTTP site.
     RetryHttp(httpd::Site),
     /// Drop an HTTP connection that has not finished by now (its key and when it came).
@@ -469,8 +465,6 @@ impl Daemon {
             Some(Owner::Http(site)) => self.http_accept(site),
             Some(Owner::HttpConn(site, key)) => self.http_ready(site, key),
             Some(Owner::WebClient(key)) => self.web_client_ready(key, readable, writable),
-            Some(Owner::Api) => self.api_accept(),
-            Some(Owner::ApiClient(key)) => self.api_ready(key),
             None => warn!(?token, "event for an unknown token"),
         }
         self.settle();
@@ -549,8 +543,6 @@ impl Daemon {
             ShellDue::HttpConn(site, key, since) => self.http_expired(site, key, since),
             ShellDue::WebTick => self.web_tick(),
             ShellDue::ConnectTimeout(r, serial) => self.connect_timeout_due(r, serial),
-            ShellDue::RetryApi => self.api_accept(),
-            ShellDue::ApiClient(key, since) => self.api_expire(key, since),
         }
     }
 

@@ -23,7 +23,8 @@ pub(crate) enum Owner {
     ControlClient(usize),
     /// The daemon's stdin, read as an operator console.
     Stdin,
-    /// An HTTP site's listening socket (the metrics endpoint, the web console).
+    /// An HTTP site's listening socket (the metrics endpoint, the toxiproxy API, the web
+    /// console).
     Http(super::httpd::Site),
     /// A connection of an HTTP site, until it is answered (or upgraded).
     HttpConn(super::httpd::Site, usize),
@@ -31,10 +32,6 @@ pub(crate) enum Owner {
     WebClient(usize),
     /// A pipe of a listener's shared child (`ChanRef::Shared`).
     Shared(usize, Pipe),
-    /// The toxiproxy API's listening socket.
-    Api,
-    /// A toxiproxy API client's connection.
-    ApiClient(usize),
 }
 
 /// The parts of a session the poller watches. Everything a session owns is registered under

@@ -7,10 +7,11 @@ use std::rc::Rc;
 use serde_json::{Value, json};
 use tracing::info;
 
+use super::ProxyDef;
 use super::toxics::{ApiError, new_toxic, toxic_json, updated_toxic};
-use super::{ProxyDef, Request, Step};
 use crate::daemon::core::ListenerId;
-use crate::daemon::{Daemon, Inherited, ShellDue, bind, tcp};
+use crate::daemon::httpd::{Request, Step};
+use crate::daemon::{Daemon, Inherited, bind};
 use crate::faults::Fault;
 
 type Reply = Result<(u16, Option<Value>), ApiError>;
@@ -50,62 +51,49 @@ fn proxy_input(v: &Value) -> Result<ProxyInput, ApiError> {
 }
 
 impl Daemon {
-    pub(crate) fn api_accept(&mut self) {
-        let Some(api) = self.api.as_mut() else {
-            return;
-        };
-        let (new, ok) = api.accept(self.poll.registry(), &mut self.tokens, self.now);
-        if !ok {
-            self.timers
-                .push(self.now + tcp::ACCEPT_RETRY, ShellDue::RetryApi);
-        }
-        for key in new {
-            self.timers.push(
-                self.now + super::CLIENT_TIMEOUT,
-                ShellDue::ApiClient(key, self.now),
-            );
-            self.api_ready(key);
-        }
-    }
-
-    pub(crate) fn api_expire(&mut self, key: usize, since: std::time::Instant) {
-        if let Some(api) = self.api.as_mut() {
-            api.expire(key, since, self.poll.registry(), &mut self.tokens);
-            if api.has_room_again() {
-                self.api_accept();
-            }
-        }
-    }
-
+    /// A client of the API is ready: its request is routed and answered.
     pub(crate) fn api_ready(&mut self, key: usize) {
+        let registry = self.poll.registry();
         let Some(api) = self.api.as_mut() else {
             return;
         };
-        if let Step::Request(req) = api.ready(key, self.poll.registry(), &mut self.tokens) {
-            let (status, body) = match self.api_route(&req) {
-                Ok((status, body)) => (status, body.map(|b| b.to_string())),
-                Err(e) => (e.status, Some(e.body())),
-            };
-            info!(event = "api_request", method = %req.method, path = %req.path, status,
-                "toxiproxy API request");
-            if let Some(api) = self.api.as_mut() {
-                api.respond(
-                    key,
-                    status,
-                    body.as_deref(),
-                    self.poll.registry(),
-                    &mut self.tokens,
-                );
+        let (status, body) = match api.server.ready(key, registry, &mut self.tokens) {
+            Step::Request(req) => {
+                let (status, body) = match self.api_route(&req) {
+                    Ok((status, body)) => (status, body.map(|b| b.to_string())),
+                    Err(e) => (e.status, Some(e.body())),
+                };
+                info!(event = "api_request", method = %req.method, path = %req.path, status,
+                    "toxiproxy API request");
+                (status, body)
             }
-            self.settle();
+            Step::Refused(status) => {
+                let why = match status {
+                    411 => "send a Content-Length",
+                    413 => "request body too large",
+                    431 => "request header fields too large",
+                    _ => "bad request",
+                };
+                (status, Some(ApiError::new(status, why).body()))
+            }
+            Step::Wait | Step::Done | Step::Upgraded(_) => return,
+        };
+        if let Some(api) = self.api.as_mut() {
+            api.server.respond(
+                key,
+                super::json_response(status, body.as_deref()),
+                self.poll.registry(),
+                &mut self.tokens,
+            );
         }
-        if self.api.as_mut().is_some_and(|a| a.has_room_again()) {
-            self.api_accept();
-        }
+        self.settle();
     }
 
     fn api_route(&mut self, req: &Request) -> Reply {
-        if req.user_agent.starts_with("Mozilla/") {
+        if req
+            .header("user-agent")
+            .is_some_and(|ua| ua.trim().starts_with("Mozilla/"))
+        {
             return Err(ApiError::new(403, "User agent not allowed"));
         }
         let path = req.path.split('?').next().unwrap_or_default();

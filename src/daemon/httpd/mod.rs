@@ -28,6 +28,8 @@ use super::transport::write_some;
 pub(crate) enum Site {
     /// The Prometheus endpoint (`http.rs`).
     Metrics,
+    /// The toxiproxy API (`api/`).
+    Api,
     /// The web console (`web/`).
     Web,
 }
@@ -37,6 +39,7 @@ impl Site {
     fn full_event(self) -> &'static str {
         match self {
             Site::Metrics => "scrapers_full",
+            Site::Api => "api_full",
             Site::Web => "http_full",
         }
     }
@@ -134,6 +137,7 @@ impl Response {
     }
 
     /// The bytes on the wire: the connection closes after them, unless it is upgraded (101).
+    /// A 101 or a 204 has no body, and says no length.
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
@@ -141,7 +145,7 @@ impl Response {
             let value: String = value.chars().filter(|c| !c.is_control()).collect();
             out.push_str(&format!("{name}: {value}\r\n"));
         }
-        if self.status != 101 {
+        if !matches!(self.status, 101 | 204) {
             out.push_str(&format!(
                 "Content-Length: {}\r\nConnection: close\r\n",
                 self.body.len()
@@ -159,6 +163,7 @@ pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
         200 => "OK",
+        201 => "Created",
         204 => "No Content",
         303 => "See Other",
         400 => "Bad Request",
@@ -166,6 +171,8 @@ pub(crate) fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
         413 => "Content Too Large",
         421 => "Misdirected Request",
         426 => "Upgrade Required",
@@ -213,8 +220,9 @@ pub(crate) fn parse(buf: &[u8], limits: &Limits, peer: SocketAddr) -> Parsed {
             )
         })
         .collect();
+    // Bodies come with their length (no chunks): one way to frame them, no smuggling.
     if headers.iter().any(|(n, _)| n == "transfer-encoding") {
-        return Parsed::Refused(501);
+        return Parsed::Refused(411);
     }
     let mut lengths = headers.iter().filter(|(n, _)| n == "content-length");
     let length = match (lengths.next(), lengths.next()) {
@@ -270,6 +278,9 @@ pub(crate) enum Step {
     Wait,
     /// The request is complete: answer it with [`Server::respond`] or [`Server::upgrade`].
     Request(Request),
+    /// Not a request the server takes (malformed, too big): answer this status with
+    /// [`Server::respond`], in the site's own words.
+    Refused(u16),
     /// The upgrade's answer went: the socket is the caller's now (deregistered, its token
     /// freed).
     Upgraded(TcpStream),
@@ -403,7 +414,9 @@ impl Server {
         }
         match parse(&c.request, &self.limits, c.peer) {
             Parsed::Partial if c.request.len() >= cap => {
-                self.respond(key, Response::new(413), registry, tokens)
+                c.request = Vec::new();
+                c.answered = true;
+                Step::Refused(413)
             }
             Parsed::Partial => Step::Wait,
             Parsed::Complete(req) => {
@@ -413,7 +426,9 @@ impl Server {
             }
             Parsed::Refused(status) => {
                 debug!(event = "http_refused", site = ?self.site, status, "HTTP: request refused");
-                self.respond(key, Response::new(status), registry, tokens)
+                c.request = Vec::new();
+                c.answered = true;
+                Step::Refused(status)
             }
         }
     }

@@ -50,7 +50,7 @@ fn too_big_malformed_or_chunked_requests_are_refused() {
     let two = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
     assert_eq!(parsed(two), Parsed::Refused(400));
     let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-    assert_eq!(parsed(chunked), Parsed::Refused(501));
+    assert_eq!(parsed(chunked), Parsed::Refused(411));
     let many: String = (0..60).map(|i| format!("X-{i}: 1\r\n")).collect();
     let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
     let limits = Limits {

@@ -120,6 +120,10 @@ impl Daemon {
                 }
             };
         }
+        if let Step::Refused(status) = step {
+            let r = super::answer(httpd::Response::new(status));
+            step = w.server.respond(key, r, registry, &mut self.tokens);
+        }
         // The 101 went (now, or after waiting for the socket): the socket is a browser's.
         if let Step::Upgraded(stream) = step
             && let Some((login, name)) = w.upgrading.remove(&key)
