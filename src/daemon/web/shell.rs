@@ -227,6 +227,7 @@ impl Daemon {
                 let m = json!({"t": "error", "text": "open the desk first"});
                 return self.web_send(key, &m.to_string());
             }
+            Ask::Say { text, .. } if text.trim().is_empty() => return,
             Ask::Say { session, text } => Command::At(session, text),
             Ask::Take { session } => Command::Take(session),
             Ask::Release { session } => Command::Release(session),
