@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::browser::{Browser, Page};
-use crate::util::{Daemon, WAIT, field, run, stderr, tcp_listener, udp_listener};
+use crate::util::{Daemon, WAIT, field, run, run_in, stderr, tcp_listener, udp_listener};
 
 /// The daemon, whose log is printed if the test fails.
 struct Logged(Daemon);
@@ -488,6 +488,40 @@ fn a_browser_that_stops_reading_is_dropped_and_the_daemon_goes_on() {
     let n = peer.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"still there");
     drop(ws);
+}
+
+#[test]
+fn a_password_made_by_web_password_logs_in_and_no_token_file_is_made() {
+    let made = run_in(&["web-password"], None, "a long passphrase\n");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let hash = crate::util::stdout(&made).trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let short = run_in(&["web-password"], None, "short\n");
+    assert!(!short.status.success());
+    let config = format!(
+        "[daemon]\nweb = \"127.0.0.1:0\"\nweb_token = false\nweb_password_hash = \"{hash}\"\n\n{}",
+        tcp_listener("desk", "[\"console-reply\"]", "")
+    );
+    let d = Logged(Daemon::start(&config));
+    assert!(d.events("web_token").next().is_none(), "no token file");
+    let web: SocketAddr = d
+        .events("web_listening")
+        .next()
+        .map(|v| field(&v, "addr").parse().unwrap())
+        .unwrap();
+    let host = format!("Host: {web}\r\nOrigin: http://{web}\r\n");
+    let login = |credential: &str| {
+        let body = format!("credential={credential}&name=pw");
+        http(
+            web,
+            &format!(
+                "POST /login HTTP/1.1\r\n{host}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    assert!(login("a+long+passphrase").starts_with("HTTP/1.1 303 "));
+    assert!(login("a+long+passphrasE").starts_with("HTTP/1.1 401 "));
 }
 
 #[test]
