@@ -39,44 +39,49 @@ impl std::fmt::Debug for Batch {
 
 impl Default for Batch {
     fn default() -> Batch {
-        Batch {
+        let mut b = Batch {
             data: vec![0; BATCH * SLOT],
             // SAFETY: sockaddr_storage is plain old data; all zero bytes is a valid value.
             addrs: vec![unsafe { zeroed() }; BATCH],
             iovecs: Vec::with_capacity(BATCH),
             headers: Vec::with_capacity(BATCH),
             received: 0,
+        };
+        for chunk in b.data.chunks_mut(SLOT) {
+            b.iovecs.push(libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: chunk.len(),
+            });
         }
+        // The headers point into the three vectors' heap buffers, which never grow past the
+        // capacity they were made with, so the pointers stay valid when the Batch moves.
+        for (addr, iov) in b.addrs.iter_mut().zip(b.iovecs.iter_mut()) {
+            // SAFETY: msghdr is plain old data; zero is valid for every field.
+            let mut hdr: libc::msghdr = unsafe { zeroed() };
+            hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+            hdr.msg_iov = iov;
+            hdr.msg_iovlen = 1;
+            b.headers.push(libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            });
+        }
+        b
     }
 }
 
 impl Batch {
     /// Receive up to [`BATCH`] datagrams from the non-blocking socket `fd`; returns how many.
     pub(super) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        self.iovecs.clear();
-        self.headers.clear();
-        for (i, chunk) in self.data.chunks_mut(SLOT).enumerate() {
-            self.iovecs.push(libc::iovec {
-                iov_base: chunk.as_mut_ptr().cast(),
-                iov_len: chunk.len(),
-            });
-            // SAFETY: msghdr is plain old data; zero is valid for every field.
-            let mut hdr: libc::msghdr = unsafe { zeroed() };
-            hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            self.headers.push(libc::mmsghdr {
-                msg_hdr: hdr,
-                msg_len: 0,
-            });
-        }
-        // The iovec pointers are set once the vector no longer moves.
-        for (hdr, iov) in self.headers.iter_mut().zip(self.iovecs.iter_mut()) {
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
+        // The kernel rewrites the address length (and the flags) of each header it fills;
+        // the rest of a header stays as it was made.
+        for h in &mut self.headers {
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
         // SAFETY: `headers` holds BATCH valid mmsghdr entries whose name and iovec pointers
-        // point into `addrs` and `data`, which are owned by `self`, sized as declared, and
-        // neither moved nor read while the call runs. MSG_DONTWAIT keeps it from blocking.
+        // point into `addrs`, `iovecs` and `data`, which are owned by `self`, sized as
+        // declared, and neither moved nor read while the call runs. MSG_DONTWAIT keeps it
+        // from blocking.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -115,6 +120,17 @@ pub(super) const SEND_BATCH: usize = 64;
 /// [`SEND_BATCH`] at once. Returns how many went; stops at the first error, which is returned
 /// when nothing went (`WouldBlock` when the send buffer is full).
 pub(super) fn send(socket: impl AsFd, msgs: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+    if let [(peer, msg)] = msgs {
+        // One datagram (a reply to one peer, the common case): sendto, without the four
+        // vectors that a batch needs.
+        return loop {
+            match rustix::net::sendto(&socket, msg, SendFlags::DONTWAIT, peer) {
+                Ok(_) => break Ok(1),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => break Err(e.into()),
+            }
+        };
+    }
     let msgs = &msgs[..msgs.len().min(SEND_BATCH)];
     let addrs: Vec<SocketAddrAny> = msgs.iter().map(|(a, _)| a.as_any()).collect();
     let iovs: Vec<[IoSlice<'_>; 1]> = msgs.iter().map(|(_, m)| [IoSlice::new(m)]).collect();
@@ -204,6 +220,42 @@ mod tests {
         assert_eq!(b.recv_from(&mut buf).unwrap(), (0, from));
         assert_eq!(a.recv_from(&mut buf).unwrap(), (3, from));
         assert_eq!(&buf[..3], b"two");
+    }
+
+    #[test]
+    fn sends_one_datagram_alone_and_batches_again_after_it() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let pa = a.local_addr().unwrap();
+        assert_eq!(send(&server, &[(pa, b"solo")]).unwrap(), 1);
+        assert_eq!(send(&server, &[(pa, b"x"), (pa, b"yz")]).unwrap(), 2);
+        let mut buf = [0; 16];
+        let from = server.local_addr().unwrap();
+        assert_eq!(a.recv_from(&mut buf).unwrap(), (4, from));
+        assert_eq!(&buf[..4], b"solo");
+        assert_eq!(a.recv_from(&mut buf).unwrap(), (1, from));
+        assert_eq!(a.recv_from(&mut buf).unwrap(), (2, from));
+    }
+
+    #[test]
+    fn a_batch_moved_and_reused_reads_each_call_s_datagrams_and_senders() {
+        // The headers made once point into the batch's heap buffers: moving the batch (into
+        // a box here, as the loop keeps it) must not leave them pointing at the old place.
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = server.local_addr().unwrap();
+        let peers: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut batch = Box::new(Batch::default());
+        for (i, p) in peers.iter().enumerate() {
+            p.send_to(&[b'a' + i as u8; 5][..=i], to).unwrap();
+            while batch.recv(server.as_raw_fd()).map_or(true, |n| n == 0) {
+                std::thread::yield_now();
+            }
+            let (data, peer, truncated) = batch.get(0).unwrap();
+            assert_eq!(data, &[b'a' + i as u8; 5][..=i]);
+            assert_eq!((peer, truncated), (p.local_addr().unwrap(), false));
+        }
     }
 
     #[test]
