@@ -10,8 +10,8 @@
 use tracing::debug;
 
 use super::due::Due;
-use super::session::ReadMode;
-use super::{Core, Effect, Note, SessionKey};
+use super::session::{Phase, ReadMode};
+use super::{Core, Effect, Note, SessionKey, Staged};
 
 impl Core {
     /// The bytes to write for a session now, if any.
@@ -34,6 +34,17 @@ impl Core {
     /// `n` bytes of what [`Core::transmit`] gave went out.
     pub(crate) fn transmitted(&mut self, key: SessionKey, n: usize) {
         let staged = self.staged.filter(|st| st.key == key);
+        if let Some(st) = staged
+            && self.took_all_quietly(key, st, n)
+        {
+            // The common case, a reply the kernel took whole: nothing else changes (the
+            // session was reading, keeps reading, and is not draining).
+            self.staged = None;
+            if n > 0 {
+                self.sessions[key].write_progress = self.now;
+            }
+            return;
+        }
         if n > 0
             && let Some(s) = self.sessions.get(key)
             && self.tapped(s)
@@ -85,6 +96,23 @@ impl Core {
             self.resume_channels(key);
         }
         self.settle(key);
+    }
+
+    /// Whether the transport took all of a staged reply of an open, reading session with
+    /// nothing else pending and no tap to tell.
+    fn took_all_quietly(&self, key: SessionKey, st: Staged, n: usize) -> bool {
+        let len = if st.in_scratch {
+            self.scratch.len()
+        } else {
+            self.out.data().len()
+        };
+        self.sessions.get(key).is_some_and(|s| {
+            n == len
+                && s.pending.capacity() == 0
+                && matches!(s.phase, Phase::Open)
+                && s.read_mode() == ReadMode::Read
+                && !self.tapped(s)
+        })
     }
 
     /// Whether a session has output waiting for the transport.
