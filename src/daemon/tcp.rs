@@ -406,18 +406,7 @@ impl Daemon {
         // The same borrow of the connection (the core and the poller are other fields): one
         // look-up per write on the hot path.
         let want = self.core.has_pending(key) || c.fin_pending || c.transport.wants_write();
-        if want != c.writable {
-            c.writable = want;
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            let _ = self
-                .poll
-                .registry()
-                .reregister(c.transport.socket(), c.token, interest);
-        }
+        want_writable(self.poll.registry(), c, want);
     }
 
     /// Ask for WRITABLE while output (the core's, or TLS records) waits for the socket.
@@ -426,18 +415,7 @@ impl Daemon {
             return;
         };
         let want = self.core.has_pending(key) || c.fin_pending || c.transport.wants_write();
-        if want != c.writable {
-            c.writable = want;
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            let _ = self
-                .poll
-                .registry()
-                .reregister(c.transport.socket(), c.token, interest);
-        }
+        want_writable(self.poll.registry(), c, want);
     }
 
     /// The core ended a session cleanly: send FIN, then read and drop until the peer's EOF.
@@ -503,5 +481,19 @@ impl Daemon {
         if let Some(Some(c)) = self.conns.get_mut(key) {
             let _ = socket2::SockRef::from(&*c.transport.socket()).set_linger(Some(Duration::ZERO));
         }
+    }
+}
+
+/// Ask for WRITABLE readiness on a connection while output waits for its socket, and stop
+/// asking once it does not (a reregister only when that changes).
+fn want_writable(registry: &mio::Registry, c: &mut Conn, want: bool) {
+    if want != c.writable {
+        c.writable = want;
+        let interest = if want {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let _ = registry.reregister(c.transport.socket(), c.token, interest);
     }
 }
