@@ -475,30 +475,40 @@ impl Daemon {
         while let Some(effect) = self.core.poll_effect() {
             match effect {
                 Effect::Transmit(key) => self.transmit(key),
-                Effect::Resume(key) => self.resume(key),
-                Effect::Close(key) => self.close_session(key),
-                Effect::Release(key) => self.release_session(key),
-                Effect::StopListener(id) => self.stop_listener(id),
-                Effect::Tell(op, line) => self.tell(op, &line),
-                Effect::Datagrams => self.send_datagrams(),
-                Effect::Transcripts => {
-                    let records = self.core.take_records();
-                    self.transcripts
-                        .get_or_insert_with(transcripts::Writer::spawn)
-                        .write(records);
-                }
-                Effect::OpenChannel(r) => self.open_channel(r),
-                Effect::ChannelWrite(_)
-                | Effect::EndChannelInput(_)
-                | Effect::CloseChannel(_)
-                | Effect::ResetChannel(_)
-                | Effect::ResumeChannel(_) => self.channel_effect(effect),
-                Effect::EndOutput(key) => self.end_output(key),
-                Effect::Reset(key) => self.reset_connection(key),
-                Effect::Note(n) => self.tap_note(n),
+                other => self.carry_out(other),
             }
         }
         self.web_sync();
+    }
+
+    /// Every effect but a transmit (the one effect of most messages), out of line: the loop
+    /// above then stays a few instructions, not a frame that sets up for all of these.
+    #[inline(never)]
+    fn carry_out(&mut self, effect: Effect) {
+        match effect {
+            Effect::Transmit(key) => self.transmit(key),
+            Effect::Resume(key) => self.resume(key),
+            Effect::Close(key) => self.close_session(key),
+            Effect::Release(key) => self.release_session(key),
+            Effect::StopListener(id) => self.stop_listener(id),
+            Effect::Tell(op, line) => self.tell(op, &line),
+            Effect::Datagrams => self.send_datagrams(),
+            Effect::Transcripts => {
+                let records = self.core.take_records();
+                self.transcripts
+                    .get_or_insert_with(transcripts::Writer::spawn)
+                    .write(records);
+            }
+            Effect::OpenChannel(r) => self.open_channel(r),
+            Effect::ChannelWrite(_)
+            | Effect::EndChannelInput(_)
+            | Effect::CloseChannel(_)
+            | Effect::ResetChannel(_)
+            | Effect::ResumeChannel(_) => self.channel_effect(effect),
+            Effect::EndOutput(key) => self.end_output(key),
+            Effect::Reset(key) => self.reset_connection(key),
+            Effect::Note(n) => self.tap_note(*n),
+        }
     }
 
     /// Reading from a session may resume: serve it again before the next wait.

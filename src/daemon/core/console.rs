@@ -49,7 +49,7 @@ impl Console {
     }
 
     pub(super) fn tell(&self, op: OpId, line: impl Into<String>, effects: &mut VecDeque<Effect>) {
-        effects.push_back(Effect::Tell(op, line.into()));
+        effects.push_back(Effect::Tell(op, line.into().into_boxed_str()));
     }
 
     pub(super) fn name_of(&self, op: OpId) -> Option<&str> {

@@ -135,7 +135,7 @@ impl Core {
         {
             if self.tapped(s) {
                 let id = s.info.id;
-                self.effects.push_back(Effect::Note(super::Note::Read {
+                self.effects.push_back(Effect::note(super::Note::Read {
                     id,
                     bytes: data.to_vec(),
                 }));

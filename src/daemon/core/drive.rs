@@ -187,7 +187,7 @@ impl Core {
                     let (lid, peer) = (s.listener, s.info.peer);
                     if self.watching || s.cfg.record.is_some() {
                         for m in self.out.messages() {
-                            self.effects.push_back(Effect::Note(super::Note::Wrote {
+                            self.effects.push_back(Effect::note(super::Note::Wrote {
                                 id: s.info.id,
                                 bytes: m.to_vec(),
                             }));
@@ -419,7 +419,7 @@ impl Core {
         }
         if was_open && (self.watching || self.sessions[key].cfg.record.is_some()) {
             self.effects
-                .push_back(Effect::Note(super::Note::Closed { id, reason }));
+                .push_back(Effect::note(super::Note::Closed { id, reason }));
         }
         let s = &mut self.sessions[key];
         let duration = self.now.saturating_duration_since(s.opened);

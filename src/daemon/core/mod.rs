@@ -80,7 +80,7 @@ pub(crate) enum Effect {
     /// Close the listener's socket (after sending what it has queued).
     StopListener(ListenerId),
     /// Show a line to an operator.
-    Tell(OpId, String),
+    Tell(OpId, Box<str>),
     /// Datagrams are ready to send: [`Core::datagrams`].
     Datagrams,
     /// Transcript lines are ready to write: [`Core::take_records`].
@@ -105,8 +105,18 @@ pub(crate) enum Effect {
     EndOutput(SessionKey),
     /// The session is to end with a reset: make the `Release` that follows send RST.
     Reset(SessionKey),
-    /// What a recorded or watched session did (`tap.rs`).
-    Note(Note),
+    /// What a recorded or watched session did (`tap.rs`). Boxed, as is `Tell`'s line: every
+    /// message queues at least one effect, and the common ones carry a key or two.
+    Note(Box<Note>),
+}
+
+// Queued and taken once or twice per message: kept to a few words.
+const _: () = assert!(std::mem::size_of::<Effect>() <= 32);
+
+impl Effect {
+    pub(crate) fn note(note: Note) -> Self {
+        Effect::Note(Box::new(note))
+    }
 }
 
 /// Where the daemon is in its life.
@@ -340,7 +350,7 @@ impl Core {
         let (sref, lid, cfg) = (s.key_id(key), s.listener, s.cfg.clone());
         if self.tapped(&self.sessions[key]) {
             let s = &self.sessions[key];
-            self.effects.push_back(Effect::Note(Note::Opened {
+            self.effects.push_back(Effect::note(Note::Opened {
                 key,
                 id: s.info.id,
                 listener: lid,
@@ -375,7 +385,7 @@ impl Core {
         if let Some(s) = self.sessions.get(key).filter(|s| s.phase == Phase::Open) {
             if self.tapped(s) {
                 let id = s.info.id;
-                self.effects.push_back(Effect::Note(Note::Read {
+                self.effects.push_back(Effect::note(Note::Read {
                     id,
                     bytes: bytes.to_vec(),
                 }));

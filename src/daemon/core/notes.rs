@@ -37,7 +37,7 @@ impl Core {
         if on && !self.watching {
             for (key, s) in self.sessions.iter() {
                 if matches!(s.phase, Phase::Open | Phase::Draining(_)) && s.cfg.record.is_none() {
-                    self.effects.push_back(Effect::Note(Note::Opened {
+                    self.effects.push_back(Effect::note(Note::Opened {
                         key,
                         id: s.info.id,
                         listener: s.listener,

@@ -55,7 +55,7 @@ impl Core {
                 Some(_) => &self.out.data()[..n],
                 None => &s.pending[..n.min(s.pending.len())],
             };
-            self.effects.push_back(Effect::Note(Note::Wrote {
+            self.effects.push_back(Effect::note(Note::Wrote {
                 id,
                 bytes: bytes.to_vec(),
             }));

@@ -269,7 +269,7 @@ impl Harness {
                     }
                 }
                 Effect::StopListener(id) => self.stopped.push(id),
-                Effect::Tell(op, line) => self.told.push((op, line)),
+                Effect::Tell(op, line) => self.told.push((op, line.into())),
                 Effect::Transcripts => {
                     let records = self.core.take_records();
                     self.records.extend(records);
