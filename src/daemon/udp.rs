@@ -9,10 +9,14 @@ use std::os::fd::AsRawFd;
 
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
+use smallvec::SmallVec;
 use tracing::{debug, warn};
 
 use super::core::ListenerId;
 use super::{Daemon, MAX_OPS_PER_EVENT, mmsg};
+
+/// Replies of one batch to one listener, in order: on the stack up to a receive batch.
+type Run<'a> = SmallVec<[(SocketAddr, &'a [u8]); mmsg::BATCH]>;
 
 /// Datagrams kept per listener while the kernel's send buffer is full.
 const UDP_QUEUE_MAX: usize = 4096;
@@ -151,10 +155,10 @@ impl Daemon {
     /// Send the datagrams the core has ready, one `sendmmsg` per run of the same listener.
     pub(super) fn send_datagrams(&mut self) {
         let registry = self.poll.registry();
-        let mut run: Vec<(SocketAddr, &[u8])> = Vec::new();
+        let mut run: Run = SmallVec::new();
         let mut current: Option<ListenerId> = None;
         let datagrams = self.core.datagrams();
-        let mut flush = |lid: ListenerId, run: &mut Vec<(SocketAddr, &[u8])>| {
+        let mut flush = |lid: ListenerId, run: &mut Run| {
             if let Some(Some(super::ListenerIo::Udp(io))) = self.sockets.get_mut(lid.0) {
                 let name = self.core.listener(lid).map_or("", |l| l.name());
                 io.send(run, name, registry);
@@ -171,6 +175,7 @@ impl Daemon {
         if let Some(lid) = current {
             flush(lid, &mut run);
         }
+        drop(run);
         self.core.clear_datagrams();
     }
 }
