@@ -679,6 +679,10 @@ def main():
     if log_missed:
         lines.append(f"- **Missed** by logging to a rotated file (more than 5 % below /dev/null): "
                      f"{', '.join(log_missed)}.")
+    absent = [name for name in cmp["servers"] if not any(F.raw.get(name, {}).values())]
+    if absent:
+        lines.append(f"- **Not measured**: {', '.join(absent)}: no run of it came up "
+                     "(`results/compare-stderr.txt` says why), so its targets are open.")
     if not lines:
         lines.append("- Every target was met in this run.")
     if bound:

@@ -267,7 +267,7 @@ impl Daemon {
         let web_token = daemon.open_web(config, crate::privileges::serving_uid(run_as.as_ref()))?;
         let mut owned = daemon.control.handover();
         owned.extend(web_token.as_ref().map(|f| f.handover()));
-        owned.extend(log_file.as_ref().map(|f| f.handover()));
+        owned.extend(log_file.as_ref().and_then(|f| f.handover()));
         crate::privileges::drop_to(run_as.as_ref(), &owned)?;
         // As the user the daemon serves as: a folder it cannot write is an error now, not
         // lines lost later.

@@ -9,7 +9,9 @@
 //!   the open descriptor: a regular file, with one name only (a hard link to another file
 //!   is refused), belonging to the daemon's current user or to the user it serves as. The
 //!   writer is that descriptor, and the privilege drop gives it to the daemon's user with
-//!   `fchown` on it ([`LogFile::handover`]).
+//!   `fchown` on it ([`LogFile::handover`]). A character device that root owns (`/dev/null`
+//!   to throw the lines away, a console) is taken too: only root can make a device node, so
+//!   nobody else can have put it there; it is written to as it is and never given away.
 //! - `hourly` / `daily`: tracing-appender opens a new file by name at each period and cannot
 //!   be given a descriptor, so the folder itself must be one only root or the daemon's user
 //!   can write to (no group or other write bit, sticky or not); another user then has no way
@@ -30,6 +32,8 @@ use crate::privileges::Handover;
 pub struct LogFile {
     path: PathBuf,
     fd: OwnedFd,
+    /// A regular file, which the privilege drop gives to the daemon's user (a device is not).
+    regular: bool,
 }
 
 impl LogFile {
@@ -38,15 +42,16 @@ impl LogFile {
         Some(LogFile {
             path: self.path.clone(),
             fd: self.fd.try_clone().ok()?,
+            regular: self.regular,
         })
     }
 
-    /// For [`crate::privileges::drop_to`].
-    pub fn handover(&self) -> Handover<'_> {
-        Handover {
+    /// For [`crate::privileges::drop_to`]: `None` for a device, which stays root's.
+    pub fn handover(&self) -> Option<Handover<'_>> {
+        self.regular.then(|| Handover {
             what: format!("log file {}", self.path.display()),
             fd: self.fd.as_fd(),
-        }
+        })
     }
 }
 
@@ -77,9 +82,22 @@ pub(super) fn open_append(path: &Path, serving_uid: u32) -> io::Result<(File, Lo
         e => refused(path, format!("cannot open it: {}", io::Error::from(e))),
     })?;
     let st = rustix::fs::fstat(&fd).map_err(|e| refused(path, io::Error::from(e)))?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(refused(path, "is not a regular file"));
-    }
+    let regular = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => true,
+        FileType::CharacterDevice if st.st_uid == 0 => false,
+        FileType::CharacterDevice => {
+            return Err(refused(
+                path,
+                format!("is a device that belongs to uid {}, not to root", st.st_uid),
+            ));
+        }
+        _ => {
+            return Err(refused(
+                path,
+                "is not a regular file (nor a device such as /dev/null)",
+            ));
+        }
+    };
     if st.st_nlink > 1 {
         return Err(refused(
             path,
@@ -90,7 +108,7 @@ pub(super) fn open_append(path: &Path, serving_uid: u32) -> io::Result<(File, Lo
         ));
     }
     let me = rustix::process::geteuid().as_raw();
-    if st.st_uid != me && st.st_uid != serving_uid {
+    if regular && st.st_uid != me && st.st_uid != serving_uid {
         return Err(refused(
             path,
             format!(
@@ -105,6 +123,7 @@ pub(super) fn open_append(path: &Path, serving_uid: u32) -> io::Result<(File, Lo
     let handle = LogFile {
         path: path.to_owned(),
         fd: fd.try_clone()?,
+        regular,
     };
     Ok((File::from(fd), handle))
 }
@@ -155,9 +174,18 @@ mod tests {
         file.write_all(b"second\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\nsecond\n");
         assert_eq!(
-            handle.handover().what,
+            handle.handover().unwrap().what,
             format!("log file {}", path.display())
         );
+    }
+
+    #[test]
+    fn dev_null_is_taken_and_never_given_away() {
+        let path = Path::new("/dev/null");
+        let (mut file, handle) = open_append(path, 4242).unwrap();
+        file.write_all(b"gone\n").unwrap();
+        assert!(handle.handover().is_none());
+        assert!(handle.try_clone().unwrap().handover().is_none());
     }
 
     #[test]
