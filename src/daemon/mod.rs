@@ -13,6 +13,7 @@
 //! WRITABLE interest while it lasts.
 
 mod activation;
+mod alarm;
 mod api;
 mod bind;
 mod certs;
@@ -115,6 +116,8 @@ pub struct Daemon {
     /// The transcript writer thread, once a listener writes transcripts.
     transcripts: Option<transcripts::Writer>,
     timers: Timers<ShellDue>,
+    /// Wakes the loop for the earliest deadline of `timers` and the core's.
+    alarm: alarm::Alarm,
     /// The one read buffer every socket reads into.
     buf: Vec<u8>,
     /// The datagram batch of UDP listeners (`recvmmsg`), made on first use.
@@ -192,6 +195,7 @@ impl Daemon {
         poll.registry()
             .register(&mut signals, token, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), tokens.add(Owner::Waker))?);
+        let alarm = alarm::Alarm::new(poll.registry(), tokens.add(Owner::Alarm))?;
         let now = Instant::now();
         let mut daemon = Daemon {
             poll,
@@ -207,6 +211,7 @@ impl Daemon {
             web: None,
             transcripts: None,
             timers: Timers::default(),
+            alarm,
             buf: vec![0; READ_BUF],
             batch: None,
             pending: Vec::new(),
@@ -375,23 +380,20 @@ impl Daemon {
         self.logging = Some(logging);
         self.core.refresh_debug();
         while !self.core.is_done() {
-            let timeout = if self.pending.is_empty() {
-                [self.core.next_deadline(), self.timers.next_deadline()]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
-            } else {
-                Some(Duration::ZERO)
-            };
+            // With work pending, only look; otherwise sleep until an event or the alarm.
+            let timeout = (!self.pending.is_empty()).then_some(Duration::ZERO);
+            if timeout.is_none() {
+                let next = [self.core.next_deadline(), self.timers.next_deadline()];
+                self.alarm.wake_by(next.into_iter().flatten().min())?;
+            }
             let mut events = self
                 .events
                 .take()
                 .unwrap_or_else(|| Events::with_capacity(1024));
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
             }
             self.now = Instant::now();
             self.core.set_clock(self.now, SystemTime::now());
@@ -455,6 +457,7 @@ impl Daemon {
             },
             Some(Owner::Signals) => self.on_signals(),
             Some(Owner::Waker) => self.reload_loaded(),
+            Some(Owner::Alarm) => self.alarm.rang(),
             Some(Owner::Control) => self.control_accept(),
             Some(Owner::ControlClient(op)) => self.control_ready(op, readable, writable),
             Some(Owner::Stdin) => {
@@ -561,11 +564,7 @@ impl Daemon {
         for signal in pending {
             match signal {
                 SIGINT | SIGTERM => {
-                    let name = if signal == SIGINT {
-                        "SIGINT"
-                    } else {
-                        "SIGTERM"
-                    };
+                    let name = signal_hook::low_level::signal_name(signal).unwrap_or("?");
                     if self.core.state() == RunState::Running {
                         info!(
                             event = "stop_requested",

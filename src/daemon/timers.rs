@@ -1,4 +1,4 @@
-//! Deadlines in one heap; the earliest sets the poll timeout.
+//! Deadlines in one heap; the earliest of both heaps sets the loop's alarm (`alarm.rs`).
 //!
 //! The core and the shell each own one, over their own kinds of timer. Entries are never
 //! removed early: each names what it is for, and its owner checks on firing whether it still

@@ -13,6 +13,8 @@ pub(crate) enum Owner {
     Signals,
     /// The waker another thread uses to hand its result to the loop (a config read).
     Waker,
+    /// The timer that wakes the loop for its next deadline (`alarm.rs`).
+    Alarm,
     /// A listener's socket.
     Listener(ListenerId),
     /// A part of a session: its connection, or something else it owns.
