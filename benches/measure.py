@@ -23,6 +23,7 @@ Three passes, all over 127.0.0.1, server on core 0 and load generator on core 1:
    per message).
 """
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -72,6 +73,15 @@ def sh(*argv):
         return None
 
 
+def kernel_option(name):
+    """True or False from /proc/config.gz, None when the kernel does not publish its config."""
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            return any(line.strip() == f"{name}=y" for line in f)
+    except OSError:
+        return None
+
+
 def machine():
     model = None
     with open("/proc/cpuinfo") as f:
@@ -85,6 +95,9 @@ def machine():
             if line.startswith("MemTotal:"):
                 mem_kib = int(line.split()[1])
     return {
+        # Whether the kernel keeps interrupt time apart from the task it interrupted; when it
+        # does not, the softirq work of loopback delivery counts for whichever process runs.
+        "irq_time_accounting": kernel_option("CONFIG_IRQ_TIME_ACCOUNTING"),
         "nproc": int(sh("nproc") or os.cpu_count()),
         "cpu_model": model,
         "kernel": platform.release(),

@@ -719,6 +719,11 @@ def main():
     c_cpu = [r["server_us_per_op"] for r in (cpu.get("pp50") or {}).get("c-epoll", [])
              if r and r.get("server_us_per_op")]
     c_us = f"{statistics.median(c_cpu):.2f} µs (pp50)" if c_cpu else "several µs"
+    irq_note = ("\n  This kernel does not keep interrupt time apart (`CONFIG_IRQ_TIME_ACCOUNTING` is not"
+                "\n  set): the softirq work of loopback delivery, for the packets of either side, counts"
+                "\n  for whichever process the core is running, so how it splits between server and"
+                "\n  load generator moves with their timing."
+                if m.get("irq_time_accounting") is False else "")
     page = f"""# Benchmarks: switchboard against a C epoll server and tokio
 
 <!-- Written by benches/report.py from {rel}/: change the scripts, not this file. -->
@@ -763,7 +768,7 @@ What a missed target would take, by kind (the figures above say which apply to t
   below), and those calls are nearly all of a server's CPU time per message: the C server runs
   {c_ir} user-space instructions per message and still spends {c_us} per message. That kernel
   share moves by 10-15 % from run to run on a shared machine, more than the margins of these
-  holds, hence the wide per-cycle ranges. What differs between the servers is the user-space
+  holds, hence the wide per-cycle ranges.{irq_note} What differs between the servers is the user-space
   cost per message ({user_cost}; the profile below) and, at 500 connections, how much
   per-connection state each message touches: a run by hand at pp500 under
   `valgrind --tool=callgrind --cache-sim=yes` (not part of this script) counted about 11
