@@ -772,12 +772,15 @@ What a missed target would take, by kind (the figures above say which apply to t
   cost per message ({user_cost}; the profile below) and, at 500 connections, how much
   per-connection state each message touches: a run by hand at pp500 under
   `valgrind --tool=callgrind --cache-sim=yes` (not part of this script) counted about 11
-  first-level data-cache misses per message for switchboard against 6 for tokio, most of them
-  reading the fields of the session that decide whether to read (`read_mode`). Declaring the
-  fields a message touches together at the front of the session (`repr(C)`, tried) saved
-  about one miss in twenty: a message touches most of the session's 504 bytes. Plain sessions
-  already call `recv`/`send` bare (rustix), without glibc's cancellation points. The next
-  steps would be a smaller state per session and fewer look-ups of it per message.
+  first-level data-cache misses per message for switchboard against 6 for tokio (about a third
+  of them at the first touch of the session, in `read_mode`), and about one last-level miss:
+  with 500 sessions in some 300 KB, the misses are served by the second-level cache, some 14
+  cycles each, so the difference is worth tens of nanoseconds per message, well under 1 % of
+  it. Declaring the fields a message touches together at the front of the session
+  (`repr(C)`, tried) saved about one miss in twenty. Plain sessions already call
+  `recv`/`send` bare (rustix), without glibc's cancellation points. What is left of a gap at
+  500 connections is in the kernel's share, which a profile of it
+  (`perf record -e cpu-clock`) compares symbol by symbol.
 - **Bulk CPU per MB against C**: the echo handler's reply is a copy of the message into the
   outbox, one copy of every byte, which the C server (writing from the buffer it read into)
   does not make. Sending the input back without that copy would need the outbox to refer to
