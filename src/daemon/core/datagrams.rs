@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use super::drive::Input;
 use super::due::Due;
-use super::listeners::{Listener, ListenerId, ListenerRef};
+use super::listeners::{Listener, ListenerId, ListenerRef, PeerAddr};
 use super::{Core, Effect, SessionKey};
 use crate::daemon::timers::Timers;
 use crate::faults::shape::Shaper;
@@ -120,7 +120,10 @@ impl Core {
             l.too_large(peer, data.len(), now);
             return;
         }
-        let known = l.udp.as_ref().and_then(|u| u.peers.get(&peer).copied());
+        let known = l
+            .udp
+            .as_ref()
+            .and_then(|u| u.peers.get(&PeerAddr(peer)).copied());
         let key = match known {
             Some(key) => key,
             None => match self.open_udp(lid, peer) {
@@ -155,7 +158,7 @@ impl Core {
         let live = |k: SessionKey, id: u64| self.sessions.get(k).is_some_and(|s| s.info.id == id);
         let l = &mut self.listeners[lid.0];
         if let Some(u) = l.udp.as_mut() {
-            u.peers.insert(peer, key);
+            u.peers.insert(PeerAddr(peer), key);
             u.order.push_back((key, id, now));
             if u.order.len() > 2 * u.peers.len() + 64 {
                 u.order.retain(|&(k, id, _)| live(k, id));

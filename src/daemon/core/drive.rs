@@ -429,7 +429,7 @@ impl Core {
         let l = &mut self.listeners[lid.0];
         l.closed(peer, &counts, reason == CloseReason::Error);
         if let Some(u) = &mut l.udp {
-            u.peers.remove(&peer);
+            u.peers.remove(&super::listeners::PeerAddr(peer));
         }
         if !was_open {
             debug!(parent: &l.span, event = "handshake_ended", session = id, %peer,
@@ -499,6 +499,7 @@ fn heard(said: &mut Said, out: &switchboard_handlers::Outbox, msg: &[u8], record
 }
 
 /// Give one message to a session's chain; the answers accumulate in `out`.
+#[inline]
 fn deliver(
     chain: &mut switchboard_handlers::Chain,
     info: &switchboard_handlers::Session,
@@ -507,11 +508,7 @@ fn deliver(
     debug: bool,
 ) {
     if debug {
-        const SHOWN: usize = 256;
-        let text = escape(&msg[..msg.len().min(SHOWN)]);
-        let cut = if msg.len() > SHOWN { "..." } else { "" };
-        debug!(session = info.id, event = "message", bytes = msg.len(),
-            text = %format_args!("{text}{cut}"), "message");
+        log_message(info, msg);
     }
     if chain.message(msg, info, out) == Flow::Pass && debug {
         debug!(
@@ -520,4 +517,15 @@ fn deliver(
             "no handler took the message; dropped"
         );
     }
+}
+
+/// The debug line of a message (its start, escaped): out of line, as it is off by default.
+#[cold]
+#[inline(never)]
+fn log_message(info: &switchboard_handlers::Session, msg: &[u8]) {
+    const SHOWN: usize = 256;
+    let text = escape(&msg[..msg.len().min(SHOWN)]);
+    let cut = if msg.len() > SHOWN { "..." } else { "" };
+    debug!(session = info.id, event = "message", bytes = msg.len(),
+        text = %format_args!("{text}{cut}"), "message");
 }

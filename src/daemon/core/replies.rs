@@ -137,6 +137,7 @@ impl Core {
     }
 
     /// Record what the drive in progress heard and said and was not recorded yet.
+    #[inline]
     pub(super) fn record(&mut self, key: SessionKey) {
         let count = self.out.message_count();
         if !self.records(key) {
@@ -144,6 +145,13 @@ impl Core {
             self.said.recorded_marks = self.said.marks.len();
             return;
         }
+        self.record_said(key, count);
+    }
+
+    /// [`Core::record`] for a session that records: out of line, so that every drive of
+    /// the others (nearly all) does not set up its frame.
+    #[inline(never)]
+    fn record_said(&mut self, key: SessionKey, count: usize) {
         let said = &mut self.said;
         let mut lines: Vec<(Speaker, Option<String>, String)> = Vec::new();
         let outputs: Vec<&[u8]> = self.out.messages().collect();
