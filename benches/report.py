@@ -192,6 +192,35 @@ def log_table(F):
     return "\n".join(rows), missed
 
 
+def same_server_table(F):
+    """`log-devnull` is the `switchboard` server again (the same binary and config; its log
+    lines go to /dev/null instead of a file, a handful per run but for conn8's two per
+    connection). What their ratio moves away from 1.00 in one run is how finely that run tells
+    servers apart. Returns the table and the largest deviations of a median (rate, CPU)."""
+    rows = ["| scenario | rate, log-devnull / switchboard | server CPU per op, "
+            "log-devnull / switchboard |", "| --- | ---: | ---: |"]
+    cpu = F.raw.get("_cpu_us_per_op", {})
+    worst = {"rate": (0.0, None), "cpu": (0.0, None)}
+    for scen in SCENARIOS:
+        if scen == "idle10k":
+            continue
+        cells = []
+        a, b = (cpu.get(n, {}).get(scen) or [] for n in ("switchboard", "log-devnull"))
+        pairs = {"rate": F.paired("log-devnull", "switchboard", scen),
+                 "cpu": [y / x for x, y in zip(a, b) if x and y] if len(a) == len(b) else None}
+        for kind in ("rate", "cpu"):
+            rs = pairs[kind]
+            if not rs:
+                cells.append("–")
+                continue
+            m = statistics.median(rs)
+            cells.append(f"{m:.2f}× ({min(rs):.2f}–{max(rs):.2f})")
+            if abs(m - 1) > worst[kind][0]:
+                worst[kind] = (abs(m - 1), scen)
+        rows.append(f"| {scen} | " + " | ".join(cells) + " |")
+    return "\n".join(rows), worst
+
+
 def spread_table(F, servers):
     head = "| scenario | unit | " + " | ".join(servers) + " |"
     rows = [head, "| --- | --- |" + " ---: |" * len(servers)]
@@ -661,6 +690,7 @@ def main():
     log_rows, log_missed = log_table(F)
     cpu_rows, bound, unsaturated, cpu_repeats = cpu_table(cpu) if cpu else ("", [], [], 0)
     cpu_target_rows, cpu_missed = cpu_targets(cpu) if cpu else ("", [])
+    same_rows, same_worst = same_server_table(F)
     chart(F, meta, os.path.join(HERE, "chart.svg"))
 
     missed = [f"{s} ({why})" for s, _, _, ok, why in summary if ok is False]
@@ -685,6 +715,14 @@ def main():
                      "(`results/compare-stderr.txt` says why), so its targets are open.")
     if not lines:
         lines.append("- Every target was met in this run.")
+    (rate_dev, rate_at), (cpu_dev, cpu_at) = same_worst["rate"], same_worst["cpu"]
+    if rate_at or cpu_at:
+        lines.append(
+            "- **How finely this run tells servers apart**: `log-devnull` is the switchboard "
+            "server again (table \"The same server twice\" below), and side by side with it in "
+            f"this run the medians differ by up to {rate_dev * 100:.0f} % in rate ({rate_at}) "
+            f"and {cpu_dev * 100:.0f} % in server CPU per operation ({cpu_at}). A target met "
+            "or missed by less than that is a tie that this run does not decide either way.")
     if bound:
         lines.append(f"- The load generator's core (core 1) was ≥ 90 % busy in {', '.join(bound)} "
                      "(table \"CPU\" below): there the figures are partly the load generator's "
@@ -802,6 +840,16 @@ connection after 10,000 idle connections opened, lower is better; the C server k
 per-connection state in user space, so its figure is near 0 and a ratio to it means nothing).
 
 {main_rows}
+
+### The same server twice
+
+`log-devnull` is the `switchboard` server of the table above again: the same binary and
+config, its log lines going to /dev/null instead of a file (a handful per run; conn8 logs two
+per connection). Its ratio to `switchboard`, measured in the same cycles, would be 1.00× without
+noise; how far it strays is the noise of this run, the yardstick for the other ratios of the
+run (the TLS and forwarding runs below are runs of their own).
+
+{same_rows}
 
 ### A support bot instead of echo
 
