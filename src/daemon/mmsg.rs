@@ -17,6 +17,8 @@ use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 
 /// Datagrams taken per call.
 pub(super) const BATCH: usize = 16;
+/// The room for a sender's address that a header offers the kernel.
+const NAME_LEN: libc::socklen_t = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
 /// Room for the largest UDP payload (65,507 bytes over IPv4), plus one byte to see truncation.
 const SLOT: usize = 65_536;
 
@@ -59,7 +61,7 @@ impl Default for Batch {
             // SAFETY: msghdr is plain old data; zero is valid for every field.
             let mut hdr: libc::msghdr = unsafe { zeroed() };
             hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_namelen = NAME_LEN;
             hdr.msg_iov = iov;
             hdr.msg_iovlen = 1;
             b.headers.push(libc::mmsghdr {
@@ -77,7 +79,7 @@ impl Batch {
         // The kernel rewrites the address length (and the flags) of each header it fills,
         // the first `received` of the last call; the rest of a header stays as it was made.
         for h in &mut self.headers[..self.received] {
-            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_namelen = NAME_LEN;
         }
         // The system call itself, not glibc's `recvmmsg`: that wrapper is a thread
         // cancellation point and brackets every call with two more library calls (some 60

@@ -11,6 +11,7 @@ use switchboard_handlers::{
 use tracing::{debug, info, warn};
 
 use super::due::Due;
+use super::listeners::PeerAddr;
 use super::replies::Said;
 use super::session::{HandlerTimer, LINGER, OutputEnd, Phase};
 use super::{Core, Effect, RunState, SessionKey, Staged};
@@ -429,7 +430,7 @@ impl Core {
         let l = &mut self.listeners[lid.0];
         l.closed(peer, &counts, reason == CloseReason::Error);
         if let Some(u) = &mut l.udp {
-            u.peers.remove(&super::listeners::PeerAddr(peer));
+            u.peers.remove(&PeerAddr(peer));
         }
         if !was_open {
             debug!(parent: &l.span, event = "handshake_ended", session = id, %peer,
@@ -499,7 +500,6 @@ fn heard(said: &mut Said, out: &switchboard_handlers::Outbox, msg: &[u8], record
 }
 
 /// Give one message to a session's chain; the answers accumulate in `out`.
-#[inline]
 fn deliver(
     chain: &mut switchboard_handlers::Chain,
     info: &switchboard_handlers::Session,
@@ -508,7 +508,11 @@ fn deliver(
     debug: bool,
 ) {
     if debug {
-        log_message(info, msg);
+        const SHOWN: usize = 256;
+        let text = escape(&msg[..msg.len().min(SHOWN)]);
+        let cut = if msg.len() > SHOWN { "..." } else { "" };
+        debug!(session = info.id, event = "message", bytes = msg.len(),
+            text = %format_args!("{text}{cut}"), "message");
     }
     if chain.message(msg, info, out) == Flow::Pass && debug {
         debug!(
@@ -517,15 +521,4 @@ fn deliver(
             "no handler took the message; dropped"
         );
     }
-}
-
-/// The debug line of a message (its start, escaped): out of line, as it is off by default.
-#[cold]
-#[inline(never)]
-fn log_message(info: &switchboard_handlers::Session, msg: &[u8]) {
-    const SHOWN: usize = 256;
-    let text = escape(&msg[..msg.len().min(SHOWN)]);
-    let cut = if msg.len() > SHOWN { "..." } else { "" };
-    debug!(session = info.id, event = "message", bytes = msg.len(),
-        text = %format_args!("{text}{cut}"), "message");
 }
